@@ -1,0 +1,301 @@
+package orders
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors of the store.
+var (
+	// ErrNotFound: no such order for this tenant.
+	ErrNotFound = errors.New("order not found")
+	// ErrDuplicateClientOrderID: the tenant already used this client_order_id.
+	ErrDuplicateClientOrderID = errors.New("client_order_id already used")
+	// ErrInvalidTransition: the state machine forbids the change, or the order moved on meanwhile.
+	ErrInvalidTransition = errors.New("invalid status transition")
+	// ErrFenced: the caller's lease was taken over by another worker; it must stop writing.
+	ErrFenced = errors.New("lease lost to another worker")
+	// ErrLeaseHeld: another worker holds the order's lease.
+	ErrLeaseHeld = errors.New("order lease held by another worker")
+	// ErrTerminal: the order has reached a terminal status.
+	ErrTerminal = errors.New("order is terminal")
+	// ErrTooLate: the order is executing; it can no longer be cancelled.
+	ErrTooLate = errors.New("order is already executing")
+)
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	// Prefix starts every key. Defaults to "ag:".
+	Prefix string
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Store keeps orders and their event logs in Redis.
+type Store struct {
+	rdb  redis.UniversalClient
+	k    keys
+	now  func() time.Time
+	seen tenantCache
+}
+
+// NewStore returns a store on rdb.
+func NewStore(rdb redis.UniversalClient, cfg StoreConfig) *Store {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "ag:"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{rdb: rdb, k: keys{cfg.Prefix}, now: cfg.Now}
+}
+
+// Client is the store's Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// ChangedChannel is the pub/sub channel on which every change is announced as "tenant/id".
+func (s *Store) ChangedChannel() string { return s.k.changed() }
+
+const luaTerminal = `local terminal = {executed=true, rejected=true, failed=true, cancelled=true}
+`
+
+var createScript = redis.NewScript(`
+if ARGV[5] ~= '' then
+  local ex = redis.call('HGET', KEYS[6], ARGV[5])
+  if ex then return {'dup', ex} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ARGV[1]} end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[6], ARGV[5], ARGV[1]) end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'pending', 'seq', 1, 'fence', 0)
+redis.call('RPUSH', KEYS[2], '{"seq":1' .. string.sub(ARGV[3], 9))
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+return {'ok', ARGV[1]}
+`)
+
+// eventJSON encodes e with seq 0; the scripts splice in the real sequence
+// number, which only Redis knows (cancel requests append concurrently).
+func eventJSON(e Event) string {
+	e.Seq = 0
+	b, _ := json.Marshal(e) // an Event always encodes
+	return string(b)
+}
+
+func docJSON(o *Order) string {
+	b, _ := json.Marshal(o) // an Order always encodes
+	return string(b)
+}
+
+// Create stores a new pending order and its order.created event. o.ID,
+// o.Tenant, o.CreatedAt and o.Deadline must be set. With a client_order_id
+// already used by the tenant it returns ErrDuplicateClientOrderID and the
+// existing order.
+func (s *Store) Create(ctx context.Context, o *Order) (*Order, error) {
+	o.Status = Pending
+	o.UpdatedAt = o.CreatedAt
+	o.Version = 1
+	created := *o
+	ev := Event{Type: EventCreated, At: o.CreatedAt, Status: Pending, Order: &created}
+	t := o.Tenant
+	keys := []string{s.k.order(t, o.ID), s.k.events(t, o.ID), s.k.index(t), s.k.statusIndex(t, Pending), s.k.active(t), s.k.clientIDs(t)}
+	args := []any{o.ID, docJSON(o), eventJSON(ev), o.CreatedAt.UnixMilli(), o.ClientOrderID}
+	if !s.seen.has(t) {
+		// First order of this tenant seen by this process: register the
+		// tenant for the reconciler (idempotent, once per process).
+		if err := s.rdb.SAdd(ctx, s.k.tenants(), t).Err(); err != nil {
+			return nil, fmt.Errorf("create order: register tenant: %w", err)
+		}
+		s.seen.add(t)
+	}
+	res, err := createScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("create order: %w", err)
+	}
+	switch res[0] {
+	case "ok":
+		return o, nil
+	case "dup":
+		existing, err := s.Get(ctx, t, res[1].(string))
+		if err != nil {
+			return nil, fmt.Errorf("create order: read duplicate: %w", err)
+		}
+		return existing, ErrDuplicateClientOrderID
+	default:
+		return nil, fmt.Errorf("create order: id %s exists", o.ID)
+	}
+}
+
+// Get returns the tenant's order id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Order, error) {
+	h, err := s.rdb.HMGet(ctx, s.k.order(tenant, id), "doc", "status", "seq", "cancel").Result()
+	if err != nil {
+		return nil, fmt.Errorf("get order: %w", err)
+	}
+	return decodeOrder(tenant, h)
+}
+
+// decodeOrder merges the hash fields doc, status, seq, cancel into an Order.
+func decodeOrder(tenant string, h []any) (*Order, error) {
+	doc, _ := h[0].(string)
+	if doc == "" {
+		return nil, ErrNotFound
+	}
+	var o Order
+	if err := json.Unmarshal([]byte(doc), &o); err != nil {
+		return nil, fmt.Errorf("decode order: %w", err)
+	}
+	o.Tenant = tenant
+	if st, ok := h[1].(string); ok {
+		o.Status = Status(st)
+	}
+	if seq, ok := h[2].(string); ok {
+		o.Version, _ = strconv.ParseInt(seq, 10, 64)
+	}
+	o.CancelRequested = h[3] == "1" && !o.Status.Terminal()
+	return &o, nil
+}
+
+// Events returns the order's log, oldest first.
+func (s *Store) Events(ctx context.Context, tenant, id string) ([]Event, error) {
+	raw, err := s.rdb.LRange(ctx, s.k.events(tenant, id), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	if len(raw) == 0 {
+		return nil, ErrNotFound
+	}
+	evs := make([]Event, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal([]byte(r), &evs[i]); err != nil {
+			return nil, fmt.Errorf("decode event %d: %w", i, err)
+		}
+	}
+	return evs, nil
+}
+
+// ListParams select a page of orders.
+type ListParams struct {
+	// Status filters by current status; empty means all.
+	Status Status
+	// After is the cursor: the last id of the previous page.
+	After string
+	// Limit is the page size. Defaults to 50.
+	Limit int
+}
+
+// List returns the tenant's orders, newest first, and the cursor of the
+// next page ("" at the end).
+func (s *Store) List(ctx context.Context, tenant string, p ListParams) ([]*Order, string, error) {
+	if p.Limit <= 0 {
+		p.Limit = 50
+	}
+	key := s.k.index(tenant)
+	if p.Status != "" {
+		key = s.k.statusIndex(tenant, p.Status)
+	}
+	max := "+"
+	if p.After != "" {
+		max = "(" + p.After
+	}
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: max, Stop: "-", ByLex: true, Rev: true, Count: int64(p.Limit + 1)}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	next := ""
+	if len(ids) > p.Limit {
+		ids = ids[:p.Limit]
+		next = ids[len(ids)-1]
+	}
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pl.HMGet(ctx, s.k.order(tenant, id), "doc", "status", "seq", "cancel")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	out := make([]*Order, 0, len(ids))
+	for _, c := range cmds {
+		o, err := decodeOrder(tenant, c.Val())
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if p.Status != "" && o.Status != p.Status {
+			continue // moved on between the two reads
+		}
+		out = append(out, o)
+	}
+	return out, next, nil
+}
+
+var requestCancelScript = redis.NewScript(luaTerminal + `
+local h = redis.call('HMGET', KEYS[1], 'status', 'exec', 'cancel')
+if not h[1] then return {'notfound'} end
+if h[1] == 'cancelled' then return {'ok', h[1]} end
+if terminal[h[1]] then return {'terminal', h[1]} end
+if h[2] == '1' then return {'executing', h[1]} end
+if h[3] == '1' then return {'ok', h[1]} end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. string.sub(ARGV[1], 9))
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {'ok', h[1]}
+`)
+
+// RequestCancel records that the client wants the order cancelled. It returns
+// ErrTerminal (with the order) when the order already ended other than
+// cancelled, ErrTooLate when execution has begun, ErrNotFound. Carrying the
+// cancel out (releasing funds) is the worker's job.
+func (s *Store) RequestCancel(ctx context.Context, tenant, id string) error {
+	ev := Event{Type: EventCancelRequested, At: s.now()}
+	res, err := requestCancelScript.Run(ctx, s.rdb, []string{s.k.order(tenant, id), s.k.events(tenant, id)},
+		eventJSON(ev), s.k.changed(), tenant+"/"+id).StringSlice()
+	if err != nil {
+		return fmt.Errorf("request cancel: %w", err)
+	}
+	switch res[0] {
+	case "ok":
+		return nil
+	case "notfound":
+		return ErrNotFound
+	case "executing":
+		return ErrTooLate
+	default:
+		return fmt.Errorf("%w: %s", ErrTerminal, res[1])
+	}
+}
+
+// Tenants lists every tenant that has placed an order.
+func (s *Store) Tenants(ctx context.Context) ([]string, error) {
+	return s.rdb.SMembers(ctx, s.k.tenants()).Result()
+}
+
+// InFlight returns up to limit ids of the tenant's orders that are not terminal
+// and were created before the given time, oldest first.
+func (s *Store) InFlight(ctx context.Context, tenant string, createdBefore time.Time, limit int) ([]string, error) {
+	return s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.k.active(tenant), Start: "-inf", Stop: strconv.FormatInt(createdBefore.UnixMilli(), 10),
+		ByScore: true, Count: int64(limit),
+	}).Result()
+}
+
+// tenantCache remembers tenants already registered in ag:tenants.
+type tenantCache struct {
+	m sync.Map
+}
+
+func (c *tenantCache) has(t string) bool { _, ok := c.m.Load(t); return ok }
+func (c *tenantCache) add(t string)      { c.m.Store(t, struct{}{}) }
