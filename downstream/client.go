@@ -1,0 +1,244 @@
+package downstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+)
+
+// maxRetryAfter caps the delay a Retry-After header can ask for.
+const maxRetryAfter = time.Hour
+
+// client is what Portfolio and Execution share: one downstream, its breaker and its bulkhead.
+type client struct {
+	name    string
+	cfg     Config
+	base    string
+	breaker *breaker
+	slots   chan struct{}
+}
+
+func newClient(name string, cfg Config) (*client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &client{
+		name:    name,
+		cfg:     cfg,
+		base:    cfg.baseURL(),
+		breaker: newBreaker(name, cfg.Breaker, cfg.Logger, cfg.OnStateChange),
+		slots:   make(chan struct{}, cfg.MaxConcurrent),
+	}, nil
+}
+
+// request is one logical call to the downstream.
+type request struct {
+	method string
+	path   string // escaped, appended to the base URL
+	key    string // Idempotency-Key; empty for reads
+	body   any    // JSON-encoded; nil for none
+}
+
+// call performs req, retrying transient failures within the budget. handle reads the
+// answer of one attempt: it returns nil, a business error, or a failure.
+//
+// The retry loop is written here rather than with backoff.Retry because it decides with the
+// breaker, the budget and Retry-After together; backoff only supplies the jittered waits.
+func (c *client) call(ctx context.Context, req request, handle func(*http.Response) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var body []byte
+	if req.body != nil {
+		var err error
+		if body, err = json.Marshal(req.body); err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+	}
+
+	budget, cancel := context.WithTimeout(ctx, c.cfg.Budget)
+	defer cancel()
+	waits := backoff.ExponentialBackOff{
+		InitialInterval:     c.cfg.BackoffBase,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         c.cfg.BackoffMax,
+	}
+	for attempt := 1; ; attempt++ {
+		err := c.attempt(ctx, budget, req, body, handle)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case attempt >= c.cfg.MaxAttempts,
+			budget.Err() != nil,
+			!IsTransient(err),
+			errors.Is(err, ErrBreakerOpen),
+			errors.Is(err, ErrBulkheadFull):
+			return err
+		}
+
+		wait := min(waits.NextBackOff(), c.cfg.BackoffMax)
+		if hint, ok := RetryAfter(err); ok && hint > wait {
+			wait = hint
+		}
+		if deadline, _ := budget.Deadline(); time.Until(deadline) <= wait {
+			return err // the next attempt would not start within the budget
+		}
+		c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "downstream call failed, retrying",
+			slog.String("downstream", c.name), slog.String("path", req.path),
+			slog.Int("attempt", attempt), slog.Duration("wait", wait), slog.Any("err", err))
+
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-budget.Done():
+			t.Stop()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// attempt makes one HTTP attempt through the breaker and the bulkhead. ctx is the
+// caller's context, budget the call's.
+func (c *client) attempt(ctx, budget context.Context, req request, body []byte, handle func(*http.Response) error) error {
+	if err := c.breaker.allow(); err != nil {
+		return err
+	}
+	if err := c.acquire(ctx, budget); err != nil {
+		return err
+	}
+	defer func() { <-c.slots }()
+
+	return c.breaker.run(func() error {
+		err := c.roundTrip(budget, req, body, handle)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", errCallerDone, ctx.Err())
+		}
+		return err
+	})
+}
+
+// acquire takes a bulkhead slot, waiting for one at most until the budget ends.
+func (c *client) acquire(ctx, budget context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-budget.Done():
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", errCallerDone, ctx.Err())
+		}
+		return fmt.Errorf("%s: %w", c.name, ErrBulkheadFull)
+	}
+}
+
+// roundTrip sends req and hands the answer to handle, all within the attempt timeout.
+func (c *client) roundTrip(ctx context.Context, req request, body []byte, handle func(*http.Response) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, req.method, c.base+req.path, rd)
+	if err != nil {
+		return fmt.Errorf("new request: %w", err)
+	}
+	hreq.Header.Set("Accept", "application/json")
+	if body != nil {
+		hreq.Header.Set("Content-Type", "application/json")
+	}
+	if req.key != "" {
+		hreq.Header.Set("Idempotency-Key", req.key)
+	}
+
+	resp, err := c.cfg.HTTPClient.Do(hreq)
+	if err != nil {
+		return &connError{err}
+	}
+	defer func() {
+		// Drain a little so that the connection can be reused; a larger rest closes it.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		_ = resp.Body.Close()
+	}()
+	return handle(resp)
+}
+
+// statusError is the error for an answer with a status the caller did not expect.
+func (c *client) statusError(resp *http.Response) error {
+	return &StatusError{Downstream: c.name, Code: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
+}
+
+// parseRetryAfter reads a Retry-After header, in seconds or as an HTTP date; zero when
+// absent or invalid, capped at maxRetryAfter.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = time.Until(t)
+	}
+	return max(0, min(d, maxRetryAfter))
+}
+
+// readJSON reads the JSON body of resp, of at most limit bytes.
+func readJSON(resp *http.Response, limit int64) ([]byte, error) {
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return nil, fmt.Errorf("%w: content type %.64q", ErrBadResponse, ct)
+	}
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", ErrBadResponse, resp.ContentLength, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, &connError{fmt.Errorf("read body: %w", err)}
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: body exceeds the limit of %d bytes", ErrBadResponse, limit)
+	}
+	return data, nil
+}
+
+// unmarshal decodes data into v; any failure is ErrBadResponse.
+func unmarshal(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadResponse, err)
+	}
+	return nil
+}
+
+// missing is the error for a required field absent from an answer.
+func missing(field string) error {
+	return fmt.Errorf("%w: missing %s", ErrBadResponse, field)
+}

@@ -1,0 +1,654 @@
+package sim_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/goleak"
+
+	"github.com/asyncgate/asyncgate/internal/sim"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var fixedNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+type testBundle struct {
+	sim *sim.Sim
+	srv *httptest.Server
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	return setupWith(t, sim.Config{NowFunc: func() time.Time { return fixedNow }})
+}
+
+func setupWith(t *testing.T, cfg sim.Config) *testBundle {
+	t.Helper()
+	s := sim.New(cfg)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return &testBundle{sim: s, srv: srv}
+}
+
+type response struct {
+	code   int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+// do sends a request with a JSON body (nil for none) and decodes a JSON answer, if any.
+func (tb *testBundle) do(t *testing.T, method, path string, body any) response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, tb.srv.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := tb.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := response{code: resp.StatusCode, header: resp.Header, raw: raw}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
+		}
+	}
+	return r
+}
+
+func (tb *testBundle) setFaults(t *testing.T, svc sim.Service, f sim.Faults) {
+	t.Helper()
+	if err := tb.sim.SetFaults(svc, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantCode(t *testing.T, r response, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("status = %d, want %d; body %s", r.code, code, r.raw)
+	}
+}
+
+func execBody(id, symbol string) map[string]any {
+	return map[string]any{"execution_id": id, "account_id": "acc", "symbol": symbol, "side": "buy", "quantity": 5}
+}
+
+func TestPortfolio(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+
+	r := tb.do(t, "GET", "/portfolios/new-account", nil)
+	wantCode(t, r, http.StatusOK)
+	want := map[string]any{
+		"account_id": "new-account", "cash": 1e6, "reserved": 0.0, "available": 1e6,
+		"as_of": "2026-01-02T03:04:05Z",
+	}
+	if diff := cmp.Diff(want, r.body); diff != "" {
+		t.Errorf("portfolio (-want +got):\n%s", diff)
+	}
+
+	tb.sim.SetBalance("rich", 50)
+	r = tb.do(t, "GET", "/portfolios/rich", nil)
+	if r.body["cash"] != 50.0 || r.body["available"] != 50.0 {
+		t.Errorf("after SetBalance: %v", r.body)
+	}
+}
+
+func TestReserveIdempotent(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetBalance("acc", 100)
+	req := map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 60}
+
+	first := tb.do(t, "POST", "/reservations", req)
+	wantCode(t, first, http.StatusCreated)
+	want := map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 60.0, "status": "reserved"}
+	if diff := cmp.Diff(want, first.body); diff != "" {
+		t.Errorf("reserve (-want +got):\n%s", diff)
+	}
+
+	again := tb.do(t, "POST", "/reservations", req)
+	wantCode(t, again, http.StatusOK)
+	if diff := cmp.Diff(first.body, again.body); diff != "" {
+		t.Errorf("repeat differs (-first +again):\n%s", diff)
+	}
+
+	p := tb.do(t, "GET", "/portfolios/acc", nil)
+	if p.body["reserved"] != 60.0 || p.body["available"] != 40.0 {
+		t.Errorf("reserved twice? %v", p.body)
+	}
+	if !tb.sim.Reserved("r1") {
+		t.Error("Reserved(r1) = false")
+	}
+	if got := tb.sim.Stats(); got.Reservations != 1 || got.ReserveRequests != 2 {
+		t.Errorf("stats = %+v", got)
+	}
+}
+
+func TestReserveInsufficientFunds(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetBalance("poor", 10)
+	req := map[string]any{"reservation_id": "r1", "account_id": "poor", "amount": 11}
+
+	r := tb.do(t, "POST", "/reservations", req)
+	wantCode(t, r, http.StatusConflict)
+	if diff := cmp.Diff(map[string]any{"error": "insufficient_funds"}, r.body); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+
+	// A refused id stays refused, even once the money is there.
+	tb.sim.SetBalance("poor", 1000)
+	wantCode(t, tb.do(t, "POST", "/reservations", req), http.StatusConflict)
+	if tb.sim.Reserved("r1") {
+		t.Error("Reserved(r1) = true after a refusal")
+	}
+}
+
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetBalance("acc", 100)
+	wantCode(t, tb.do(t, "POST", "/reservations", map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 30}), http.StatusCreated)
+
+	for range 2 {
+		r := tb.do(t, "POST", "/reservations/r1/release", nil)
+		wantCode(t, r, http.StatusOK)
+		if diff := cmp.Diff(map[string]any{"reservation_id": "r1", "status": "released"}, r.body); diff != "" {
+			t.Errorf("release (-want +got):\n%s", diff)
+		}
+	}
+	p := tb.do(t, "GET", "/portfolios/acc", nil)
+	if p.body["reserved"] != 0.0 || p.body["available"] != 100.0 {
+		t.Errorf("after release: %v", p.body)
+	}
+	if !tb.sim.Released("r1") || tb.sim.Reserved("r1") {
+		t.Errorf("Released = %v, Reserved = %v", tb.sim.Released("r1"), tb.sim.Reserved("r1"))
+	}
+	if got := tb.sim.Stats().Releases; got != 1 {
+		t.Errorf("Releases = %d, want 1", got)
+	}
+
+	r := tb.do(t, "POST", "/reservations/never/release", nil)
+	wantCode(t, r, http.StatusOK)
+	if diff := cmp.Diff(map[string]any{"reservation_id": "never", "status": "unknown"}, r.body); diff != "" {
+		t.Errorf("unknown release (-want +got):\n%s", diff)
+	}
+}
+
+func TestExecuteIdempotent(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+
+	first := tb.do(t, "POST", "/executions", execBody("e1", "AAPL"))
+	wantCode(t, first, http.StatusCreated)
+	want := map[string]any{
+		"execution_id": "e1", "status": "filled", "symbol": "AAPL", "side": "buy",
+		"quantity": 5.0, "price": 100.0, "filled_at": "2026-01-02T03:04:05Z",
+	}
+	if diff := cmp.Diff(want, first.body); diff != "" {
+		t.Errorf("fill (-want +got):\n%s", diff)
+	}
+	again := tb.do(t, "POST", "/executions", execBody("e1", "AAPL"))
+	wantCode(t, again, http.StatusOK)
+	if diff := cmp.Diff(first.body, again.body); diff != "" {
+		t.Errorf("repeat differs (-first +again):\n%s", diff)
+	}
+	if got := tb.sim.Executions("e1"); got != 1 {
+		t.Errorf("Executions = %d, want 1", got)
+	}
+	if got := tb.sim.ExecutionRequests("e1"); got != 2 {
+		t.Errorf("ExecutionRequests = %d, want 2", got)
+	}
+
+	limit := execBody("e2", "AAPL")
+	limit["limit_price"] = 12.5
+	if r := tb.do(t, "POST", "/executions", limit); r.body["price"] != 12.5 {
+		t.Errorf("limit fill price = %v, want 12.5", r.body["price"])
+	}
+}
+
+func TestExecuteRefused(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.setFaults(t, sim.Execution, sim.Faults{RefuseSymbols: []string{"BAD"}})
+
+	r := tb.do(t, "POST", "/executions", execBody("e1", "BAD"))
+	wantCode(t, r, http.StatusUnprocessableEntity)
+	if r.body["error"] != "refused" || r.body["reason"] == "" {
+		t.Errorf("body = %v", r.body)
+	}
+	// The refusal is the answer for this id, even after the symbol is allowed again.
+	tb.sim.ClearFaults()
+	wantCode(t, tb.do(t, "POST", "/executions", execBody("e1", "BAD")), http.StatusUnprocessableEntity)
+	if got := tb.sim.Executions("e1"); got != 0 {
+		t.Errorf("Executions = %d, want 0", got)
+	}
+	wantCode(t, tb.do(t, "POST", "/executions", execBody("e2", "OK")), http.StatusCreated)
+}
+
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tests := []struct {
+		name string
+		path string
+		body any
+	}{
+		{"reserve bad json", "/reservations", `{"reservation_id":`},
+		{"reserve no id", "/reservations", map[string]any{"account_id": "a", "amount": 1}},
+		{"reserve no account", "/reservations", map[string]any{"reservation_id": "r", "amount": 1}},
+		{"reserve no amount", "/reservations", map[string]any{"reservation_id": "r", "account_id": "a"}},
+		{"reserve zero amount", "/reservations", map[string]any{"reservation_id": "r", "account_id": "a", "amount": 0}},
+		{"reserve negative amount", "/reservations", map[string]any{"reservation_id": "r", "account_id": "a", "amount": -1}},
+		{"reserve unknown field", "/reservations", map[string]any{"reservation_id": "r", "account_id": "a", "amount": 1, "x": 1}},
+		{"reserve trailing data", "/reservations", `{"reservation_id":"r","account_id":"a","amount":1} {}`},
+		{"execute bad json", "/executions", `[1,2`},
+		{"execute no id", "/executions", execBody("", "S")},
+		{"execute no symbol", "/executions", execBody("e", "")},
+		{"execute bad side", "/executions", map[string]any{"execution_id": "e", "account_id": "a", "symbol": "S", "side": "hold", "quantity": 1}},
+		{"execute no quantity", "/executions", map[string]any{"execution_id": "e", "account_id": "a", "symbol": "S", "side": "buy"}},
+		{"execute zero quantity", "/executions", map[string]any{"execution_id": "e", "account_id": "a", "symbol": "S", "side": "buy", "quantity": 0}},
+		{"execute bad limit", "/executions", map[string]any{"execution_id": "e", "account_id": "a", "symbol": "S", "side": "buy", "quantity": 1, "limit_price": -3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			wantCode(t, tb.do(t, "POST", tt.path, tt.body), http.StatusBadRequest)
+		})
+	}
+	t.Run("wrong content type", func(t *testing.T) {
+		t.Parallel()
+		resp, err := tb.srv.Client().Post(tb.srv.URL+"/executions", "text/plain", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status = %d, want 400", resp.StatusCode)
+		}
+	})
+	t.Run("idempotency key mismatch", func(t *testing.T) {
+		t.Parallel()
+		data, _ := json.Marshal(execBody("e-key", "S"))
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", tb.srv.URL+"/executions", bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "other")
+		resp, err := tb.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status = %d, want 400", resp.StatusCode)
+		}
+	})
+}
+
+func TestFaultOutage503(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.setFaults(t, sim.Execution, sim.Faults{Outage: sim.Outage503})
+
+	r := tb.do(t, "POST", "/executions", execBody("e1", "S"))
+	wantCode(t, r, http.StatusServiceUnavailable)
+	if got := r.header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After = %q, want 1", got)
+	}
+	if tb.sim.Executions("e1") != 0 || tb.sim.ExecutionRequests("e1") != 1 {
+		t.Errorf("Executions = %d, requests = %d", tb.sim.Executions("e1"), tb.sim.ExecutionRequests("e1"))
+	}
+	// The other service is not affected.
+	wantCode(t, tb.do(t, "GET", "/portfolios/a", nil), http.StatusOK)
+	if got := tb.sim.Stats(); got.Faulted != 1 || got.ExecuteRequests != 1 || got.PortfolioRequests != 1 {
+		t.Errorf("stats = %+v", got)
+	}
+}
+
+func TestFaultOutageReset(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.setFaults(t, sim.Portfolio, sim.Faults{Outage: sim.OutageReset})
+
+	data, _ := json.Marshal(map[string]any{"reservation_id": "r1", "account_id": "a", "amount": 1})
+	resp, err := tb.srv.Client().Post(tb.srv.URL+"/reservations", "application/json", bytes.NewReader(data))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("got status %d, want a connection error", resp.StatusCode)
+	}
+	if tb.sim.Reserved("r1") || tb.sim.Stats().Reservations != 0 {
+		t.Error("a reset request reserved funds")
+	}
+	if tb.sim.Stats().ReserveRequests == 0 {
+		t.Error("the reset request was not counted")
+	}
+}
+
+func TestFaultErrorRate(t *testing.T) {
+	t.Parallel()
+
+	// run sends n portfolio reads to a sim with the given seed and reports which failed.
+	run := func(seed uint64, rate float64, n int) []bool {
+		tb := setupWith(t, sim.Config{Rand: rand.New(rand.NewPCG(seed, seed))})
+		s := tb.sim
+		tb.setFaults(t, sim.Portfolio, sim.Faults{ErrorRate: rate})
+		failed := make([]bool, n)
+		for i := range failed {
+			failed[i] = tb.do(t, "GET", "/portfolios/a", nil).code == http.StatusServiceUnavailable
+		}
+		if got := s.Stats().Faulted; got != count(failed) {
+			t.Errorf("Faulted = %d, want %d", got, count(failed))
+		}
+		return failed
+	}
+
+	if got := count(run(1, 1, 10)); got != 10 {
+		t.Errorf("rate 1: %d of 10 failed", got)
+	}
+	if got := count(run(1, 0, 10)); got != 0 {
+		t.Errorf("rate 0: %d of 10 failed", got)
+	}
+	a, b := run(7, 0.5, 100), run(7, 0.5, 100)
+	if diff := cmp.Diff(a, b); diff != "" {
+		t.Errorf("same seed, other failures (-a +b):\n%s", diff)
+	}
+	if n := count(a); n < 20 || n > 80 {
+		t.Errorf("rate 0.5: %d of 100 failed", n)
+	}
+}
+
+func count(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFaultLatency(t *testing.T) {
+	t.Parallel()
+
+	t.Run("delays", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Execution, sim.Faults{Latency: 20 * time.Millisecond})
+		start := time.Now()
+		wantCode(t, tb.do(t, "POST", "/executions", execBody("e1", "S")), http.StatusCreated)
+		if d := time.Since(start); d < 20*time.Millisecond {
+			t.Errorf("answered after %v, want at least 20ms", d)
+		}
+	})
+
+	t.Run("client gives up", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Execution, sim.Faults{Latency: time.Hour})
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		defer cancel()
+		data, _ := json.Marshal(execBody("e1", "S"))
+		req, _ := http.NewRequestWithContext(ctx, "POST", tb.srv.URL+"/executions", bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tb.srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("status %d, want a timeout", resp.StatusCode)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err = %v, want a deadline", err)
+		}
+		if tb.sim.Executions("e1") != 0 || tb.sim.ExecutionRequests("e1") != 1 {
+			t.Errorf("Executions = %d, requests = %d", tb.sim.Executions("e1"), tb.sim.ExecutionRequests("e1"))
+		}
+	})
+}
+
+func TestFaultSlowDrip(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.setFaults(t, sim.Execution, sim.Faults{SlowDrip: 100 * time.Microsecond})
+	start := time.Now()
+	r := tb.do(t, "POST", "/executions", execBody("e1", "S"))
+	wantCode(t, r, http.StatusCreated)
+	if r.body["execution_id"] != "e1" {
+		t.Errorf("body = %s", r.raw)
+	}
+	if min := time.Duration(len(r.raw)-1) * 100 * time.Microsecond; time.Since(start) < min {
+		t.Errorf("took %v, want at least %v", time.Since(start), min)
+	}
+	if tb.sim.Executions("e1") != 1 {
+		t.Error("a slow answer must still perform the execution")
+	}
+}
+
+func TestFaultGarbage(t *testing.T) {
+	t.Parallel()
+
+	t.Run("invalid json", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Execution, sim.Faults{Garbage: sim.GarbageInvalidJSON})
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", tb.srv.URL+"/executions", strings.NewReader(`{"execution_id":"e1","account_id":"a","symbol":"S","side":"buy","quantity":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tb.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if json.Valid(raw) || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("got valid JSON %s (%s)", raw, resp.Header.Get("Content-Type"))
+		}
+		if tb.sim.Executions("e1") != 1 {
+			t.Error("garbage must spoil the answer of a performed execution")
+		}
+	})
+
+	t.Run("wrong content type", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageWrongContentType})
+		r := tb.do(t, "GET", "/portfolios/a", nil)
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || !json.Valid(r.raw) {
+			t.Errorf("Content-Type = %q, body %s", ct, r.raw)
+		}
+	})
+
+	t.Run("missing field", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Execution, sim.Faults{Garbage: sim.GarbageMissingField})
+		r := tb.do(t, "POST", "/executions", execBody("e1", "S"))
+		if _, ok := r.body["price"]; ok || r.body["execution_id"] != "e1" {
+			t.Errorf("body = %s, want a fill without price", r.raw)
+		}
+		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageMissingField})
+		if r := tb.do(t, "GET", "/portfolios/a", nil); r.body["available"] != nil {
+			t.Errorf("body = %s, want a view without available", r.raw)
+		}
+	})
+
+	t.Run("huge", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageHuge})
+		resp, err := tb.srv.Client().Get(tb.srv.URL + "/portfolios/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 100<<20 || resp.ContentLength != -1 {
+			t.Errorf("read %d bytes (Content-Length %d), want a streamed 100 MiB", n, resp.ContentLength)
+		}
+	})
+
+	t.Run("huge client goes away", func(t *testing.T) {
+		t.Parallel()
+		tb := setup(t)
+		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageHuge})
+		resp, err := tb.srv.Client().Get(tb.srv.URL + "/portfolios/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.CopyN(io.Discard, resp.Body, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // the handler must stop; goleak checks it did
+	})
+}
+
+func TestFaultsAPI(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+
+	r := tb.do(t, "PUT", "/_sim/faults", `{"execution": {"latency": "250ms", "error_rate": 0.25, "outage": "503", "slow_drip": "1ms", "refuse_symbols": ["X"], "garbage": "huge"}}`)
+	wantCode(t, r, http.StatusOK)
+	want := sim.Faults{
+		Latency: 250 * time.Millisecond, ErrorRate: 0.25, Outage: sim.Outage503,
+		SlowDrip: time.Millisecond, RefuseSymbols: []string{"X"}, Garbage: sim.GarbageHuge,
+	}
+	if diff := cmp.Diff(want, tb.sim.Faults(sim.Execution)); diff != "" {
+		t.Errorf("execution faults (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(sim.Faults{}, tb.sim.Faults(sim.Portfolio), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("portfolio faults (-want +got):\n%s", diff)
+	}
+
+	got := tb.do(t, "GET", "/_sim/faults", nil)
+	wantCode(t, got, http.StatusOK)
+	wantBody := map[string]any{
+		"portfolio": map[string]any{"latency": "0s", "error_rate": 0.0, "outage": "", "slow_drip": "0s", "refuse_symbols": []any{}, "garbage": ""},
+		"execution": map[string]any{"latency": "250ms", "error_rate": 0.25, "outage": "503", "slow_drip": "1ms", "refuse_symbols": []any{"X"}, "garbage": "huge"},
+	}
+	if diff := cmp.Diff(wantBody, got.body); diff != "" {
+		t.Errorf("GET /_sim/faults (-want +got):\n%s", diff)
+	}
+
+	wantCode(t, tb.do(t, "PUT", "/_sim/faults/portfolio", `{"outage": "reset"}`), http.StatusOK)
+	if got := tb.sim.Faults(sim.Portfolio).Outage; got != sim.OutageReset {
+		t.Errorf("portfolio outage = %q", got)
+	}
+	if r := tb.do(t, "GET", "/_sim/faults/portfolio", nil); r.body["outage"] != "reset" {
+		t.Errorf("GET /_sim/faults/portfolio = %s", r.raw)
+	}
+	wantCode(t, tb.do(t, "PUT", "/_sim/faults", `{}`), http.StatusOK)
+	if diff := cmp.Diff(sim.Faults{}, tb.sim.Faults(sim.Execution), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("PUT {} left faults (-want +got):\n%s", diff)
+	}
+
+	for _, bad := range []struct{ path, body string }{
+		{"/_sim/faults", `{"execution": {"outage": "down"}}`},
+		{"/_sim/faults", `{"execution": {"error_rate": 2}}`},
+		{"/_sim/faults", `{"execution": {"latency": "soon"}}`},
+		{"/_sim/faults", `{"execution": {"latency": 5}}`},
+		{"/_sim/faults", `{"execution": {"garbage": "noise"}}`},
+		{"/_sim/faults", `{"execution": {"latncy": "1s"}}`},
+		{"/_sim/faults", `{"risk": {}}`},
+		{"/_sim/faults/execution", `{"slow_drip": "-1s"}`},
+		{"/_sim/faults/execution", `not json`},
+	} {
+		if r := tb.do(t, "PUT", bad.path, bad.body); r.code != http.StatusBadRequest {
+			t.Errorf("PUT %s %s: status %d, want 400", bad.path, bad.body, r.code)
+		}
+	}
+	wantCode(t, tb.do(t, "GET", "/_sim/faults/risk", nil), http.StatusNotFound)
+	if err := tb.sim.SetFaults("risk", sim.Faults{}); err == nil {
+		t.Error("SetFaults(risk) succeeded")
+	}
+}
+
+func TestStatsAndReset(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.do(t, "GET", "/portfolios/a", nil)
+	tb.do(t, "POST", "/reservations", map[string]any{"reservation_id": "r1", "account_id": "a", "amount": 1})
+	tb.do(t, "POST", "/reservations/r1/release", nil)
+	tb.do(t, "POST", "/executions", execBody("e1", "S"))
+	tb.do(t, "POST", "/executions", execBody("e1", "S"))
+
+	want := sim.Stats{
+		PortfolioRequests: 1, ReserveRequests: 1, ReleaseRequests: 1, ExecuteRequests: 2,
+		Reservations: 1, Releases: 1, Executions: 1,
+	}
+	if diff := cmp.Diff(want, tb.sim.Stats()); diff != "" {
+		t.Errorf("Stats (-want +got):\n%s", diff)
+	}
+	r := tb.do(t, "GET", "/_sim/stats", nil)
+	if r.body["execute_requests"] != 2.0 || r.body["executions"] != 1.0 {
+		t.Errorf("GET /_sim/stats = %s", r.raw)
+	}
+
+	tb.setFaults(t, sim.Execution, sim.Faults{Outage: sim.Outage503})
+	tb.sim.Reset()
+	if diff := cmp.Diff(sim.Stats{}, tb.sim.Stats()); diff != "" {
+		t.Errorf("Stats after Reset (-want +got):\n%s", diff)
+	}
+	if tb.sim.Executions("e1") != 0 || tb.sim.Released("r1") || tb.sim.Faults(sim.Execution).Outage != "" {
+		t.Error("Reset kept state")
+	}
+}
+
+func TestStart(t *testing.T) {
+	t.Parallel()
+	s := sim.New(sim.Config{})
+	srv, err := s.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(srv.URL + "/portfolios/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status = %d", resp.StatusCode)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if _, err := s.Start(strings.TrimPrefix(srv.URL, "http://") + "x"); err == nil {
+		t.Error("Start on a bad address succeeded")
+	}
+}
