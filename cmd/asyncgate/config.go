@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/asyncgate/asyncgate/internal/app"
+)
+
+// options are the flags shared by the service commands.
+type options struct {
+	redisURL      string
+	addr          string
+	apiKeys       string
+	portfolioURL  string
+	executionURL  string
+	orderDeadline time.Duration
+	concurrency   int
+	logFormat     string
+	logLevel      string
+	downTimeout   time.Duration
+	reconcile     time.Duration
+	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
+}
+
+// newFlags makes a flag set whose defaults come from ASYNCGATE_* variables.
+func newFlags(name string, out io.Writer, getenv func(string) string, o *options, dev bool) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	env := func(flagName, def string) string {
+		if v := getenv("ASYNCGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))); v != "" {
+			return v
+		}
+		return def
+	}
+	str := func(p *string, n, def, usage string) { fs.StringVar(p, n, env(n, def), usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+")") }
+	addrDef, logDef, redisUsage := ":8080", "json", "Redis URL, such as redis://localhost:6379/0"
+	if dev {
+		addrDef, logDef, redisUsage = "127.0.0.1:8080", "text", "Redis URL; empty runs an in-memory Redis"
+	}
+	str(&o.redisURL, "redis", "", redisUsage)
+	str(&o.addr, "addr", addrDef, "API listen address")
+	str(&o.apiKeys, "api-keys", "", "API keys as key=tenant pairs, comma-separated")
+	str(&o.portfolioURL, "portfolio-url", "", "base URL of the portfolio service")
+	str(&o.executionURL, "execution-url", "", "base URL of the execution service")
+	str(&o.logFormat, "log-format", logDef, "log format: json or text")
+	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	dur := func(p *time.Duration, n string, def time.Duration, usage string) {
+		fs.Func(n, usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+", default "+def.String()+")", func(s string) error {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("want a positive duration such as 30s")
+			}
+			*p = d
+			return nil
+		})
+		*p = def
+		if v := env(n, ""); v != "" {
+			if err := fs.Set(n, v); err != nil {
+				o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_%s: %v", strings.ToUpper(strings.ReplaceAll(n, "-", "_")), err))
+			}
+		}
+	}
+	dur(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an order may take before it fails")
+	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
+	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
+	fs.IntVar(&o.concurrency, "concurrency", 50, "order tasks run at once per worker (env ASYNCGATE_CONCURRENCY)")
+	if v := env("concurrency", ""); v != "" {
+		if err := fs.Set("concurrency", v); err != nil {
+			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_CONCURRENCY: %v", err))
+		}
+	}
+	return fs
+}
+
+func (o *options) logger(out io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch o.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(out, hopts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(out, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be json or text, not %q", o.logFormat)
+}
+
+// parseKeys parses "key=tenant,key2=tenant2".
+func parseKeys(s string) (map[string]string, error) {
+	keys := make(map[string]string)
+	for _, pair := range strings.Split(s, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		k, t, ok := strings.Cut(pair, "=")
+		if !ok || k == "" || t == "" {
+			return nil, errors.New("--api-keys wants key=tenant pairs separated by commas")
+		}
+		keys[k] = t
+	}
+	return keys, nil
+}
+
+func checkURL(flagName, v string) error {
+	if v == "" {
+		return fmt.Errorf("--%s is required", flagName)
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--%s must be an http(s) URL, not %q", flagName, v)
+	}
+	return nil
+}
+
+// appConfig turns options into an app.Config, checking what the roles need.
+func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log}
+	var errs []error
+	if o.envErr != nil {
+		errs = append(errs, o.envErr)
+	}
+	if api {
+		keys, err := parseKeys(o.apiKeys)
+		if err != nil {
+			errs = append(errs, err)
+		} else if len(keys) == 0 {
+			errs = append(errs, errors.New("--api-keys is required: no endpoint is open without a key"))
+		}
+		cfg.Server.APIKeys = keys
+		cfg.Server.OrderDeadline = o.orderDeadline
+	}
+	if worker {
+		if err := checkURL("portfolio-url", o.portfolioURL); err != nil {
+			errs = append(errs, err)
+		}
+		if err := checkURL("execution-url", o.executionURL); err != nil {
+			errs = append(errs, err)
+		}
+		cfg.Portfolio.BaseURL, cfg.Execution.BaseURL = o.portfolioURL, o.executionURL
+		cfg.Portfolio.Timeout, cfg.Execution.Timeout = o.downTimeout, o.downTimeout
+		if o.concurrency < 1 {
+			errs = append(errs, errors.New("--concurrency must be at least 1"))
+		}
+		cfg.WorkerPool.Concurrency = o.concurrency
+		cfg.Reconciler.Interval = o.reconcile
+	}
+	return cfg, errors.Join(errs...)
+}

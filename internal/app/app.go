@@ -1,0 +1,205 @@
+// Package app wires asyncgate's parts into a running process: the API, the
+// workers, the reconciler and their shared Redis. cmd/asyncgate reads flags
+// and environment into a Config; tests build the same App directly.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/downstream"
+	"github.com/asyncgate/asyncgate/jobs"
+	"github.com/asyncgate/asyncgate/orders"
+	"github.com/asyncgate/asyncgate/server"
+)
+
+// Config configures an App.
+type Config struct {
+	// Redis is the shared client. Required (see NewRedis).
+	Redis redis.UniversalClient
+	// API serves the HTTP API on Addr. Worker runs order tasks and the reconciler.
+	API, Worker bool
+	// Addr is the API's listen address. Defaults to ":8080".
+	Addr string
+
+	Server     server.Config
+	Portfolio  downstream.Config
+	Execution  downstream.Config
+	Enqueuer   jobs.EnqueuerConfig
+	Saga       jobs.SagaConfig
+	WorkerPool jobs.WorkerConfig
+	Reconciler jobs.ReconcilerConfig
+	Store      orders.StoreConfig
+
+	Logger *slog.Logger
+}
+
+// App is a running asyncgate process.
+type App struct {
+	cfg     Config
+	Store   *orders.Store
+	API     *server.Server
+	Enq     *jobs.Enqueuer
+	Saga    *jobs.Saga
+	client  *asynq.Client
+	worker  *jobs.Worker
+	recon   *jobs.Reconciler
+	watcher *orders.Watcher
+	httpSrv *http.Server
+	ln      net.Listener
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// NewRedis returns a client for a redis:// or rediss:// URL with a pool
+// sized for a busy API and worker.
+func NewRedis(url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if opt.PoolSize == 0 {
+		opt.PoolSize = 128
+	}
+	return redis.NewClient(opt), nil
+}
+
+// New wires an App. Nothing runs until Start.
+func New(cfg Config) (*App, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("app: no Redis client")
+	}
+	if !cfg.API && !cfg.Worker {
+		return nil, errors.New("app: neither API nor worker enabled")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":8080"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &App{cfg: cfg}
+	a.Store = orders.NewStore(cfg.Redis, cfg.Store)
+	a.client = asynq.NewClientFromRedisClient(cfg.Redis)
+	a.Enq = jobs.NewEnqueuer(a.client, cfg.Enqueuer)
+	if cfg.API {
+		scfg := cfg.Server
+		scfg.Logger = cfg.Logger
+		api, err := server.New(scfg, server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis}})
+		if err != nil {
+			return nil, err
+		}
+		a.API = api
+	}
+	if cfg.Worker {
+		pcfg, ecfg := cfg.Portfolio, cfg.Execution
+		pcfg.Logger, ecfg.Logger = cfg.Logger, cfg.Logger
+		p, err := downstream.NewPortfolio(pcfg)
+		if err != nil {
+			return nil, fmt.Errorf("portfolio: %w", err)
+		}
+		e, err := downstream.NewExecution(ecfg)
+		if err != nil {
+			return nil, fmt.Errorf("execution: %w", err)
+		}
+		sc := cfg.Saga
+		sc.Logger = cfg.Logger
+		a.Saga = jobs.NewSaga(a.Store, p, e, a.Enq, sc)
+		wc := cfg.WorkerPool
+		wc.Logger = cfg.Logger
+		a.worker = jobs.NewWorker(cfg.Redis, a.Saga, wc)
+		rc := cfg.Reconciler
+		rc.Logger = cfg.Logger
+		a.recon = jobs.NewReconciler(a.Store, asynq.NewInspectorFromRedisClient(cfg.Redis), a.Enq, rc)
+	}
+	return a, nil
+}
+
+type pinger struct{ rdb redis.UniversalClient }
+
+func (p pinger) Ping(ctx context.Context) error { return p.rdb.Ping(ctx).Err() }
+
+// Handler is the API's HTTP handler (nil without API).
+func (a *App) Handler() http.Handler {
+	if a.API == nil {
+		return nil
+	}
+	return a.API
+}
+
+// Reconciler is the worker's reconciler (nil without worker).
+func (a *App) Reconciler() *jobs.Reconciler { return a.recon }
+
+// Start runs the enabled parts in the background. With the API enabled
+// and listen true, it listens on Addr.
+func (a *App) Start(ctx context.Context, listen bool) error {
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if a.API != nil {
+		a.watcher = a.Store.Watch(ctx)
+		if listen {
+			ln, err := net.Listen("tcp", a.cfg.Addr)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			a.ln = ln
+			a.httpSrv = &http.Server{Handler: a.API, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					a.cfg.Logger.Error("http server stopped", "err", err)
+				}
+			}()
+		}
+	}
+	if a.worker != nil {
+		if err := a.worker.Start(); err != nil {
+			return err
+		}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.recon.Run(ctx) }()
+	}
+	return nil
+}
+
+// URL is the API's base URL once listening.
+func (a *App) URL() string {
+	if a.ln == nil {
+		return ""
+	}
+	addr := a.ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// Shutdown stops taking requests and tasks, and waits for what runs.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	if a.httpSrv != nil {
+		errs = append(errs, a.httpSrv.Shutdown(ctx))
+	}
+	if a.worker != nil {
+		a.worker.Shutdown()
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.watcher != nil {
+		a.watcher.Close()
+	}
+	a.wg.Wait()
+	return errors.Join(errs...) // the asynq client shares cfg.Redis: the owner closes it
+
+}

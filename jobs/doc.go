@@ -1,0 +1,35 @@
+// Package jobs runs orders in the background on Asynq.
+//
+// # Tasks
+//
+// Each accepted order gets one order:process task on the "orders" queue whose
+// TaskID is the order id. Its handler, [Saga.ProcessTask], advances the order
+// step by step (validate → reserve funds → execute) and checkpoints each step
+// in the order store, so a retry resumes after the last completed step.
+// Rolling back (releasing funds, ending the order failed or cancelled) is an
+// order:compensate task on the high-priority "critical" queue.
+//
+// # Safety
+//
+// Asynq delivers at least once and may start a retry while a timed-out
+// handler still runs. Every handler therefore takes the order's lease first;
+// the lease's fencing token is checked by the same script that writes the
+// order, so a stale handler cannot overwrite newer progress. Downstream calls
+// carry the order id as their idempotency key, so a repeated call does
+// nothing twice.
+//
+// # Retries
+//
+// Transient errors (timeouts, 5xx, an open breaker) are retried with jittered
+// exponential backoff; business refusals never are. Waiting for a lease or an
+// open breaker is a postponement, which does not spend the retry budget.
+// When the budget or the order's deadline runs out, the order is compensated
+// and ends failed, and the task goes to the archive.
+//
+// # Reconciliation
+//
+// Asynq's TaskID deduplicates only while the task exists. The order store is
+// the record of truth: the [Reconciler], run by one process at a time, finds
+// in-flight orders whose task vanished or was archived, and enqueues them
+// again or compensates them.
+package jobs

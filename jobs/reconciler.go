@@ -1,0 +1,192 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/orders"
+)
+
+// ReconcilerConfig configures a Reconciler.
+type ReconcilerConfig struct {
+	// Interval between passes. Defaults to 15s.
+	Interval time.Duration
+	// Grace is how old an in-flight order must be before its missing task
+	// counts as lost (the API enqueues right after storing). Defaults to 10s.
+	Grace time.Duration
+	// Batch is how many orders of a tenant one pass looks at. Defaults to 1000.
+	Batch int
+	// LockKey is the Redis key that makes one process at a time reconcile.
+	// Defaults to "ag:reconciler:lock".
+	LockKey string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c ReconcilerConfig) withDefaults() ReconcilerConfig {
+	if c.Interval == 0 {
+		c.Interval = 15 * time.Second
+	}
+	if c.Grace == 0 {
+		c.Grace = 10 * time.Second
+	}
+	if c.Batch == 0 {
+		c.Batch = 1000
+	}
+	if c.LockKey == "" {
+		c.LockKey = "ag:reconciler:lock"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Reconciler finds in-flight orders whose task vanished, was archived, or
+// whose deadline passed, and puts them back on track.
+type Reconciler struct {
+	store *orders.Store
+	insp  *asynq.Inspector
+	enq   *Enqueuer
+	rdb   redis.UniversalClient
+	cfg   ReconcilerConfig
+}
+
+// NewReconciler returns a reconciler.
+func NewReconciler(store *orders.Store, insp *asynq.Inspector, enq *Enqueuer, cfg ReconcilerConfig) *Reconciler {
+	return &Reconciler{store: store, insp: insp, enq: enq, rdb: store.Client(), cfg: cfg.withDefaults()}
+}
+
+// ReconcileStats counts what one pass did.
+type ReconcileStats struct {
+	Checked, Requeued, Compensated int
+}
+
+// Run reconciles every Interval until ctx ends, whenever this process holds the lock.
+func (r *Reconciler) Run(ctx context.Context) {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, ran, err := r.RunLocked(ctx)
+		if err != nil {
+			r.cfg.Logger.WarnContext(ctx, "reconcile pass failed", "err", err)
+		} else if ran && (st.Requeued > 0 || st.Compensated > 0) {
+			r.cfg.Logger.InfoContext(ctx, "reconciled orders", "checked", st.Checked, "requeued", st.Requeued, "compensated", st.Compensated)
+		}
+	}
+}
+
+var unlockScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+
+// RunLocked runs one pass if no other process is running one.
+func (r *Reconciler) RunLocked(ctx context.Context) (ReconcileStats, bool, error) {
+	token := uuid.NewString()
+	ok, err := r.rdb.SetNX(ctx, r.cfg.LockKey, token, 3*r.cfg.Interval+time.Minute).Result()
+	if err != nil || !ok {
+		return ReconcileStats{}, false, err
+	}
+	defer unlockScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.cfg.LockKey}, token)
+	st, err := r.RunOnce(ctx)
+	return st, true, err
+}
+
+// RunOnce makes one pass over every tenant's in-flight orders.
+func (r *Reconciler) RunOnce(ctx context.Context) (ReconcileStats, error) {
+	var st ReconcileStats
+	tenants, err := r.store.Tenants(ctx)
+	if err != nil {
+		return st, fmt.Errorf("reconcile: %w", err)
+	}
+	now := r.cfg.Now()
+	for _, tenant := range tenants {
+		ids, err := r.store.InFlight(ctx, tenant, now.Add(-r.cfg.Grace), r.cfg.Batch)
+		if err != nil {
+			return st, fmt.Errorf("reconcile %s: %w", tenant, err)
+		}
+		for _, id := range ids {
+			st.Checked++
+			if err := r.reconcile(ctx, tenant, id, now, &st); err != nil {
+				return st, fmt.Errorf("reconcile %s/%s: %w", tenant, id, err)
+			}
+		}
+	}
+	return st, nil
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.Time, st *ReconcileStats) error {
+	c, err := r.store.Control(ctx, tenant, id)
+	if errors.Is(err, orders.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.Status.Terminal() {
+		return nil
+	}
+	state, err := r.taskState(QueueOrders, id)
+	if err != nil {
+		return err
+	}
+	reason := c.Compensation
+	switch {
+	case reason != "" || c.Cancel:
+	case now.After(c.Deadline):
+		reason = ReasonDeadlineExceeded
+	case state == asynq.TaskStateArchived:
+		reason = ReasonRetriesExhausted
+	case state == 0 || state == asynq.TaskStateCompleted:
+		st.Requeued++
+		return r.enq.EnqueueOrder(ctx, tenant, id, nil)
+	default:
+		return nil // its task is on its way
+	}
+	if reason != "" && c.Compensation == "" {
+		if err := r.store.RequestCompensation(ctx, tenant, id, reason); err != nil && !errors.Is(err, orders.ErrTerminal) {
+			return err
+		}
+	}
+	cstate, err := r.taskState(QueueCritical, compensationTaskID(id))
+	if err != nil {
+		return err
+	}
+	switch cstate {
+	case asynq.TaskStateArchived:
+		// Compensation gave up once; an order must still end: run it again.
+		st.Compensated++
+		return r.insp.RunTask(QueueCritical, compensationTaskID(id))
+	case 0, asynq.TaskStateCompleted:
+		st.Compensated++
+		return r.enq.EnqueueCompensation(ctx, tenant, id, nil)
+	}
+	return nil
+}
+
+// taskState is the task's state, or 0 when no such task exists.
+func (r *Reconciler) taskState(queue, id string) (asynq.TaskState, error) {
+	info, err := r.insp.GetTaskInfo(queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return info.State, nil
+}

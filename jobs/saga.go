@@ -1,0 +1,381 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/asyncgate/asyncgate/downstream"
+	"github.com/asyncgate/asyncgate/orders"
+)
+
+// Portfolio is what the saga needs of the portfolio service.
+type Portfolio interface {
+	// Reserve holds funds; downstream.ErrInsufficientFunds when refused.
+	Reserve(ctx context.Context, r downstream.Reservation) error
+	// Release frees a reservation; releasing an unknown one is no error.
+	Release(ctx context.Context, reservationID string) error
+}
+
+// Execution is what the saga needs of the execution service.
+type Execution interface {
+	// Execute fills the order; downstream.ErrRefused when refused.
+	Execute(ctx context.Context, r downstream.ExecutionRequest) (downstream.Fill, error)
+}
+
+// Reasons an order ends without being executed.
+const (
+	ReasonInsufficientFunds     = "insufficient_funds"
+	ReasonRiskLimit             = "risk_limit"
+	ReasonExecutionRefused      = "execution_refused"
+	ReasonRetriesExhausted      = "retries_exhausted"
+	ReasonDeadlineExceeded      = "deadline_exceeded"
+	ReasonDownstreamUnavailable = "downstream_unavailable"
+	ReasonCancelled             = "cancelled_by_client"
+	ReasonInternal              = "internal_error"
+)
+
+// SagaConfig configures a Saga.
+type SagaConfig struct {
+	// LeaseTTL is how long a handler owns an order without writing. Each
+	// step renews it. It must exceed the longest downstream call budget.
+	// Defaults to 30s.
+	LeaseTTL time.Duration
+	// MarketPrice is the price estimate a market order reserves funds at.
+	// Defaults to 100.
+	MarketPrice float64
+	// MaxNotional is the risk limit: larger orders are rejected. Defaults to 1e9.
+	MaxNotional float64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// OnTerminal is called after an order reaches a terminal status.
+	OnTerminalFunc func(ctx context.Context, o *orders.Order)
+	// RetryBase and RetryMax shape the jittered exponential backoff of
+	// failed attempts. Default to 1s and 2m.
+	RetryBase, RetryMax time.Duration
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c SagaConfig) withDefaults() SagaConfig {
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.MarketPrice == 0 {
+		c.MarketPrice = 100
+	}
+	if c.MaxNotional == 0 {
+		c.MaxNotional = 1e9
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 2 * time.Minute
+	}
+	return c
+}
+
+// Saga runs orders: the process and compensate task handlers.
+type Saga struct {
+	store     *orders.Store
+	portfolio Portfolio
+	execution Execution
+	enq       *Enqueuer
+	cfg       SagaConfig
+	log       *slog.Logger
+}
+
+// NewSaga returns a saga.
+func NewSaga(store *orders.Store, p Portfolio, e Execution, enq *Enqueuer, cfg SagaConfig) *Saga {
+	cfg = cfg.withDefaults()
+	return &Saga{store: store, portfolio: p, execution: e, enq: enq, cfg: cfg, log: cfg.Logger}
+}
+
+// Postponed is returned by handlers that wait for something (a lease, an
+// open breaker) rather than fail: the task runs again after Delay without
+// spending its retry budget.
+type Postponed struct {
+	Delay time.Duration
+	Err   error
+}
+
+func (p *Postponed) Error() string { return fmt.Sprintf("postponed %s: %v", p.Delay, p.Err) }
+func (p *Postponed) Unwrap() error { return p.Err }
+
+// errCompensate: the order must be rolled back rather than advanced.
+var errCompensate = errors.New("compensation requested")
+
+// ProcessTask is the order:process handler.
+func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := decodePayload(t)
+	if err != nil {
+		return err
+	}
+	log := s.log.With("order_id", p.ID, "tenant", p.Tenant, "task_type", t.Type())
+	if n, ok := asynq.GetRetryCount(ctx); ok {
+		log = log.With("attempt", n+1)
+	}
+	l, err := s.store.Acquire(ctx, p.Tenant, p.ID, s.cfg.LeaseTTL)
+	switch {
+	case errors.Is(err, orders.ErrNotFound):
+		log.WarnContext(ctx, "task for an unknown order dropped")
+		return nil
+	case errors.Is(err, orders.ErrTerminal):
+		return nil
+	case errors.Is(err, orders.ErrLeaseHeld):
+		return &Postponed{Delay: time.Until(l.Until) + 10*time.Millisecond, Err: err}
+	case err != nil:
+		return err
+	}
+	defer s.store.Release(context.WithoutCancel(ctx), l)
+
+	if l.Compensation != "" || l.Order.CancelRequested {
+		return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
+	}
+	if s.cfg.Now().After(l.Order.Deadline) {
+		return s.compensate(ctx, t, p, ReasonDeadlineExceeded)
+	}
+
+	err = s.advance(ctx, l, log)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, orders.ErrFenced):
+		log.WarnContext(ctx, "lease taken over by another worker; stopping")
+		return nil
+	case errors.Is(err, errCompensate), errors.Is(err, orders.ErrCompensate):
+		return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
+	case downstream.IsTransient(err):
+		return s.transient(ctx, t, p, l, err, log)
+	default:
+		log.ErrorContext(ctx, "order failed permanently", "err", err)
+		if cerr := s.compensate(ctx, t, p, ReasonInternal); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+}
+
+// transient decides between postponing, retrying and giving up.
+func (s *Saga) transient(ctx context.Context, t *asynq.Task, p payload, l *orders.Lease, err error, log *slog.Logger) error {
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry {
+		// Asynq archives the task whatever we return: compensate now.
+		log.ErrorContext(ctx, "order out of retries", "err", err)
+		if cerr := s.compensate(ctx, t, p, ReasonRetriesExhausted); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+	if d, ok := downstream.RetryAfter(err); ok && errors.Is(err, downstream.ErrBreakerOpen) {
+		if s.cfg.Now().Add(d).After(l.Order.Deadline) {
+			return s.compensate(ctx, t, p, ReasonDownstreamUnavailable)
+		}
+		log.InfoContext(ctx, "downstream unavailable; order postponed", "delay", d, "err", err)
+		return &Postponed{Delay: d, Err: err}
+	}
+	if next := s.cfg.Now().Add(backoff(s.cfg.RetryBase, s.cfg.RetryMax, retried) / 2); next.After(l.Order.Deadline) {
+		return s.compensate(ctx, t, p, ReasonDownstreamUnavailable)
+	}
+	log.WarnContext(ctx, "order step failed; will retry", "err", err)
+	return err
+}
+
+// compensate records the reason and enqueues the compensation task.
+func (s *Saga) compensate(ctx context.Context, t *asynq.Task, p payload, reason string) error {
+	err := s.store.RequestCompensation(ctx, p.Tenant, p.ID, reason)
+	if errors.Is(err, orders.ErrTerminal) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
+}
+
+// advance runs the remaining steps of the order.
+func (s *Saga) advance(ctx context.Context, l *orders.Lease, log *slog.Logger) error {
+	for !l.Order.Status.Terminal() {
+		o := l.Order
+		var c orders.Change
+		switch o.Status {
+		case orders.Pending:
+			c = orders.Change{To: orders.Validated}
+			if o.Notional(s.cfg.MarketPrice) > s.cfg.MaxNotional {
+				c = orders.Change{To: orders.Rejected, Reason: ReasonRiskLimit}
+			}
+		case orders.Validated:
+			err := s.portfolio.Reserve(ctx, downstream.Reservation{ID: o.ID, AccountID: o.AccountID, Amount: o.Notional(s.cfg.MarketPrice)})
+			switch {
+			case errors.Is(err, downstream.ErrInsufficientFunds):
+				c = orders.Change{To: orders.Rejected, Reason: ReasonInsufficientFunds}
+			case err != nil:
+				return fmt.Errorf("reserve funds: %w", err)
+			default:
+				c = orders.Change{To: orders.FundsReserved}
+			}
+		case orders.FundsReserved:
+			if err := s.store.BeginExecute(ctx, l); err != nil {
+				return err
+			}
+			fill, err := s.execution.Execute(ctx, executionRequest(o))
+			switch {
+			case errors.Is(err, downstream.ErrRefused):
+				if err := s.store.RequestCompensation(ctx, l.Tenant, l.ID, ReasonExecutionRefused); err != nil {
+					return err
+				}
+				return errCompensate
+			case err != nil:
+				return fmt.Errorf("execute: %w", err)
+			}
+			c = orders.Change{To: orders.Executed, Fill: toFill(fill)}
+		default:
+			return fmt.Errorf("%w: unexpected status %s", orders.ErrInvalidTransition, o.Status)
+		}
+		c.Extend = s.cfg.LeaseTTL
+		if err := s.store.Transition(ctx, l, c); err != nil {
+			return err
+		}
+		log.DebugContext(ctx, "order step done", "status", c.To)
+	}
+	s.ended(ctx, l.Order, log)
+	return nil
+}
+
+func (s *Saga) ended(ctx context.Context, o *orders.Order, log *slog.Logger) {
+	log.InfoContext(ctx, "order ended", "status", o.Status, "reason", o.Reason)
+	if s.cfg.OnTerminalFunc != nil {
+		s.cfg.OnTerminalFunc(ctx, o)
+	}
+}
+
+func executionRequest(o *orders.Order) downstream.ExecutionRequest {
+	return downstream.ExecutionRequest{ID: o.ID, AccountID: o.AccountID, Symbol: o.Symbol, Side: string(o.Side), Quantity: o.Quantity, LimitPrice: o.LimitPrice}
+}
+
+func toFill(f downstream.Fill) *orders.Fill {
+	return &orders.Fill{ExecutionID: f.ExecutionID, Price: f.Price, Quantity: f.Quantity, FilledAt: f.FilledAt}
+}
+
+// CompensateTask is the order:compensate handler: it releases what the order
+// holds and ends it cancelled or failed. When execution had begun, it first
+// asks the (idempotent) execution service again: a fill ends the order
+// executed, since funds of an executed order must not be released.
+func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
+	p, err := decodePayload(t)
+	if err != nil {
+		return err
+	}
+	log := s.log.With("order_id", p.ID, "tenant", p.Tenant, "task_type", t.Type())
+	l, err := s.store.Acquire(ctx, p.Tenant, p.ID, s.cfg.LeaseTTL)
+	switch {
+	case errors.Is(err, orders.ErrNotFound), errors.Is(err, orders.ErrTerminal):
+		return nil
+	case errors.Is(err, orders.ErrLeaseHeld):
+		return &Postponed{Delay: time.Until(l.Until) + 10*time.Millisecond, Err: err}
+	case err != nil:
+		return err
+	}
+	defer s.store.Release(context.WithoutCancel(ctx), l)
+	// A rollback must not be cut short by the caller going away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.LeaseTTL)
+	defer cancel()
+
+	o := l.Order
+	reason := l.Compensation
+	to := orders.Failed
+	if o.CancelRequested && !l.Executing {
+		to, reason = orders.Cancelled, ReasonCancelled
+	}
+	if reason == "" {
+		reason = ReasonInternal
+	}
+	if l.Executing {
+		fill, err := s.execution.Execute(ctx, executionRequest(o))
+		switch {
+		case err == nil:
+			if err := s.store.Transition(ctx, l, orders.Change{To: orders.Executed, Fill: toFill(fill)}); err != nil {
+				return err
+			}
+			s.ended(ctx, l.Order, log)
+			return nil
+		case errors.Is(err, downstream.ErrRefused):
+			if reason != ReasonExecutionRefused && l.Compensation == "" {
+				reason = ReasonExecutionRefused
+			}
+		default:
+			return s.retryable(err)
+		}
+	}
+	if o.Status == orders.Validated || o.Status == orders.FundsReserved {
+		// A reserve call may have been in flight from the validated state:
+		// release is idempotent and harmless when nothing was reserved.
+		if err := s.portfolio.Release(ctx, o.ID); err != nil {
+			return s.retryable(fmt.Errorf("release funds: %w", err))
+		}
+	}
+	if err := s.store.Transition(ctx, l, orders.Change{To: to, Reason: reason}); err != nil {
+		if errors.Is(err, orders.ErrFenced) {
+			return nil
+		}
+		return err
+	}
+	s.ended(ctx, l.Order, log)
+	return nil
+}
+
+// retryable maps a downstream error of compensation to a task result:
+// an open breaker postpones, anything else retries.
+func (s *Saga) retryable(err error) error {
+	if d, ok := downstream.RetryAfter(err); ok && errors.Is(err, downstream.ErrBreakerOpen) {
+		return &Postponed{Delay: d, Err: err}
+	}
+	return err
+}
+
+// RetryDelay is the Asynq RetryDelayFunc: a postponement's own delay, else
+// jittered exponential backoff between RetryBase and RetryMax.
+func (s *Saga) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var p *Postponed
+	if errors.As(err, &p) {
+		return max1ms(p.Delay)
+	}
+	d := backoff(s.cfg.RetryBase, s.cfg.RetryMax, n)
+	// Jitter over the upper half: [d/2, d].
+	return max1ms(d/2 + rand.N(d/2+1))
+}
+
+// backoff is base·2ⁿ capped at max.
+func backoff(base, max time.Duration, n int) time.Duration {
+	d := base << min(n, 30)
+	if d > max || d <= 0 {
+		d = max
+	}
+	return d
+}
+
+func max1ms(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return time.Millisecond
+	}
+	return d
+}
+
+// IsFailure is the Asynq IsFailure func: postponements are not failures.
+func IsFailure(err error) bool {
+	var p *Postponed
+	return err != nil && !errors.As(err, &p)
+}

@@ -1,0 +1,99 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Task types and queues.
+const (
+	TypeProcessOrder = "order:process"
+	TypeCompensate   = "order:compensate"
+
+	QueueCritical = "critical"
+	QueueOrders   = "orders"
+	QueueWebhooks = "webhooks"
+)
+
+// compensationTaskID is the TaskID of an order's compensation task.
+func compensationTaskID(orderID string) string { return "comp:" + orderID }
+
+type payload struct {
+	Tenant string `json:"t"`
+	ID     string `json:"id"`
+}
+
+func decodePayload(t *asynq.Task) (payload, error) {
+	var p payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.Tenant == "" || p.ID == "" {
+		return p, fmt.Errorf("decode %s payload: %w", t.Type(), errors.Join(err, asynq.SkipRetry))
+	}
+	return p, nil
+}
+
+// EnqueuerConfig configures an Enqueuer.
+type EnqueuerConfig struct {
+	// MaxRetry is the retry budget of an order task. Defaults to 10.
+	MaxRetry int
+	// CompensationMaxRetry is the retry budget of a compensation task. Defaults to 50.
+	CompensationMaxRetry int
+	// TaskTimeout bounds one attempt. Defaults to 60s.
+	TaskTimeout time.Duration
+}
+
+func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
+	if c.MaxRetry == 0 {
+		c.MaxRetry = 10
+	}
+	if c.CompensationMaxRetry == 0 {
+		c.CompensationMaxRetry = 50
+	}
+	if c.TaskTimeout == 0 {
+		c.TaskTimeout = 60 * time.Second
+	}
+	return c
+}
+
+// Enqueuer puts order tasks on the queues.
+type Enqueuer struct {
+	c   *asynq.Client
+	cfg EnqueuerConfig
+}
+
+// NewEnqueuer returns an enqueuer on c.
+func NewEnqueuer(c *asynq.Client, cfg EnqueuerConfig) *Enqueuer {
+	return &Enqueuer{c: c, cfg: cfg.withDefaults()}
+}
+
+// EnqueueOrder enqueues the order's process task. A task that already
+// exists for the order is not an error: it will run.
+func (e *Enqueuer) EnqueueOrder(ctx context.Context, tenant, id string, headers map[string]string) error {
+	b, _ := json.Marshal(payload{tenant, id})
+	t := asynq.NewTaskWithHeaders(TypeProcessOrder, b, headers,
+		asynq.TaskID(id), asynq.Queue(QueueOrders), asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	return enqueue(ctx, e.c, t)
+}
+
+// EnqueueCompensation enqueues the order's compensation task.
+func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error {
+	b, _ := json.Marshal(payload{tenant, id})
+	t := asynq.NewTaskWithHeaders(TypeCompensate, b, headers,
+		asynq.TaskID(compensationTaskID(id)), asynq.Queue(QueueCritical), asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	return enqueue(ctx, e.c, t)
+}
+
+func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
+	_, err := c.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+	}
+	return nil
+}

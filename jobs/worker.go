@@ -1,0 +1,97 @@
+package jobs
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// WorkerConfig configures the Asynq server that runs the handlers.
+type WorkerConfig struct {
+	// Concurrency is the number of handlers running at once. Defaults to 50.
+	Concurrency int
+	// PollInterval is how often an idle worker looks for new tasks. Asynq's
+	// default of 1s would add up to a second to every order. Defaults to 10ms.
+	PollInterval time.Duration
+	// DelayedPollInterval is how often scheduled and retry tasks are moved
+	// to their queues. Defaults to 100ms.
+	DelayedPollInterval time.Duration
+	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	if c.Concurrency == 0 {
+		c.Concurrency = 50
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 10 * time.Millisecond
+	}
+	if c.DelayedPollInterval == 0 {
+		c.DelayedPollInterval = 100 * time.Millisecond
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Worker runs the order handlers (and any extra handlers registered on Mux).
+type Worker struct {
+	srv *asynq.Server
+	// Mux routes task types to handlers; register more before Start.
+	Mux *asynq.ServeMux
+}
+
+// NewWorker returns a worker for saga on rdb.
+func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker {
+	cfg = cfg.withDefaults()
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: cfg.Concurrency,
+		// Compensation first: it frees funds and ends orders.
+		Queues:                   map[string]int{QueueCritical: 6, QueueOrders: 3, QueueWebhooks: 3},
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.DelayedPollInterval,
+		RetryDelayFunc:           saga.RetryDelay,
+		IsFailure:                IsFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
+	mux.HandleFunc(TypeCompensate, saga.CompensateTask)
+	return &Worker{srv: srv, Mux: mux}
+}
+
+// Start starts processing in the background.
+func (w *Worker) Start() error {
+	if err := w.srv.Start(w.Mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks and waits for running handlers.
+func (w *Worker) Shutdown() { w.srv.Shutdown() }
+
+// asynqLogger sends Asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+	panic(fmt.Sprint(args...))
+}
+

@@ -1,0 +1,291 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/asyncgate/asyncgate/orders"
+)
+
+// decodeStrict reads one JSON object into v: unknown fields, wrong types,
+// trailing data and oversize bodies are client errors with a clear detail.
+func decodeStrict(c *gin.Context, limit int64, v any) error {
+	if ct := c.GetHeader("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return problemf("unsupported_media_type", "send the body as application/json, not %q", ct)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return problemf("malformed_request", "could not read the body: %v", err)
+	}
+	return DecodeJSON(body, v)
+}
+
+// DecodeJSON decodes exactly one JSON value into v, rejecting unknown fields.
+// Its errors are problems that name the offending field.
+func DecodeJSON(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return newProblem("malformed_request", "the body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return problemf("malformed_request", "malformed JSON at byte %d: %v", se.Offset, se)
+		case errors.As(err, &te):
+			p := problemf("validation_failed", "field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+			p.Errors = []orders.FieldError{{Field: te.Field, Reason: "must be " + jsonKind(te.Type.Kind().String())}}
+			return p
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			p := problemf("validation_failed", "unknown field %q", f)
+			p.Errors = []orders.FieldError{{Field: f, Reason: "is not a known field"}}
+			return p
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return newProblem("malformed_request", "malformed JSON: unexpected end of input")
+		default:
+			return problemf("malformed_request", "malformed JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return newProblem("malformed_request", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "float64", "float32", "int", "int64":
+		return "a number"
+	case "map", "struct":
+		return "an object"
+	case "slice":
+		return "an array"
+	case "bool":
+		return "a boolean"
+	case "ptr":
+		return "a number"
+	}
+	return "of another type"
+}
+
+func (s *Server) placeOrder(c *gin.Context) {
+	var req orders.Request
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &req); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	tenant := c.GetString(ctxTenant)
+	now := s.cfg.Now().UTC()
+	o := &orders.Order{
+		ID: uuid.Must(uuid.NewV7()).String(), Tenant: tenant, Request: req,
+		CreatedAt: now, Deadline: now.Add(s.cfg.OrderDeadline),
+	}
+	ctx := c.Request.Context()
+	created, err := s.deps.Orders.Create(ctx, o)
+	if errors.Is(err, orders.ErrDuplicateClientOrderID) && created != nil {
+		c.Header("Location", "/v1/orders/"+created.ID)
+		writeProblem(c, err)
+		return
+	}
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	// The order is stored: from here on it cannot be lost. Should the
+	// enqueue fail, the reconciler enqueues it later, so the client still
+	// gets its 202.
+	if err := s.deps.Queue.EnqueueOrder(ctx, tenant, o.ID, nil); err != nil {
+		s.log.WarnContext(ctx, "enqueue failed; the reconciler will enqueue the order", "order_id", o.ID, "tenant", tenant, "err", err)
+	}
+	s.accepted(c, created)
+}
+
+func (s *Server) accepted(c *gin.Context, o *orders.Order) {
+	c.Header("Location", "/v1/orders/"+o.ID)
+	c.Header("Retry-After", strconv.Itoa(int(max(1, s.cfg.RetryAfter.Seconds()))))
+	writeJSON(c, http.StatusAccepted, "application/json", o)
+}
+
+func validID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+func (s *Server) orderID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !validID(id) {
+		writeProblem(c, newProblem("not_found", "no such order"))
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) getOrder(c *gin.Context) {
+	id, ok := s.orderID(c)
+	if !ok {
+		return
+	}
+	tenant := c.GetString(ctxTenant)
+	ctx := c.Request.Context()
+	var wait time.Duration
+	if w := c.Query("wait"); w != "" {
+		d, err := parseWait(w)
+		if err != nil {
+			p := problemf("validation_failed", "wait: %v", err)
+			p.Errors = []orders.FieldError{{Field: "wait", Reason: "must be a duration like 30s (at most " + s.cfg.MaxWait.String() + ")"}}
+			writeProblem(c, p)
+			return
+		}
+		wait = min(d, s.cfg.MaxWait)
+	}
+	var o *orders.Order
+	var err error
+	if wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		o, err = s.deps.Orders.WaitForChange(wctx, tenant, id, "")
+	} else {
+		o, err = s.deps.Orders.Get(ctx, tenant, id)
+	}
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if !o.Status.Terminal() {
+		c.Header("Retry-After", strconv.Itoa(int(max(1, s.cfg.RetryAfter.Seconds()))))
+	}
+	writeJSON(c, http.StatusOK, "application/json", o)
+}
+
+// parseWait accepts a Go duration ("30s", "1m") or whole seconds ("30").
+func parseWait(v string) (time.Duration, error) {
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 {
+			return 0, errors.New("must not be negative")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration", v)
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return d, nil
+}
+
+// OrderList is a page of orders.
+type OrderList struct {
+	Data       []*orders.Order `json:"data"`
+	NextCursor string          `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listOrders(c *gin.Context) {
+	p := orders.ListParams{Limit: 50}
+	var fe []orders.FieldError
+	if st := c.Query("status"); st != "" {
+		p.Status = orders.Status(st)
+		if !p.Status.Valid() {
+			fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of pending, validated, funds_reserved, executed, rejected, failed, cancelled"})
+		}
+	}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 200 {
+			fe = append(fe, orders.FieldError{Field: "limit", Reason: "must be an integer from 1 to 200"})
+		}
+		p.Limit = n
+	}
+	if cur := c.Query("cursor"); cur != "" {
+		if !validID(cur) {
+			fe = append(fe, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
+		}
+		p.After = cur
+	}
+	if len(fe) > 0 {
+		pr := newProblem("validation_failed", "the query has invalid parameters")
+		pr.Errors = fe
+		writeProblem(c, pr)
+		return
+	}
+	list, next, err := s.deps.Orders.List(c.Request.Context(), c.GetString(ctxTenant), p)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if list == nil {
+		list = []*orders.Order{}
+	}
+	writeJSON(c, http.StatusOK, "application/json", OrderList{Data: list, NextCursor: next})
+}
+
+// EventList is an order's timeline.
+type EventList struct {
+	Data []orders.Event `json:"data"`
+}
+
+func (s *Server) orderEvents(c *gin.Context) {
+	id, ok := s.orderID(c)
+	if !ok {
+		return
+	}
+	evs, err := s.deps.Orders.Events(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", EventList{Data: evs})
+}
+
+func (s *Server) cancelOrder(c *gin.Context) {
+	id, ok := s.orderID(c)
+	if !ok {
+		return
+	}
+	tenant := c.GetString(ctxTenant)
+	ctx := c.Request.Context()
+	if err := s.deps.Orders.RequestCancel(ctx, tenant, id); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	// The cancel is recorded; the compensation task carries it out. Should
+	// the enqueue fail, the order's own task or the reconciler will.
+	if err := s.deps.Queue.EnqueueCompensation(ctx, tenant, id, nil); err != nil {
+		s.log.WarnContext(ctx, "enqueue compensation failed; the reconciler will", "order_id", id, "tenant", tenant, "err", err)
+	}
+	o, err := s.deps.Orders.Get(ctx, tenant, id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	s.accepted(c, o)
+}
