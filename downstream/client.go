@@ -75,8 +75,12 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 		Multiplier:          2,
 		MaxInterval:         c.cfg.BackoffMax,
 	}
+	acted := false // whether any attempt may have reached the downstream and acted
 	for attempt := 1; ; attempt++ {
 		err := c.attempt(ctx, budget, req, body, handle)
+		if err != nil && !acted && !refusedUnprocessed(err) {
+			acted = true
+		}
 		switch {
 		case err == nil:
 			return nil
@@ -87,7 +91,7 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 			!IsTransient(err),
 			errors.Is(err, ErrBreakerOpen),
 			errors.Is(err, ErrBulkheadFull):
-			return err
+			return markUnprocessed(err, acted)
 		}
 
 		wait := min(waits.NextBackOff(), c.cfg.BackoffMax)
@@ -95,7 +99,7 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 			wait = hint
 		}
 		if deadline, _ := budget.Deadline(); time.Until(deadline) <= wait {
-			return err // the next attempt would not start within the budget
+			return markUnprocessed(err, acted) // the next attempt would not start within the budget
 		}
 		c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "downstream call failed, retrying",
 			slog.String("downstream", c.name), slog.String("path", req.path),
@@ -109,7 +113,7 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return err
+			return markUnprocessed(err, acted)
 		}
 	}
 }

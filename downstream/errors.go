@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"syscall"
 	"time"
 )
 
@@ -131,4 +133,45 @@ func RetryAfter(err error) (time.Duration, bool) {
 		return se.RetryAfter, true
 	}
 	return 0, false
+}
+
+// unprocessedError marks a transient failure of a call none of whose attempts
+// can have been acted upon by the downstream.
+type unprocessedError struct{ err error }
+
+func (e *unprocessedError) Error() string { return e.err.Error() }
+func (e *unprocessedError) Unwrap() error { return e.err }
+
+func markUnprocessed(err error, acted bool) error {
+	if acted || !IsTransient(err) {
+		return err
+	}
+	return &unprocessedError{err}
+}
+
+// refusedUnprocessed reports whether one attempt's error proves that the
+// downstream did not act on it: no request left (open breaker, full
+// bulkhead, refused connection), or the answer said so (503, 429).
+func refusedUnprocessed(err error) bool {
+	if errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull) || errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	if se, ok := errors.AsType[*StatusError](err); ok {
+		return se.Code == http.StatusServiceUnavailable || se.Code == http.StatusTooManyRequests
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "dial" {
+		return true
+	}
+	return false
+}
+
+// Unprocessed reports whether err is a transient failure of a call that the
+// downstream certainly did not act upon: every attempt was refused before or
+// without processing (503, 429, refused connection, open breaker, full
+// bulkhead). A timeout or a reset connection may hide a request that was
+// carried out, so it is not unprocessed. The saga uses this to know that an
+// execution did not happen without asking again.
+func Unprocessed(err error) bool {
+	_, ok := errors.AsType[*unprocessedError](err)
+	return ok
 }

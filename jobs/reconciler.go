@@ -71,7 +71,7 @@ func NewReconciler(store *orders.Store, insp *asynq.Inspector, enq *Enqueuer, cf
 
 // ReconcileStats counts what one pass did.
 type ReconcileStats struct {
-	Checked, Requeued, Compensated int
+	Checked, Requeued, Compensated, Releases int
 }
 
 // Run reconciles every Interval until ctx ends, whenever this process holds the lock.
@@ -126,8 +126,34 @@ func (r *Reconciler) RunOnce(ctx context.Context) (ReconcileStats, error) {
 				return st, fmt.Errorf("reconcile %s/%s: %w", tenant, id, err)
 			}
 		}
+		rel, err := r.store.PendingReleases(ctx, tenant, now.Add(-r.cfg.Grace), r.cfg.Batch)
+		if err != nil {
+			return st, fmt.Errorf("reconcile %s releases: %w", tenant, err)
+		}
+		for _, id := range rel {
+			if err := r.ensureTask(ctx, QueueCritical, releaseTaskID(id), func() error { return r.enq.EnqueueRelease(ctx, tenant, id, nil) }, &st.Releases); err != nil {
+				return st, fmt.Errorf("reconcile %s/%s release: %w", tenant, id, err)
+			}
+		}
 	}
 	return st, nil
+}
+
+// ensureTask makes sure the task exists and is not archived.
+func (r *Reconciler) ensureTask(ctx context.Context, queue, id string, enqueue func() error, count *int) error {
+	state, err := r.taskState(queue, id)
+	if err != nil {
+		return err
+	}
+	switch state {
+	case asynq.TaskStateArchived:
+		*count++
+		return r.insp.RunTask(queue, id)
+	case 0, asynq.TaskStateCompleted:
+		*count++
+		return enqueue()
+	}
+	return nil
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.Time, st *ReconcileStats) error {
@@ -163,20 +189,7 @@ func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.
 			return err
 		}
 	}
-	cstate, err := r.taskState(QueueCritical, compensationTaskID(id))
-	if err != nil {
-		return err
-	}
-	switch cstate {
-	case asynq.TaskStateArchived:
-		// Compensation gave up once; an order must still end: run it again.
-		st.Compensated++
-		return r.insp.RunTask(QueueCritical, compensationTaskID(id))
-	case 0, asynq.TaskStateCompleted:
-		st.Compensated++
-		return r.enq.EnqueueCompensation(ctx, tenant, id, nil)
-	}
-	return nil
+	return r.ensureTask(ctx, QueueCritical, compensationTaskID(id), func() error { return r.enq.EnqueueCompensation(ctx, tenant, id, nil) }, &st.Compensated)
 }
 
 // taskState is the task's state, or 0 when no such task exists.

@@ -233,6 +233,13 @@ func (s *Saga) advance(ctx context.Context, l *orders.Lease, log *slog.Logger) e
 			}
 			fill, err := s.execution.Execute(ctx, executionRequest(o))
 			switch {
+			case downstream.Unprocessed(err):
+				// Nothing was executed: the order may still be cancelled or
+				// compensated without asking the execution service again.
+				if eerr := s.store.EndExecute(ctx, l); eerr != nil {
+					return eerr
+				}
+				return fmt.Errorf("execute: %w", err)
 			case errors.Is(err, downstream.ErrRefused):
 				if err := s.store.RequestCompensation(ctx, l.Tenant, l.ID, ReasonExecutionRefused); err != nil {
 					return err
@@ -320,21 +327,41 @@ func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
 			return s.retryable(err)
 		}
 	}
+	change := orders.Change{To: to, Reason: reason}
 	if o.Status == orders.Validated || o.Status == orders.FundsReserved {
 		// A reserve call may have been in flight from the validated state:
 		// release is idempotent and harmless when nothing was reserved.
+		// Should the portfolio be away, the order still ends now and the
+		// release is owed: a release task retries it until it succeeds.
 		if err := s.portfolio.Release(ctx, o.ID); err != nil {
-			return s.retryable(fmt.Errorf("release funds: %w", err))
+			log.WarnContext(ctx, "release failed; the order ends and the release is retried", "err", err)
+			change.ReleasePending = true
 		}
 	}
-	if err := s.store.Transition(ctx, l, orders.Change{To: to, Reason: reason}); err != nil {
+	if err := s.store.Transition(ctx, l, change); err != nil {
 		if errors.Is(err, orders.ErrFenced) {
 			return nil
 		}
 		return err
 	}
 	s.ended(ctx, l.Order, log)
+	if change.ReleasePending {
+		return s.enq.EnqueueRelease(ctx, p.Tenant, p.ID, t.Headers())
+	}
 	return nil
+}
+
+// ReleaseTask is the order:release handler: it releases the funds of an
+// order that ended while the portfolio service was away.
+func (s *Saga) ReleaseTask(ctx context.Context, t *asynq.Task) error {
+	p, err := decodePayload(t)
+	if err != nil {
+		return err
+	}
+	if err := s.portfolio.Release(ctx, p.ID); err != nil {
+		return s.retryable(fmt.Errorf("release funds: %w", err))
+	}
+	return s.store.ReleaseDone(ctx, p.Tenant, p.ID)
 }
 
 // retryable maps a downstream error of compensation to a task result:

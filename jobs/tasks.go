@@ -14,6 +14,7 @@ import (
 const (
 	TypeProcessOrder = "order:process"
 	TypeCompensate   = "order:compensate"
+	TypeRelease      = "order:release"
 
 	QueueCritical = "critical"
 	QueueOrders   = "orders"
@@ -22,6 +23,9 @@ const (
 
 // compensationTaskID is the TaskID of an order's compensation task.
 func compensationTaskID(orderID string) string { return "comp:" + orderID }
+
+// releaseTaskID is the TaskID of an ended order's release task.
+func releaseTaskID(orderID string) string { return "rel:" + orderID }
 
 type payload struct {
 	Tenant string `json:"t"`
@@ -40,7 +44,9 @@ func decodePayload(t *asynq.Task) (payload, error) {
 type EnqueuerConfig struct {
 	// MaxRetry is the retry budget of an order task. Defaults to 10.
 	MaxRetry int
-	// CompensationMaxRetry is the retry budget of a compensation task. Defaults to 50.
+	// CompensationMaxRetry is the retry budget of a compensation or release
+	// task. With the backoff capped at RetryMax it outlasts long outages.
+	// Defaults to 1000.
 	CompensationMaxRetry int
 	// TaskTimeout bounds one attempt. Defaults to 60s.
 	TaskTimeout time.Duration
@@ -51,7 +57,7 @@ func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
 		c.MaxRetry = 10
 	}
 	if c.CompensationMaxRetry == 0 {
-		c.CompensationMaxRetry = 50
+		c.CompensationMaxRetry = 1000
 	}
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = 60 * time.Second
@@ -96,4 +102,12 @@ func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
 		return fmt.Errorf("enqueue %s: %w", t.Type(), err)
 	}
 	return nil
+}
+
+// EnqueueRelease enqueues the release of an ended order's funds.
+func (e *Enqueuer) EnqueueRelease(ctx context.Context, tenant, id string, headers map[string]string) error {
+	b, _ := json.Marshal(payload{tenant, id})
+	t := asynq.NewTaskWithHeaders(TypeRelease, b, headers,
+		asynq.TaskID(releaseTaskID(id)), asynq.Queue(QueueCritical), asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	return enqueue(ctx, e.c, t)
 }

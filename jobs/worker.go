@@ -69,6 +69,7 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
 	mux.HandleFunc(TypeCompensate, saga.CompensateTask)
+	mux.HandleFunc(TypeRelease, saga.ReleaseTask)
 	return &Worker{srv: srv, Mux: mux}
 }
 
@@ -94,4 +95,3 @@ func (a asynqLogger) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
 	panic(fmt.Sprint(args...))
 }
-

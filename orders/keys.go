@@ -12,6 +12,7 @@ package orders
 //	ag:{T}:idx:STATUS    zset   the ids currently in STATUS, same shape
 //	ag:{T}:active        zset   in-flight ids, score = creation time in ms (the reconciler's work list)
 //	ag:{T}:coid          hash   client_order_id → order id
+//	ag:{T}:releases      zset   ended orders whose funds still await release, score = ms when recorded
 //	ag:tenants           set    every tenant that has placed an order (not tagged: written apart)
 //	ag:orders:changed    pub/sub channel, message "T/ID" after each change
 type keys struct{ prefix string }
@@ -22,6 +23,7 @@ func (k keys) events(t, id string) string            { return k.tenant(t) + "o:"
 func (k keys) index(t string) string                 { return k.tenant(t) + "idx" }
 func (k keys) statusIndex(t string, s Status) string { return k.tenant(t) + "idx:" + string(s) }
 func (k keys) active(t string) string                { return k.tenant(t) + "active" }
+func (k keys) releases(t string) string  { return k.tenant(t) + "releases" }
 func (k keys) clientIDs(t string) string             { return k.tenant(t) + "coid" }
 func (k keys) tenants() string                       { return k.prefix + "tenants" }
 func (k keys) changed() string                       { return k.prefix + "orders:changed" }

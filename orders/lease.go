@@ -96,6 +96,7 @@ redis.call('ZADD', KEYS[4], 0, ARGV[1])
 if terminal[ARGV[3]] then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HDEL', KEYS[1], 'lease')
+  if ARGV[10] == '1' then redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1]) end
 elseif ARGV[7] ~= '0' then
   redis.call('HSET', KEYS[1], 'lease', ARGV[7])
 end
@@ -110,6 +111,9 @@ type Change struct {
 	Fill   *Fill
 	// Extend renews the lease for this long from now. Zero leaves it.
 	Extend time.Duration
+	// ReleasePending, with a terminal To, records in the same script that
+	// the order's funds still await release (see PendingReleases).
+	ReleasePending bool
 }
 
 // Transition moves the leased order to c.To, appending the event, updating
@@ -131,8 +135,8 @@ func (s *Store) Transition(ctx context.Context, l *Lease, c Change) error {
 	}
 	t, id := l.Tenant, l.ID
 	res, err := applyScript.Run(ctx, s.rdb,
-		[]string{s.k.order(t, id), s.k.events(t, id), s.k.statusIndex(t, from), s.k.statusIndex(t, c.To), s.k.active(t)},
-		id, string(from), string(c.To), l.Token, docJSON(&next), eventJSON(ev), extend, s.k.changed(), t+"/"+id,
+		[]string{s.k.order(t, id), s.k.events(t, id), s.k.statusIndex(t, from), s.k.statusIndex(t, c.To), s.k.active(t), s.k.releases(t)},
+		id, string(from), string(c.To), l.Token, docJSON(&next), eventJSON(ev), extend, s.k.changed(), t+"/"+id, b2s(c.ReleasePending), now.UnixMilli(),
 	).StringSlice()
 	if err != nil {
 		return fmt.Errorf("transition %s → %s: %w", from, c.To, err)
@@ -240,4 +244,46 @@ func (s *Store) Control(ctx context.Context, tenant, id string) (*Control, error
 	c := &Control{Status: o.Status, Deadline: o.Deadline, Cancel: h[3] == "1", Executing: h[5] == "1"}
 	c.Compensation, _ = h[4].(string)
 	return c, nil
+}
+
+func b2s(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+var endExecuteScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'exec')
+return 1
+`)
+
+// EndExecute takes back BeginExecute once the execution call is known not
+// to have been acted upon (every attempt refused unprocessed): the order may
+// then be cancelled or compensated without asking the execution service.
+func (s *Store) EndExecute(ctx context.Context, l *Lease) error {
+	ok, err := endExecuteScript.Run(ctx, s.rdb, []string{s.k.order(l.Tenant, l.ID)}, l.Token).Int()
+	if err != nil {
+		return fmt.Errorf("end execute: %w", err)
+	}
+	if ok == 0 {
+		return ErrFenced
+	}
+	l.Executing = false
+	return nil
+}
+
+// PendingReleases returns up to limit ids of the tenant's ended orders whose
+// funds still await release, recorded before the given time.
+func (s *Store) PendingReleases(ctx context.Context, tenant string, before time.Time, limit int) ([]string, error) {
+	return s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.k.releases(tenant), Start: "-inf", Stop: strconv.FormatInt(before.UnixMilli(), 10),
+		ByScore: true, Count: int64(limit),
+	}).Result()
+}
+
+// ReleaseDone records that the order's funds were released.
+func (s *Store) ReleaseDone(ctx context.Context, tenant, id string) error {
+	return s.rdb.ZRem(ctx, s.k.releases(tenant), id).Err()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,14 +37,19 @@ type StoreConfig struct {
 	Prefix string
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// PollInterval is how often WaitForChange re-reads the order in case an
+	// announcement was lost (or every wake-up, with no Watcher). Defaults to 1s.
+	PollInterval time.Duration
 }
 
 // Store keeps orders and their event logs in Redis.
 type Store struct {
-	rdb  redis.UniversalClient
-	k    keys
-	now  func() time.Time
-	seen tenantCache
+	rdb     redis.UniversalClient
+	k       keys
+	now     func() time.Time
+	poll    time.Duration
+	seen    tenantCache
+	watcher atomic.Pointer[Watcher]
 }
 
 // NewStore returns a store on rdb.
@@ -54,7 +60,10 @@ func NewStore(rdb redis.UniversalClient, cfg StoreConfig) *Store {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Store{rdb: rdb, k: keys{cfg.Prefix}, now: cfg.Now}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Second
+	}
+	return &Store{rdb: rdb, k: keys{cfg.Prefix}, now: cfg.Now, poll: cfg.PollInterval}
 }
 
 // Client is the store's Redis client.

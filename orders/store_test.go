@@ -306,7 +306,7 @@ func TestListPaginationAndFilter(t *testing.T) {
 func TestWaitForChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t)
+	s := orders.NewStore(redistest.Shared(t).NewClient(t), orders.StoreConfig{PollInterval: time.Hour}) // only the announcement can wake a waiter in time
 	w := s.Watch(ctx)
 	defer w.Close()
 	o := newOrder(t, s, "acme")
@@ -327,7 +327,7 @@ func TestWaitForChange(t *testing.T) {
 	defer cancel()
 	res := make(chan *orders.Order, 1)
 	go func() {
-		o, err := s.WaitForChange(wctx, w, "acme", o.ID, orders.Pending, time.Hour) // only the announcement can wake it in time
+		o, err := s.WaitForChange(wctx, "acme", o.ID, orders.Pending)
 		if err != nil {
 			t.Error(err)
 		}

@@ -21,7 +21,8 @@ type Watcher struct {
 	done    chan struct{}
 }
 
-// Watch subscribes to the change channel until Close.
+// Watch subscribes to the change channel until Close. The store's
+// WaitForChange uses the last watcher started.
 func (s *Store) Watch(ctx context.Context) *Watcher {
 	w := &Watcher{
 		ps:      s.rdb.Subscribe(ctx, s.k.changed()),
@@ -29,6 +30,7 @@ func (s *Store) Watch(ctx context.Context) *Watcher {
 		done:    make(chan struct{}),
 	}
 	go w.run()
+	s.watcher.Store(w)
 	return w
 }
 
@@ -76,11 +78,17 @@ func (w *Watcher) Close() error {
 
 // WaitForChange returns the order once its status differs from known (when
 // known is empty: from the status it has when called), or when ctx ends
-// (then with the current order and no error). poll bounds how long a lost
+// (then with the current order and no error). Without a running [Watcher]
+// it polls; with one, StoreConfig.PollInterval only bounds how long a lost
 // announcement can delay the answer.
-func (s *Store) WaitForChange(ctx context.Context, w *Watcher, tenant, id string, known Status, poll time.Duration) (*Order, error) {
-	ch, cancel := w.Subscribe(tenant, id)
-	defer cancel()
+func (s *Store) WaitForChange(ctx context.Context, tenant, id string, known Status) (*Order, error) {
+	var ch <-chan struct{}
+	if w := s.watcher.Load(); w != nil {
+		c, cancel := w.Subscribe(tenant, id)
+		defer cancel()
+		ch = c
+	}
+	poll := s.poll
 	o, err := s.Get(ctx, tenant, id)
 	if err != nil || o.Status.Terminal() || (known != "" && o.Status != known) {
 		return o, err
@@ -104,4 +112,19 @@ func (s *Store) WaitForChange(ctx context.Context, w *Watcher, tenant, id string
 			return o, nil
 		}
 	}
+}
+
+// Waiters counts the subscriptions of the store's watcher (for tests and metrics).
+func (s *Store) Waiters() int {
+	w := s.watcher.Load()
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.waiters {
+		n += len(m)
+	}
+	return n
 }

@@ -136,6 +136,9 @@ func (a *App) Handler() http.Handler {
 	return a.API
 }
 
+// Inspector returns an Asynq inspector on the app's Redis.
+func (a *App) Inspector() *asynq.Inspector { return asynq.NewInspectorFromRedisClient(a.cfg.Redis) }
+
 // Reconciler is the worker's reconciler (nil without worker).
 func (a *App) Reconciler() *jobs.Reconciler { return a.recon }
 

@@ -1,0 +1,46 @@
+# asyncgate — run `make help` for the targets.
+SHELL := /bin/bash
+GO    ?= go
+PKGS  := ./...
+
+.PHONY: help run test deps lint vet fmt bench build docker clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+run: ## run everything in one process (in-memory Redis, simulator)
+	$(GO) run ./cmd/asyncgate dev
+
+deps: ## install what the tests need (redis-server) when it is missing
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server with apt-get"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	fi
+	@redis-server --version
+
+test: deps ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) test -race -timeout 15m $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m $(PKGS)
+
+lint: vet ## go vet and gofmt
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+
+vet:
+	$(GO) vet $(PKGS)
+
+bench: deps ## load and speed figures (long): accept path, end to end, baselines
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
+
+build: ## build bin/asyncgate
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/asyncgate ./cmd/asyncgate
+
+docker: ## build the container image
+	docker build -t asyncgate .
+
+clean:
+	rm -rf bin
