@@ -157,15 +157,26 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	case errors.Is(err, errCompensate), errors.Is(err, orders.ErrCompensate):
 		return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
-	case downstream.IsTransient(err):
-		return s.transient(ctx, t, p, l, err, log)
-	default:
+	case permanent(err):
 		log.ErrorContext(ctx, "order failed permanently", "err", err)
 		if cerr := s.compensate(ctx, t, p, ReasonInternal); cerr != nil {
 			return cerr
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	default:
+		// Downstream hiccups, Redis away for a moment: try again.
+		return s.transient(ctx, t, p, l, err, log)
 	}
+}
+
+// permanent reports whether retrying err cannot help: a downstream
+// rejecting our request as malformed (4xx other than 408/429), or a state
+// the machine does not allow. Anything else is worth retrying.
+func permanent(err error) bool {
+	if se, ok := errors.AsType[*downstream.StatusError](err); ok {
+		return se.Code >= 400 && se.Code < 500 && se.Code != 408 && se.Code != 429
+	}
+	return errors.Is(err, orders.ErrInvalidTransition)
 }
 
 // transient decides between postponing, retrying and giving up.

@@ -23,7 +23,7 @@ func (k keys) events(t, id string) string            { return k.tenant(t) + "o:"
 func (k keys) index(t string) string                 { return k.tenant(t) + "idx" }
 func (k keys) statusIndex(t string, s Status) string { return k.tenant(t) + "idx:" + string(s) }
 func (k keys) active(t string) string                { return k.tenant(t) + "active" }
-func (k keys) releases(t string) string  { return k.tenant(t) + "releases" }
+func (k keys) releases(t string) string              { return k.tenant(t) + "releases" }
 func (k keys) clientIDs(t string) string             { return k.tenant(t) + "coid" }
 func (k keys) tenants() string                       { return k.prefix + "tenants" }
 func (k keys) changed() string                       { return k.prefix + "orders:changed" }

@@ -39,7 +39,9 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 		}
 		return def
 	}
-	str := func(p *string, n, def, usage string) { fs.StringVar(p, n, env(n, def), usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+")") }
+	str := func(p *string, n, def, usage string) {
+		fs.StringVar(p, n, env(n, def), usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+")")
+	}
 	addrDef, logDef, redisUsage := ":8080", "json", "Redis URL, such as redis://localhost:6379/0"
 	if dev {
 		addrDef, logDef, redisUsage = "127.0.0.1:8080", "text", "Redis URL; empty runs an in-memory Redis"
