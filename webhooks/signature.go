@@ -6,13 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -76,7 +73,7 @@ const (
 // and the old one, so that receivers holding either accept the message.
 // Zero Secrets are skipped; with no usable secret Sign returns "".
 //
-// Sign is safe for concurrent use and allocates only the returned string.
+// Sign is safe for concurrent use.
 func Sign(msgID string, ts time.Time, body []byte, secrets ...Secret) string {
 	n := 0
 	for _, s := range secrets {
@@ -87,10 +84,6 @@ func Sign(msgID string, ts time.Time, body []byte, secrets ...Secret) string {
 	if n == 0 {
 		return ""
 	}
-
-	m := getMAC()
-	defer putMAC(m)
-	m.setMessage(msgID, ts.Unix())
 
 	var b strings.Builder
 	b.Grow(n*signatureSize + n - 1)
@@ -103,7 +96,8 @@ func Sign(msgID string, ts time.Time, body []byte, secrets ...Secret) string {
 		}
 		b.WriteString(signatureVersion)
 		b.WriteByte(',')
-		b.Write(m.sign(s.raw(), body))
+		sig := signature(s.raw(), msgID, ts.Unix(), body)
+		b.Write(sig[:])
 	}
 	return b.String()
 }
@@ -180,10 +174,7 @@ func VerifyAt(secret Secret, header http.Header, body []byte, tolerance time.Dur
 		return fmt.Errorf("%w: sent %v ahead, tolerance %v", ErrTimestampTooNew, ahead, tolerance)
 	}
 
-	m := getMAC()
-	defer putMAC(m)
-	m.setMessage(msgID, ts)
-	want := m.sign(secret.raw(), body)
+	want := signature(secret.raw(), msgID, ts, body)
 
 	var got [encodedMACSize]byte
 	for _, key := range [...]string{canonicalSignature, HeaderSignature} {
@@ -194,7 +185,7 @@ func VerifyAt(secret Secret, header http.Header, body []byte, tolerance time.Dur
 					continue
 				}
 				copy(got[:], sig)
-				if hmac.Equal(got[:], want) {
+				if hmac.Equal(got[:], want[:]) {
 					return nil
 				}
 			}
@@ -229,78 +220,18 @@ func unixTime(sec int64) time.Time {
 	return time.Unix(min(max(sec, minUnix), maxUnix), 0)
 }
 
-// mac computes Standard Webhooks signatures. It implements HMAC-SHA256
-// (RFC 2104) over a pooled SHA-256 state instead of calling hmac.New, which
-// allocates a new pair of hash states and key pads for every key: signing is
-// on the delivery hot path and the key changes from one endpoint to the next.
-// The golden vectors (computed with Python and OpenSSL) and the fuzz test
-// (against crypto/hmac) check the construction.
-type mac struct {
-	h      hash.Hash
-	head   []byte                               // "msgID.ts."
-	pad    [sha256.BlockSize]byte               // the key block, XOR ipad
-	outer  [sha256.BlockSize + sha256.Size]byte // key block XOR opad, then the inner hash
-	sum    [sha256.Size]byte
-	encSum [encodedMACSize]byte
-}
-
-// maxPooledHead bounds the message-ID buffer kept in the pool.
-const maxPooledHead = 1 << 10
-
-var macPool = sync.Pool{New: func() any { return &mac{h: sha256.New()} }}
-
-func getMAC() *mac { return macPool.Get().(*mac) }
-
-func putMAC(m *mac) {
-	// Leave no key material in the pool.
-	clear(m.pad[:])
-	clear(m.outer[:])
-	clear(m.sum[:])
-	clear(m.encSum[:])
-	m.h.Reset()
-	if cap(m.head) > maxPooledHead {
-		return
-	}
-	m.head = m.head[:0]
-	macPool.Put(m)
-}
-
-// setMessage sets the part of the signed content that precedes the body.
-func (m *mac) setMessage(msgID string, ts int64) {
-	m.head = append(m.head[:0], msgID...)
-	m.head = append(m.head, '.')
-	m.head = strconv.AppendInt(m.head, ts, 10)
-	m.head = append(m.head, '.')
-}
-
-// sign returns the base64 HMAC-SHA256 of the message head and body under
-// key. The result is valid until the next call or putMAC.
-func (m *mac) sign(key string, body []byte) []byte {
-	const ipad, opad = 0x36, 0x5c
-
-	clear(m.pad[:])
-	if len(key) > sha256.BlockSize {
-		m.h.Reset()
-		_, _ = io.WriteString(m.h, key)
-		m.h.Sum(m.pad[:0])
-	} else {
-		copy(m.pad[:], key)
-	}
-	for i, k := range m.pad {
-		m.outer[i] = k ^ opad
-		m.pad[i] = k ^ ipad
-	}
-
-	m.h.Reset()
-	m.h.Write(m.pad[:])
-	m.h.Write(m.head)
-	m.h.Write(body)
-	m.h.Sum(m.outer[sha256.BlockSize:sha256.BlockSize])
-
-	m.h.Reset()
-	m.h.Write(m.outer[:])
-	m.h.Sum(m.sum[:0])
-
-	base64.StdEncoding.Encode(m.encSum[:], m.sum[:])
-	return m.encSum[:]
+// signature returns the base64 HMAC-SHA256 of "msgID.ts.body" under key.
+func signature(key string, msgID string, ts int64, body []byte) [encodedMACSize]byte {
+	m := hmac.New(sha256.New, []byte(key))
+	var head [64]byte
+	h := append(head[:0], msgID...)
+	h = append(h, '.')
+	h = strconv.AppendInt(h, ts, 10)
+	h = append(h, '.')
+	m.Write(h)
+	m.Write(body)
+	var sum [sha256.Size]byte
+	var enc [encodedMACSize]byte
+	base64.StdEncoding.Encode(enc[:], m.Sum(sum[:0]))
+	return enc
 }
