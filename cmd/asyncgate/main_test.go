@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestBadConfigFailsClearly(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no command", []string{"asyncgate"}, nil, "no command"},
+		{"unknown command", []string{"asyncgate", "fly"}, nil, `unknown command "fly"`},
+		{"serve without redis", []string{"asyncgate", "serve"}, nil, "--redis is required"},
+		{"serve without keys", []string{"asyncgate", "serve", "--redis", "redis://127.0.0.1:1", "--portfolio-url", "http://p", "--execution-url", "http://e"}, nil, "--api-keys is required"},
+		{"worker without downstreams", []string{"asyncgate", "worker", "--redis", "redis://127.0.0.1:1"}, nil, "--portfolio-url is required"},
+		{"bad downstream url", []string{"asyncgate", "worker", "--redis", "redis://127.0.0.1:1", "--portfolio-url", "ftp://x", "--execution-url", "http://e"}, nil, "--portfolio-url must be an http(s) URL"},
+		{"bad key pairs", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--api-keys", "justakey"}, nil, "key=tenant"},
+		{"bad tenant", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--api-keys", "k-0123456789abcdef=Bad Tenant"}, nil, "tenant"},
+		{"bad env duration", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--api-keys", "k-0123456789abcdef=acme"}, map[string]string{"ASYNCGATE_ORDER_DEADLINE": "soon"}, "ASYNCGATE_ORDER_DEADLINE"},
+		{"bad redis url", []string{"asyncgate", "api", "--redis", "mysql://x", "--api-keys", "k-0123456789abcdef=acme"}, nil, "redis url"},
+		{"bad flag", []string{"asyncgate", "serve", "--nope"}, nil, "flag provided but not defined"},
+		{"bad log format", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--log-format", "xml"}, nil, "--log-format"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, &out, env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run(%v) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"asyncgate", "help"}, &out, env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"dev", "serve", "api", "worker", "sim"} {
+		if !strings.Contains(out.String(), cmd) {
+			t.Errorf("usage does not mention %s", cmd)
+		}
+	}
+}
