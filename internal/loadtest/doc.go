@@ -1,0 +1,52 @@
+// Package loadtest measures how fast asyncgate accepts and completes orders,
+// against the real API, real Redis and the downstream simulator, and compares
+// the accept path with two baselines from the same run on the same machine:
+// a no-op gin handler and raw Asynq enqueues.
+//
+// # Running
+//
+// `make bench` runs the load test:
+//
+//	go test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
+//
+// It starts one private redis-server, then runs each scenario for
+// LOAD_DURATION (default 10s) after a short warm-up, flushing Redis between
+// scenarios:
+//
+//   - gin no-op: 64 clients POST an order to a gin handler that reads the
+//     body and answers 202 {};
+//   - asynq enqueue: 64 goroutines call asynq.Client.Enqueue directly;
+//   - asynq drain: an Asynq server set up like the worker runs tasks
+//     already enqueued with a no-op handler, on the worker's three queues
+//     and on one queue: the ceiling of the queue itself;
+//   - accept: 64 clients POST /v1/orders to the API (no worker);
+//   - end to end: API and worker in one process, zero-latency simulator,
+//     64 clients placing orders as fast as they can, then waiting until
+//     every accepted order is terminal;
+//   - steady: orders arrive at a fixed 200/s (open loop) and the time from
+//     202 to executed is measured.
+//
+// It prints one table with every figure, the ratios and PASS/MISS against
+// the targets, and for each scenario the CPU per operation of this process
+// and of redis-server and the Redis round trips per operation: on a shared
+// machine these are steadier than rates. The Redis commands per operation
+// (from INFO commandstats) are logged. A MISS does not fail the test (figures depend on the
+// machine); a lost order or an answer other than 202 does.
+//
+// Environment knobs: LOAD_DURATION (a Go duration), LOAD_WARMUP (default
+// 2s), LOAD_CLIENTS (default 64), LOAD_WORKER_CONCURRENCY (worker pool
+// size of the end-to-end scenarios), LOAD_LOG_LEVEL (default info: the
+// app logs as in production, formatted and discarded; warnings and errors
+// are also printed), LOAD_SCENARIOS (a comma-separated subset of gin,
+// asynq, drain, accept, e2e, steady; handy with -cpuprofile). The flag
+// -load.duration overrides LOAD_DURATION.
+//
+// # Benchmarks
+//
+// BenchmarkAccept and BenchmarkGinNoop are ordinary Go benchmarks without the
+// build tag, so `make test` runs them once to keep them compiling.
+//
+// The helpers of this package (closed- and open-loop drivers, latency
+// percentiles, the report table) carry no build tag so that they are unit
+// tested with the rest of the repository.
+package loadtest
