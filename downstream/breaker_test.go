@@ -1,10 +1,13 @@
 package downstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,14 +124,23 @@ func TestBreakerFailedProbeReopens(t *testing.T) {
 func TestBreakerStopsRetries(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
+		var logs bytes.Buffer
 		tb := setupInMemory(t, nil, func(c *Config) {
 			c.MaxAttempts = 10
 			c.Breaker.MinRequests = 2
+			c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		})
 		tb.setFaults(t, sim.Execution, sim.Faults{ErrorRate: 1})
 		_, err := tb.execution.Execute(t.Context(), order("e1", "AAPL"))
-		if !errors.Is(err, ErrBreakerOpen) {
-			t.Fatalf("err = %v, want ErrBreakerOpen", err)
+		if !errors.Is(err, ErrBreakerOpen) || !Unprocessed(err) {
+			t.Fatalf("err = %v, want an unprocessed ErrBreakerOpen", err)
+		}
+		if want := "last failure: execution: unexpected status 503"; !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to name the failure (%q)", err, want)
+		}
+		if !strings.Contains(logs.String(), `msg="downstream breaker state changed" downstream=execution from=closed to=open`) ||
+			!strings.Contains(logs.String(), `last_failure="execution: unexpected status 503"`) {
+			t.Errorf("the trip's log line lacks its cause:\n%s", logs.String())
 		}
 		if got := tb.sim.ExecutionRequests("e1"); got != 2 {
 			t.Errorf("ExecutionRequests = %d, want 2: no attempt once the breaker opened", got)
@@ -186,7 +198,7 @@ func TestCallerCancelDoesNotCount(t *testing.T) {
 		if got := tb.portfolio.BreakerState(); got != gobreaker.StateClosed {
 			t.Errorf("state = %v, want closed", got)
 		}
-		if c := tb.portfolio.c.breaker.cb.Counts(); c.TotalFailures != 0 || c.TotalExclusions != 1 {
+		if c := tb.portfolio.c.breaker.cb.Load().Counts(); c.TotalFailures != 0 || c.TotalExclusions != 1 {
 			t.Errorf("breaker counts = %+v, want one exclusion", c)
 		}
 		if got := tb.sim.Stats().PortfolioRequests; got != 1 {
@@ -323,7 +335,10 @@ func TestBulkhead(t *testing.T) {
 		tb := setupInMemory(t, func(s *sim.Sim) http.Handler {
 			g.next = s
 			return g
-		}, func(c *Config) { c.MaxConcurrent = 2 })
+		}, func(c *Config) {
+			c.MaxConcurrent = 2
+			c.BulkheadWait = time.Minute // the budget bounds it
+		})
 
 		const calls = 5
 		errc := make(chan error, calls)
@@ -358,6 +373,7 @@ func TestBulkheadFull(t *testing.T) {
 		tb := setupInMemory(t, nil, func(c *Config) {
 			c.MaxConcurrent = 1
 			c.Budget = 100 * time.Millisecond
+			c.BulkheadWait = time.Hour // the budget bounds it
 		})
 		slots := tb.execution.c.slots
 		slots <- struct{}{} // another call holds the only slot
@@ -381,6 +397,41 @@ func TestBulkheadFull(t *testing.T) {
 		_, err = tb.execution.Execute(ctx, order("e2", "AAPL"))
 		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBulkheadFull) {
 			t.Errorf("err = %v, want the caller's deadline", err)
+		}
+	})
+}
+
+func TestBulkheadFailsFast(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		tb := setupInMemory(t, nil, func(c *Config) {
+			c.MaxConcurrent = 1
+			c.Timeout = 2 * time.Second
+		})
+		slots := tb.execution.c.slots
+		slots <- struct{}{} // a slow call holds the only slot
+		defer func() { <-slots }()
+
+		start := time.Now()
+		_, err := tb.execution.Execute(t.Context(), order("e1", "AAPL"))
+		if d := time.Since(start); d != 0 {
+			t.Errorf("waited %v, want no wait by default", d)
+		}
+		be, ok := errors.AsType[*BulkheadError](err)
+		if !ok || !errors.Is(err, ErrBulkheadFull) || !IsTransient(err) || !Unprocessed(err) {
+			t.Fatalf("err = %v, want an unprocessed BulkheadError", err)
+		}
+		if be.Downstream != "execution" || be.RetryAfter < 500*time.Millisecond || be.RetryAfter > time.Second {
+			t.Errorf("BulkheadError = %+v, want a RetryAfter between 0.5s and 1s", be)
+		}
+		if d, ok := Postpone(err); !ok || d != be.RetryAfter {
+			t.Errorf("Postpone = %v, %v", d, ok)
+		}
+		if got := tb.execution.Stats(); got.BulkheadRejected != 1 || got.Sent != 0 {
+			t.Errorf("stats = %+v, want one bulkhead rejection and nothing sent", got)
+		}
+		if got := tb.sim.ExecutionRequests("e1"); got != 0 {
+			t.Errorf("ExecutionRequests = %d, want 0", got)
 		}
 	})
 }

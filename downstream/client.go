@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -26,6 +28,7 @@ type client struct {
 	base    string
 	breaker *breaker
 	slots   chan struct{}
+	stats   counters
 }
 
 func newClient(name string, cfg Config) (*client, error) {
@@ -37,9 +40,35 @@ func newClient(name string, cfg Config) (*client, error) {
 		name:    name,
 		cfg:     cfg,
 		base:    cfg.baseURL(),
-		breaker: newBreaker(name, cfg.Breaker, cfg.Logger, cfg.OnStateChange),
+		breaker: newBreaker(name, cfg),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 	}, nil
+}
+
+// Stats counts a client's attempts since it was made.
+type Stats struct {
+	// Sent is the attempts that went out to the downstream.
+	Sent int64
+	// Failed is the attempts sent that failed: timeouts, connection errors, 5xx, 429, bad
+	// answers. Business answers are not failures.
+	Failed int64
+	// BreakerRejected is the attempts an open breaker rejected without sending them.
+	BreakerRejected int64
+	// BulkheadRejected is the attempts that found no free slot in the bulkhead.
+	BulkheadRejected int64
+}
+
+type counters struct {
+	sent, failed, breakerRejected, bulkheadRejected atomic.Int64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Sent:             c.sent.Load(),
+		Failed:           c.failed.Load(),
+		BreakerRejected:  c.breakerRejected.Load(),
+		BulkheadRejected: c.bulkheadRejected.Load(),
+	}
 }
 
 // request is one logical call to the downstream.
@@ -75,7 +104,8 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 		Multiplier:          2,
 		MaxInterval:         c.cfg.BackoffMax,
 	}
-	acted := false // whether any attempt may have reached the downstream and acted
+	acted := false    // whether any attempt may have reached the downstream and acted
+	var failure error // the last failure of an attempt that was sent
 	for attempt := 1; ; attempt++ {
 		err := c.attempt(ctx, budget, req, body, handle)
 		if err != nil && !acted && !refusedUnprocessed(err) {
@@ -86,6 +116,9 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case (errors.Is(err, ErrBreakerOpen) || errors.Is(err, ErrBulkheadFull)) && failure != nil:
+			// Rejected after a failure (which may have tripped the breaker): say what it was.
+			return markUnprocessed(fmt.Errorf("%w; last failure: %v", err, failure), acted)
 		case attempt >= c.cfg.MaxAttempts,
 			budget.Err() != nil,
 			!IsTransient(err),
@@ -93,6 +126,7 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 			errors.Is(err, ErrBulkheadFull):
 			return markUnprocessed(err, acted)
 		}
+		failure = err
 
 		wait := min(waits.NextBackOff(), c.cfg.BackoffMax)
 		if hint, ok := RetryAfter(err); ok && hint > wait {
@@ -121,39 +155,68 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 // attempt makes one HTTP attempt through the breaker and the bulkhead. ctx is the
 // caller's context, budget the call's.
 func (c *client) attempt(ctx, budget context.Context, req request, body []byte, handle func(*http.Response) error) error {
+	// An open breaker rejects before the bulkhead: a rejected call takes no slot.
 	if err := c.breaker.allow(); err != nil {
+		c.stats.breakerRejected.Add(1)
 		return err
 	}
 	if err := c.acquire(ctx, budget); err != nil {
 		return err
 	}
 	defer func() { <-c.slots }()
+	probe, err := c.breaker.admit(ctx)
+	if err != nil {
+		if errors.Is(err, ErrBreakerOpen) {
+			c.stats.breakerRejected.Add(1)
+		}
+		return err
+	}
 
-	return c.breaker.run(func() error {
+	sent := false
+	err = c.breaker.run(probe, func() error {
+		sent = true
+		c.stats.sent.Add(1)
 		err := c.roundTrip(budget, req, body, handle)
 		if err != nil && ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", errCallerDone, ctx.Err())
 		}
+		if !goodAnswer(err) {
+			c.stats.failed.Add(1)
+			c.breaker.noteFailure(err)
+		}
 		return err
 	})
+	if !sent && errors.Is(err, ErrBreakerOpen) {
+		c.stats.breakerRejected.Add(1)
+	}
+	return err
 }
 
-// acquire takes a bulkhead slot, waiting for one at most until the budget ends.
+// acquire takes a bulkhead slot, waiting for one up to BulkheadWait, within the budget.
 func (c *client) acquire(ctx, budget context.Context) error {
 	select {
 	case c.slots <- struct{}{}:
 		return nil
 	default:
 	}
-	select {
-	case c.slots <- struct{}{}:
-		return nil
-	case <-budget.Done():
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", errCallerDone, ctx.Err())
+	if c.cfg.BulkheadWait > 0 {
+		t := time.NewTimer(c.cfg.BulkheadWait)
+		defer t.Stop()
+		select {
+		case c.slots <- struct{}{}:
+			return nil
+		case <-t.C:
+		case <-budget.Done():
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %w", errCallerDone, ctx.Err())
+			}
 		}
-		return fmt.Errorf("%s: %w", c.name, ErrBulkheadFull)
 	}
+	c.stats.bulkheadRejected.Add(1)
+	// The calls in flight free their slots within one attempt timeout: come back after a
+	// quarter to a half of it, jittered so that the callers do not return together.
+	half := c.cfg.Timeout / 2
+	return &BulkheadError{Downstream: c.name, RetryAfter: max(half/2+rand.N(half/2+1), 10*time.Millisecond)}
 }
 
 // roundTrip sends req and hands the answer to handle, all within the attempt timeout.

@@ -37,9 +37,15 @@ type Config struct {
 	// bulkhead slot. Defaults to 5s.
 	Budget time.Duration
 
-	// MaxConcurrent caps the HTTP attempts in flight at once. Further attempts wait for a
-	// slot, within the Budget, or fail with ErrBulkheadFull. Defaults to 64.
+	// MaxConcurrent caps the HTTP attempts in flight at once (the bulkhead). Further
+	// attempts wait for a slot up to BulkheadWait, within the Budget, or fail with
+	// ErrBulkheadFull. Defaults to 64.
 	MaxConcurrent int
+
+	// BulkheadWait is how long an attempt waits for a free slot. Defaults to 0: it fails at
+	// once, so that callers do not pile up behind a slow downstream (a worker would hold
+	// its goroutine while waiting); the error says when to come back.
+	BulkheadWait time.Duration
 
 	// Breaker configures the circuit breaker. Its zero value is the defaults.
 	Breaker BreakerConfig
@@ -55,9 +61,14 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnStateChange, if set, is called when the breaker changes state, with the downstream's
-	// name ("portfolio" or "execution"). It runs while the breaker holds its lock: it must be
-	// quick and must not call the client (BreakerState included).
+	// name ("portfolio" or "execution"), also when another process caused the change. It
+	// may run while the breaker holds its lock: it must be quick and must not call the
+	// client (BreakerState included).
 	OnStateChange func(name string, from, to gobreaker.State)
+
+	// Shared, if set, shares the breaker's trips with the other processes through Redis
+	// (see [Shared]). Without it the breaker decides alone.
+	Shared *Shared
 }
 
 // BreakerConfig configures a downstream's circuit breaker.
@@ -152,7 +163,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("BaseURL %q is not an http(s) URL", c.BaseURL)
 	case u.RawQuery != "" || u.Fragment != "":
 		return fmt.Errorf("BaseURL %q must not have a query or fragment", c.BaseURL)
-	case c.Timeout < 0, c.BackoffBase < 0, c.BackoffMax < 0, c.Budget < 0:
+	case c.Timeout < 0, c.BackoffBase < 0, c.BackoffMax < 0, c.Budget < 0, c.BulkheadWait < 0:
 		return errors.New("durations must not be negative")
 	case c.BackoffBase > c.BackoffMax:
 		return errors.New("BackoffBase must not exceed BackoffMax")

@@ -23,7 +23,8 @@ var (
 	// ErrBreakerOpen matches the [*OpenError] of a call the circuit breaker rejected.
 	ErrBreakerOpen = errors.New("circuit breaker open")
 
-	// ErrBulkheadFull is returned when no slot for a call came free within its budget.
+	// ErrBulkheadFull matches the [*BulkheadError] of a call that found no free slot in the
+	// bulkhead.
 	ErrBulkheadFull = errors.New("too many calls in flight")
 
 	// ErrBadResponse is an answer that cannot be used: wrong content type, invalid JSON,
@@ -68,6 +69,23 @@ func (e *OpenError) Error() string {
 
 // Is reports whether target is ErrBreakerOpen.
 func (e *OpenError) Is(target error) bool { return target == ErrBreakerOpen }
+
+// BulkheadError is a call rejected, without calling the downstream, because as many
+// calls as the bulkhead allows were in flight. It matches [ErrBulkheadFull].
+type BulkheadError struct {
+	// Downstream is "portfolio" or "execution".
+	Downstream string
+	// RetryAfter is a jittered guess of when a slot will be free.
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (e *BulkheadError) Error() string {
+	return fmt.Sprintf("%s: %s", e.Downstream, ErrBulkheadFull)
+}
+
+// Is reports whether target is ErrBulkheadFull.
+func (e *BulkheadError) Is(target error) bool { return target == ErrBulkheadFull }
 
 // StatusError is an HTTP status the client did not expect from the downstream.
 type StatusError struct {
@@ -124,15 +142,34 @@ func IsTransient(err error) bool {
 }
 
 // RetryAfter returns the delay err suggests before trying again: how long an open breaker
-// stays open, or a Retry-After header. It reports false when err suggests none.
+// stays open, when a bulkhead slot may be free, or a Retry-After header. It reports false
+// when err suggests none.
 func RetryAfter(err error) (time.Duration, bool) {
 	if oe, ok := errors.AsType[*OpenError](err); ok && oe.RetryAfter > 0 {
 		return oe.RetryAfter, true
+	}
+	if be, ok := errors.AsType[*BulkheadError](err); ok && be.RetryAfter > 0 {
+		return be.RetryAfter, true
 	}
 	if se, ok := errors.AsType[*StatusError](err); ok && se.RetryAfter > 0 {
 		return se.RetryAfter, true
 	}
 	return 0, false
+}
+
+// Postpone reports whether err is a call that the client refused to send because the
+// downstream is unavailable for now (an open breaker, a full bulkhead), and how long to
+// wait before trying again: when the breaker next lets a probe through, or a slot may be
+// free. Such a call reached nothing; trying it later is not a retry of a failure.
+func Postpone(err error) (time.Duration, bool) {
+	if !errors.Is(err, ErrBreakerOpen) && !errors.Is(err, ErrBulkheadFull) {
+		return 0, false
+	}
+	d, ok := RetryAfter(err)
+	if !ok {
+		d = maxProbeWait
+	}
+	return d, true
 }
 
 // unprocessedError marks a transient failure of a call none of whose attempts

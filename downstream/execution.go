@@ -50,6 +50,16 @@ func (e *Execution) BreakerState() gobreaker.State {
 	return e.c.breaker.State()
 }
 
+// Breaker returns the state of the execution circuit breaker, and until when it is open.
+func (e *Execution) Breaker() BreakerStatus {
+	return e.c.breaker.status()
+}
+
+// Stats returns the counts of the client's attempts.
+func (e *Execution) Stats() Stats {
+	return e.c.stats.snapshot()
+}
+
 // Execute executes an order. It is idempotent on req.ID: repeating it returns the same fill
 // without executing again. It returns an error matching ErrRefused, an *RefusedError, when
 // the service refuses the order; that answer is final for req.ID.

@@ -2,25 +2,37 @@ package downstream
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	redistest.Shutdown()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 var fixedNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // testBundle is a simulator and clients of it.
 type testBundle struct {
+	url       string // the simulator's base URL
 	sim       *sim.Sim
 	portfolio *Portfolio
 	execution *Execution
@@ -84,7 +96,7 @@ func newBundle(t testing.TB, s *sim.Sim, cfg Config) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testBundle{sim: s, portfolio: p, execution: e}
+	return &testBundle{url: cfg.BaseURL, sim: s, portfolio: p, execution: e}
 }
 
 func (tb *testBundle) setFaults(t testing.TB, svc sim.Service, f sim.Faults) {

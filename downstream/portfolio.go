@@ -47,6 +47,16 @@ func (p *Portfolio) BreakerState() gobreaker.State {
 	return p.c.breaker.State()
 }
 
+// Breaker returns the state of the portfolio circuit breaker, and until when it is open.
+func (p *Portfolio) Breaker() BreakerStatus {
+	return p.c.breaker.status()
+}
+
+// Stats returns the counts of the client's attempts.
+func (p *Portfolio) Stats() Stats {
+	return p.c.stats.snapshot()
+}
+
 // Get returns the funds of an account.
 func (p *Portfolio) Get(ctx context.Context, accountID string) (View, error) {
 	if accountID == "" {
@@ -62,8 +72,13 @@ func (p *Portfolio) Get(ctx context.Context, accountID string) (View, error) {
 			if err != nil {
 				return err
 			}
-			v, err = decodeView(data)
-			return err
+			if v, err = decodeView(data); err != nil {
+				return err
+			}
+			if v.AccountID != accountID {
+				return fmt.Errorf("%w: view of account %.64q", ErrBadResponse, v.AccountID)
+			}
+			return nil
 		})
 	if err != nil {
 		return View{}, fmt.Errorf("get portfolio %s: %w", accountID, err)
