@@ -1,7 +1,50 @@
-// Package webhooks signs the webhooks that asyncgate delivers, and verifies
-// them on the receiving side, following the Standard Webhooks specification
-// (https://www.standardwebhooks.com), so that any Standard Webhooks library
-// accepts what asyncgate sends.
+// Package webhooks tells integrators that their orders ended: it keeps
+// their endpoints, turns an order's end into an event, delivers it signed
+// as the Standard Webhooks specification says (https://www.standardwebhooks.com),
+// so that any Standard Webhooks library accepts it, logs every attempt, and
+// refuses to send anywhere it must not. It also verifies webhooks on the
+// receiving side. It knows nothing of queues: package jobs runs its
+// deliveries on Asynq.
+//
+// # Endpoints and events
+//
+// A [Store] keeps each tenant's endpoints (URL, subscribed event types, a
+// [Secret] and, during a rotation, the previous one), and the events and
+// deliveries made for them, in Redis under the tenant's hash tag. [Store.Publish]
+// stores one [Event] (its id from [EventID]: the same order change always
+// makes the same id) and one delivery per subscribed endpoint, plus one for
+// the order's callback_url, in one script; publishing the same event again
+// creates nothing and returns what is still pending, so a retried fan-out
+// schedules what a crashed one missed, and nothing twice.
+//
+// # Delivery
+//
+// A [Deliverer] makes one attempt of one delivery: it checks that the
+// delivery is due and its endpoint enabled and not waiting, POSTs the
+// stored body with fresh signature headers, reads at most 4 KiB of the
+// answer, and records the attempt. Only a 2xx is a success; redirects are
+// not followed. Its [Result] says what comes next: a retry after the next
+// wait of the schedule ([DefaultSchedule], ±20 %) or after the receiver's
+// Retry-After (429, 503); a postponement, which spends no attempt, while the
+// endpoint's breaker is open; the end, when the budget is spent (the
+// delivery is failed; its task goes to the dead-letter queue).
+//
+// Each endpoint has a breaker, kept in Redis so that every worker shares
+// it: a run of failures opens it for a cooldown that doubles with each
+// further failure; then one attempt probes the endpoint while the others
+// wait. A 410 Gone, or failures lasting DelivererConfig.DisableAfter,
+// disable the endpoint with a reason; its deliveries are then held, not
+// lost, and go again when the endpoint is enabled.
+//
+// # Where webhooks may go
+//
+// A [Guard] refuses URLs that are not https (unless allowed) and hosts
+// that are, or resolve to, loopback, private, link-local, carrier-grade
+// NAT, cloud metadata and other special addresses, unless its
+// configuration allows them: at registration ([Guard.CheckURL]) and again at
+// every connect ([Guard.DialContext], whose dialer checks the very address
+// it connects to), so that a name whose DNS answer changes after
+// registration (DNS rebinding) is refused too.
 //
 // # Signing
 //

@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/asyncgate/asyncgate/orders"
+	"github.com/asyncgate/asyncgate/webhooks"
+)
+
+// WebhookStore is what the API needs of the webhook store. Every method is
+// scoped to the tenant: another tenant's ids are not found.
+type WebhookStore interface {
+	// CreateEndpoint returns a *webhooks.ValidationError, errors wrapping
+	// webhooks.ErrInvalidURL or webhooks.ErrURLNotAllowed,
+	// webhooks.ErrTooManyEndpoints.
+	CreateEndpoint(ctx context.Context, tenant string, in webhooks.EndpointInput) (*webhooks.Endpoint, webhooks.Secret, error)
+	// Endpoint, Endpoints, DeleteEndpoint, RotateSecret, DisableEndpoint
+	// and Deliveries return webhooks.ErrEndpointNotFound.
+	Endpoint(ctx context.Context, tenant, id string) (*webhooks.Endpoint, error)
+	Endpoints(ctx context.Context, tenant string) ([]*webhooks.Endpoint, error)
+	DeleteEndpoint(ctx context.Context, tenant, id string) error
+	RotateSecret(ctx context.Context, tenant, id string) (*webhooks.Endpoint, webhooks.Secret, error)
+	DisableEndpoint(ctx context.Context, tenant, id, reason string) (*webhooks.Endpoint, error)
+	Deliveries(ctx context.Context, tenant, endpointID string, p webhooks.DeliveryListParams) ([]*webhooks.Delivery, string, error)
+	// Delivery returns webhooks.ErrDeliveryNotFound.
+	Delivery(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
+	// RotateCallbackSecret returns the tenant's new callback secret and
+	// when the previous one stops signing (nil if there was none).
+	RotateCallbackSecret(ctx context.Context, tenant string) (webhooks.Secret, *time.Time, error)
+}
+
+// WebhookQueue starts deliveries again, on the queues.
+type WebhookQueue interface {
+	// EnableEndpoint enables the endpoint and redelivers what was held
+	// while it was disabled. webhooks.ErrEndpointNotFound.
+	EnableEndpoint(ctx context.Context, tenant, id string) (*webhooks.Endpoint, error)
+	// Redeliver runs the delivery again now, also from the dead-letter
+	// queue. webhooks.ErrDeliveryNotFound, webhooks.ErrEndpointNotFound
+	// (its endpoint was deleted), webhooks.ErrEndpointDisabled.
+	Redeliver(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
+}
+
+// webhookRoutes registers the webhook endpoints under /v1.
+func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
+	v1.POST("/webhook-endpoints", s.createEndpoint)
+	v1.GET("/webhook-endpoints", s.listEndpoints)
+	v1.GET("/webhook-endpoints/:id", s.getEndpoint)
+	v1.DELETE("/webhook-endpoints/:id", s.deleteEndpoint)
+	v1.POST("/webhook-endpoints/:id/rotate-secret", s.rotateSecret)
+	v1.POST("/webhook-endpoints/:id/disable", s.disableEndpoint)
+	v1.POST("/webhook-endpoints/:id/enable", s.enableEndpoint)
+	v1.GET("/webhook-endpoints/:id/deliveries", s.listDeliveries)
+	v1.GET("/webhook-deliveries/:id", s.getDelivery)
+	v1.POST("/webhook-deliveries/:id/retry", s.retryDelivery)
+	v1.POST("/callback-secret/rotate", s.rotateCallbackSecret)
+}
+
+// EndpointWithSecret is an endpoint with its secret, shown once: when the
+// endpoint is created and when its secret is rotated.
+type EndpointWithSecret struct {
+	*webhooks.Endpoint
+	Secret string `json:"secret"`
+}
+
+// EndpointList is a tenant's endpoints, oldest first.
+type EndpointList struct {
+	Data []*webhooks.Endpoint `json:"data"`
+}
+
+// DeliveryList is a page of an endpoint's deliveries, newest first.
+type DeliveryList struct {
+	Data       []*webhooks.Delivery `json:"data"`
+	NextCursor string               `json:"next_cursor,omitempty"`
+}
+
+// CallbackSecret is the tenant's new callback secret, shown once.
+type CallbackSecret struct {
+	Secret                  string     `json:"secret"`
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
+}
+
+func (s *Server) endpointID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !webhooks.ValidEndpointID(id) {
+		writeProblem(c, webhooks.ErrEndpointNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) createEndpoint(c *gin.Context) {
+	var in webhooks.EndpointInput
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	ep, secret, err := s.deps.Webhooks.CreateEndpoint(c.Request.Context(), c.GetString(ctxTenant), in)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	c.Header("Location", "/v1/webhook-endpoints/"+ep.ID)
+	writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+}
+
+func (s *Server) listEndpoints(c *gin.Context) {
+	list, err := s.deps.Webhooks.Endpoints(c.Request.Context(), c.GetString(ctxTenant))
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if list == nil {
+		list = []*webhooks.Endpoint{}
+	}
+	writeJSON(c, http.StatusOK, "application/json", EndpointList{Data: list})
+}
+
+func (s *Server) getEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	ep, err := s.deps.Webhooks.Endpoint(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", ep)
+}
+
+func (s *Server) deleteEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	if err := s.deps.Webhooks.DeleteEndpoint(c.Request.Context(), c.GetString(ctxTenant), id); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+	c.Writer.WriteHeaderNow()
+}
+
+func (s *Server) rotateSecret(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	ep, secret, err := s.deps.Webhooks.RotateSecret(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()})
+}
+
+func (s *Server) disableEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	ep, err := s.deps.Webhooks.DisableEndpoint(c.Request.Context(), c.GetString(ctxTenant), id, webhooks.ReasonDisabledByUser)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", ep)
+}
+
+func (s *Server) enableEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	ep, err := s.deps.WebhookQueue.EnableEndpoint(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", ep)
+}
+
+func (s *Server) listDeliveries(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	p := webhooks.DeliveryListParams{Limit: 20}
+	var fe []orders.FieldError
+	if st := c.Query("status"); st != "" {
+		p.Status = st
+		if !slices.Contains(webhooks.DeliveryStatuses, st) {
+			fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of " + strings.Join(webhooks.DeliveryStatuses, ", ")})
+		}
+	}
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			fe = append(fe, orders.FieldError{Field: "limit", Reason: "must be an integer from 1 to 100"})
+		}
+		p.Limit = n
+	}
+	if cur := c.Query("cursor"); cur != "" {
+		if !webhooks.ValidDeliveryID(cur) {
+			fe = append(fe, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
+		}
+		p.After = cur
+	}
+	if len(fe) > 0 {
+		pr := newProblem("validation_failed", "the query has invalid parameters")
+		pr.Errors = fe
+		writeProblem(c, pr)
+		return
+	}
+	list, next, err := s.deps.Webhooks.Deliveries(c.Request.Context(), c.GetString(ctxTenant), id, p)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", DeliveryList{Data: list, NextCursor: next})
+}
+
+func (s *Server) deliveryID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !webhooks.ValidDeliveryID(id) {
+		writeProblem(c, webhooks.ErrDeliveryNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) getDelivery(c *gin.Context) {
+	id, ok := s.deliveryID(c)
+	if !ok {
+		return
+	}
+	d, err := s.deps.Webhooks.Delivery(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", d)
+}
+
+func (s *Server) retryDelivery(c *gin.Context) {
+	id, ok := s.deliveryID(c)
+	if !ok {
+		return
+	}
+	d, err := s.deps.WebhookQueue.Redeliver(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	c.Header("Location", "/v1/webhook-deliveries/"+d.ID)
+	writeJSON(c, http.StatusAccepted, "application/json", d)
+}
+
+func (s *Server) rotateCallbackSecret(c *gin.Context) {
+	secret, prevUntil, err := s.deps.Webhooks.RotateCallbackSecret(c.Request.Context(), c.GetString(ctxTenant))
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", CallbackSecret{Secret: secret.String(), PreviousSecretExpiresAt: prevUntil})
+}
+
+// webhookProblem maps the webhook package's errors to problems; nil for
+// other errors. toProblem calls it.
+func webhookProblem(err error) *Problem {
+	if ve, ok := errors.AsType[*webhooks.ValidationError](err); ok {
+		p := newProblem("validation_failed", "the request has invalid fields")
+		for _, f := range ve.Fields {
+			p.Errors = append(p.Errors, orders.FieldError{Field: f.Field, Reason: f.Reason})
+		}
+		return p
+	}
+	switch {
+	case errors.Is(err, webhooks.ErrURLNotAllowed):
+		reason := strings.TrimPrefix(err.Error(), "webhooks: URL not allowed: ")
+		p := problemf("url_not_allowed", "url: %s", reason)
+		p.Errors = []orders.FieldError{{Field: "url", Reason: reason}}
+		return p
+	case errors.Is(err, webhooks.ErrInvalidURL):
+		reason := strings.TrimPrefix(err.Error(), "webhooks: invalid URL: ")
+		p := problemf("validation_failed", "url: %s", reason)
+		p.Errors = []orders.FieldError{{Field: "url", Reason: reason}}
+		return p
+	case errors.Is(err, webhooks.ErrEndpointNotFound):
+		return newProblem("not_found", strings.Replace(err.Error(), "webhook endpoint not found", "no such webhook endpoint", 1))
+	case errors.Is(err, webhooks.ErrDeliveryNotFound):
+		return newProblem("not_found", "no such webhook delivery")
+	case errors.Is(err, webhooks.ErrEndpointDisabled):
+		return newProblem("endpoint_disabled", "the delivery's endpoint is disabled; enable it first, which redelivers what it missed")
+	case errors.Is(err, webhooks.ErrTooManyEndpoints):
+		return problemf("too_many_endpoints", "%v; delete one first", err)
+	}
+	return nil
+}

@@ -1,0 +1,411 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// DefaultSchedule is the default wait before each retry of a delivery: the
+// first attempt goes at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and
+// 10 h later, each ±20 %: eight attempts over about a day and a half.
+var DefaultSchedule = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+}
+
+// DelivererConfig configures a Deliverer.
+type DelivererConfig struct {
+	// Guard checks where deliveries go, at every connect. Defaults to the
+	// store's guard.
+	Guard *Guard
+	// Transport sends the requests. Defaults to an http.Transport that
+	// dials through Guard and uses no proxy (a proxy would connect to the
+	// target on our behalf, past the guard). Tests may replace it.
+	Transport http.RoundTripper
+	// Timeout bounds one attempt, from connecting to the end of the
+	// response. Defaults to 15s.
+	Timeout time.Duration
+	// Schedule is the wait before each retry; a delivery with more
+	// attempts than len(Schedule)+1 (after a redelivery) waits the last
+	// entry. Defaults to DefaultSchedule. Tests compress it.
+	Schedule []time.Duration
+	// Jitter spreads each wait by up to ± this fraction. Defaults to 0.2;
+	// negative means none.
+	Jitter float64
+	// MaxResponseBytes is how much of a response body is read and logged.
+	// Defaults to 4096.
+	MaxResponseBytes int
+	// MaxRetryAfter caps the Retry-After a receiver can ask for on a 429
+	// or 503. Defaults to 24h.
+	MaxRetryAfter time.Duration
+	// BreakerThreshold is how many consecutive failed attempts to one
+	// endpoint open its breaker. Defaults to 5.
+	BreakerThreshold int
+	// BreakerCooldown is how long an open breaker postpones the endpoint's
+	// deliveries, doubling with each further failure up to
+	// BreakerMaxCooldown. Then one attempt probes the endpoint. Default to
+	// 30s and 1h.
+	BreakerCooldown, BreakerMaxCooldown time.Duration
+	// DisableAfter disables an endpoint whose attempts have all failed for
+	// this long. Defaults to 5 days.
+	DisableAfter time.Duration
+	// UserAgent is sent with every request. Defaults to "asyncgate-webhooks/1".
+	UserAgent string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+}
+
+func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
+	if c.Guard == nil {
+		c.Guard = store.cfg.Guard
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 15 * time.Second
+	}
+	if c.Schedule == nil {
+		c.Schedule = DefaultSchedule
+	}
+	if c.Jitter == 0 {
+		c.Jitter = 0.2
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = 4096
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = 24 * time.Hour
+	}
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = 5
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = 30 * time.Second
+	}
+	if c.BreakerMaxCooldown == 0 {
+		c.BreakerMaxCooldown = time.Hour
+	}
+	if c.DisableAfter == 0 {
+		c.DisableAfter = 5 * 24 * time.Hour
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "asyncgate-webhooks/1"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c DelivererConfig) validate() error {
+	if len(c.Schedule) == 0 {
+		return errors.New("webhooks: the retry schedule is empty")
+	}
+	for _, d := range c.Schedule {
+		if d < 0 {
+			return errors.New("webhooks: the retry schedule has a negative wait")
+		}
+	}
+	if c.Jitter >= 1 {
+		return errors.New("webhooks: jitter must be below 1")
+	}
+	return nil
+}
+
+// Deliverer makes delivery attempts: it signs the event, POSTs it, reads
+// the start of the answer, records the attempt, and says what should happen
+// next. It knows nothing of queues: jobs turns its Results into task
+// outcomes.
+type Deliverer struct {
+	store   *Store
+	cfg     DelivererConfig
+	client  *http.Client
+	breaker breakerConfig
+}
+
+// NewDeliverer returns a deliverer recording into store.
+func NewDeliverer(store *Store, cfg DelivererConfig) (*Deliverer, error) {
+	cfg = cfg.withDefaults(store)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:                 nil,
+			DialContext:           cfg.Guard.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          1000,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	d := &Deliverer{store: store, cfg: cfg}
+	d.client = &http.Client{
+		Transport: tr,
+		Timeout:   cfg.Timeout,
+		// A redirect is the receiver's answer, recorded as a failure; it
+		// is never followed (it could point anywhere, even past the guard
+		// when a custom Transport is used).
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	d.breaker = breakerConfig{
+		threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, maxCool: cfg.BreakerMaxCooldown,
+		disableAfter: cfg.DisableAfter,
+	}
+	return d, nil
+}
+
+// Close closes the idle connections to receivers.
+func (d *Deliverer) Close() { d.client.CloseIdleConnections() }
+
+// Timeout is the bound of one attempt.
+func (d *Deliverer) Timeout() time.Duration { return d.cfg.Timeout }
+
+// Outcome says what became of a delivery task.
+type Outcome int
+
+// Outcomes of Deliver.
+const (
+	// Done: nothing more to do for now. The delivery was delivered, or is
+	// held (endpoint disabled), or is gone (expired, endpoint deleted), or
+	// was already delivered or failed.
+	Done Outcome = iota
+	// Retry: the attempt failed; try again after Result.Delay. It spent
+	// one attempt of the budget.
+	Retry
+	// Postpone: no attempt was made (the endpoint's breaker is open, or the
+	// delivery is not due yet); try again after Result.Delay. It spent
+	// nothing.
+	Postpone
+	// Exhausted: the last attempt of the budget failed; the delivery is
+	// marked failed. Send the task to the dead-letter queue.
+	Exhausted
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Done:
+		return "done"
+	case Retry:
+		return "retry"
+	case Postpone:
+		return "postpone"
+	case Exhausted:
+		return "exhausted"
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Result is what Deliver did and what should happen next.
+type Result struct {
+	Outcome Outcome
+	// Delay is the wait before the next try, for Retry and Postpone.
+	Delay time.Duration
+	// Status is the delivery's status after the call ("" when unknown).
+	Status string
+	// Err says why the attempt failed, for Retry and Exhausted, or why it
+	// was postponed.
+	Err error
+}
+
+// Deliver makes one attempt of the delivery r, if it is due and its
+// endpoint may be tried, and records it. The returned error is for
+// failures of the store (Redis), which leave the attempt unrecorded: the
+// task should be retried. A ctx that ends during the request (the worker
+// is shutting down) also returns an error, and records nothing: the task
+// runs again elsewhere, with the same webhook-id.
+func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
+	now := d.cfg.Now()
+	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown)
+	if err != nil {
+		return Result{}, err
+	}
+	switch a.verdict {
+	case "ok":
+	case "early":
+		return Result{Outcome: Postpone, Delay: a.until.Sub(now), Status: DeliveryPending, Err: errors.New("not due yet")}, nil
+	case "open":
+		wait := a.until.Sub(now)
+		// Spread the endpoint's waiting deliveries over a tenth of the wait.
+		wait += rand.N(wait/10 + 1)
+		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: errors.New("the endpoint's breaker is open")}, nil
+	case "held":
+		return Result{Outcome: Done, Status: DeliveryHeld}, nil
+	case "deleted":
+		return Result{Outcome: Done, Status: DeliveryFailed}, nil
+	case "gone":
+		return Result{Outcome: Done}, nil
+	default: // delivered, failed
+		return Result{Outcome: Done, Status: a.verdict}, nil
+	}
+
+	att, retryAfter := d.post(ctx, r, a, now)
+	if ctx.Err() != nil {
+		return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
+	}
+	made := a.attempts + 1
+	o := outcome{attempt: att, disableMsg: fmt.Sprintf("every attempt failed for %s", d.cfg.DisableAfter)}
+	var delay time.Duration
+	switch {
+	case att.Error == "":
+		o.kind = DeliveryDelivered
+	case att.StatusCode == http.StatusGone:
+		o.kind = "gone"
+	case made >= a.limit:
+		o.kind = DeliveryFailed
+	default:
+		o.kind = "retry"
+		delay = d.retryDelay(made)
+		if retryAfter > 0 {
+			delay = retryAfter
+			o.openUntil = now.Add(retryAfter)
+		}
+		o.next = now.Add(delay)
+	}
+	status, err := d.store.finish(context.WithoutCancel(ctx), r, d.cfg.Now(), o, d.breaker)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Status: status}
+	if att.Error != "" {
+		res.Err = errors.New(att.Error)
+	}
+	switch status {
+	case DeliveryPending:
+		res.Outcome, res.Delay = Retry, max(delay, 0)
+	case DeliveryFailed:
+		res.Outcome = Exhausted
+	default: // delivered, held
+		res.Outcome = Done
+	}
+	return res, nil
+}
+
+// retryDelay is the wait after the made-th attempt, with jitter.
+func (d *Deliverer) retryDelay(made int) time.Duration {
+	i := min(max(made-1, 0), len(d.cfg.Schedule)-1)
+	w := d.cfg.Schedule[i]
+	if d.cfg.Jitter > 0 && w > 0 {
+		f := 1 + d.cfg.Jitter*(2*rand.Float64()-1)
+		w = time.Duration(float64(w) * f)
+	}
+	return w
+}
+
+// post sends one attempt and describes it. retryAfter is set when a 429 or
+// 503 asked for a wait.
+func (d *Deliverer) post(ctx context.Context, r Ref, a *attempt, now time.Time) (att Attempt, retryAfter time.Duration) {
+	att.At = now.UTC()
+	if _, err := d.cfg.Guard.parse(a.url); err != nil {
+		att.Error = err.Error()
+		return att, 0
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(a.body))
+	if err != nil {
+		att.Error = "bad request: " + unwrapURLError(err).Error()
+		return att, 0
+	}
+	h := Headers(r.EventID, d.cfg.Now(), a.body, a.secrets...)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", d.cfg.UserAgent)
+
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	defer func() { att.LatencyMS = float64(time.Since(start).Microseconds()) / 1000 }()
+	if err != nil {
+		att.Error = describe(err, d.cfg.Timeout)
+		return att, 0
+	}
+	defer resp.Body.Close()
+	att.StatusCode = resp.StatusCode
+	// Read at most the limit: a huge or endless body costs us nothing more.
+	// Closing the rest unread drops the connection instead of draining it.
+	buf, _ := io.ReadAll(io.LimitReader(resp.Body, int64(d.cfg.MaxResponseBytes)+1))
+	if len(buf) > d.cfg.MaxResponseBytes {
+		buf, att.ResponseTruncated = buf[:d.cfg.MaxResponseBytes], true
+	}
+	att.Response = strings.ToValidUTF8(string(buf), string(utf8.RuneError))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		// The receiver said yes; how the rest of the body ends does not matter.
+		return att, 0
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		att.Error = fmt.Sprintf("the receiver answered %d (a redirect to %q, not followed)", resp.StatusCode, resp.Header.Get("Location"))
+	default:
+		att.Error = fmt.Sprintf("the receiver answered %d", resp.StatusCode)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), d.cfg.Now()); ok {
+			retryAfter = min(ra, d.cfg.MaxRetryAfter)
+			att.Error += fmt.Sprintf("; Retry-After %s honoured", retryAfter)
+		}
+	}
+	return att, retryAfter
+}
+
+// parseRetryAfter reads Retry-After: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, int64(365*24*3600))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// describe says why a request got no answer, without the URL that
+// url.Error repeats.
+func describe(err error, timeout time.Duration) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrURLNotAllowed):
+		return "refused at connect: " + strings.TrimPrefix(innermost(err, ErrURLNotAllowed), "webhooks: ")
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Sprintf("no answer within %s", timeout)
+	}
+	return unwrapURLError(err).Error()
+}
+
+// innermost returns the message of the deepest error in err's chain that
+// wraps target (target itself excluded), or err's own message.
+func innermost(err, target error) string {
+	msg := err.Error()
+	for e := err; e != nil && e != target && errors.Is(e, target); e = errors.Unwrap(e) {
+		msg = e.Error()
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				if errors.Is(x, target) {
+					return innermost(x, target)
+				}
+			}
+		}
+	}
+	return msg
+}

@@ -1,0 +1,603 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// Delivery statuses.
+const (
+	// DeliveryPending: waiting for its first or next attempt.
+	DeliveryPending = "pending"
+	// DeliveryDelivered: a 2xx answer was received.
+	DeliveryDelivered = "delivered"
+	// DeliveryFailed: every attempt failed; the task is in the archive (the
+	// dead-letter queue), from where a redelivery can start it again.
+	DeliveryFailed = "failed"
+	// DeliveryHeld: its endpoint is disabled; it is delivered when the
+	// endpoint is enabled again.
+	DeliveryHeld = "held"
+)
+
+// DeliveryStatuses lists every delivery status.
+var DeliveryStatuses = []string{DeliveryPending, DeliveryDelivered, DeliveryFailed, DeliveryHeld}
+
+// Delivery is one event on its way to one target: an endpoint, or the
+// order's callback_url.
+type Delivery struct {
+	ID        string `json:"id"`
+	EventID   string `json:"event_id"`
+	EventType string `json:"event_type"`
+	// EndpointID is empty for a delivery to an order's callback_url.
+	EndpointID string `json:"endpoint_id,omitempty"`
+	// URL is where it goes: the endpoint's URL when the event was
+	// published, or the callback_url.
+	URL          string    `json:"url"`
+	Status       string    `json:"status"`
+	AttemptCount int       `json:"attempt_count"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	// NextAttemptAt is when a pending delivery is attempted next.
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	// Attempts is the attempt log, oldest first (the newest
+	// StoreConfig.MaxAttemptLog).
+	Attempts []Attempt `json:"attempts"`
+}
+
+// Attempt is one try of a delivery.
+type Attempt struct {
+	At time.Time `json:"at"`
+	// StatusCode is the receiver's HTTP status; 0 when none came back.
+	StatusCode int `json:"status_code,omitempty"`
+	// LatencyMS is from sending the request to the end of the response
+	// (or the error), in milliseconds.
+	LatencyMS float64 `json:"latency_ms"`
+	// Error says why the attempt failed; empty on success.
+	Error string `json:"error,omitempty"`
+	// Response is the start of the response body (at most
+	// DelivererConfig.MaxResponseBytes), as text.
+	Response string `json:"response,omitempty"`
+	// ResponseTruncated is set when the body was longer than Response.
+	ResponseTruncated bool `json:"response_truncated,omitempty"`
+}
+
+// Ref returns what the task that carries d out needs.
+func (d *Delivery) Ref(tenant string) Ref {
+	return Ref{Tenant: tenant, DeliveryID: d.ID, EventID: d.EventID, EndpointID: d.EndpointID}
+}
+
+var publishScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local now, ret, n = ARGV[3], ARGV[4], tonumber(ARGV[8])
+local ids, out = {}, {'ok'}
+for i = 1, n do
+  local kd, ki, ke, kh = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i], KEYS[4*i+1]
+  local a = 9 + 3*(i-1)
+  local id, ep, url = ARGV[a+1], ARGV[a+2], ARGV[a+3]
+  local status, ok = 'pending', true
+  if ep ~= '' then
+    local e = redis.call('HMGET', ke, 'id', 'disabled')
+    if not e[1] then ok = false
+    elseif e[2] and e[2] ~= '' then status = 'held' end
+  else
+    redis.call('HSETNX', ke, 'secret', ARGV[7])
+  end
+  if ok then
+    redis.call('HSET', kd, 'id', id, 'event', ARGV[9], 'type', ARGV[2], 'ep', ep, 'url', url, 'status', status,
+      'attempts', 0, 'limit', ARGV[5], 'created', now, 'updated', now, 'next', now)
+    redis.call('PEXPIRE', kd, ret)
+    redis.call('ZADD', ki, 0, id)
+    redis.call('ZREMRANGEBYLEX', ki, '-', '(' .. ARGV[6])
+    if status == 'held' then redis.call('ZADD', kh, now, id) end
+    table.insert(ids, id)
+    table.insert(out, id)
+    table.insert(out, ep)
+    table.insert(out, status)
+  end
+end
+redis.call('HSET', KEYS[1], 'body', ARGV[1], 'type', ARGV[2], 'deliveries', table.concat(ids, ','), 'created', now)
+redis.call('PEXPIRE', KEYS[1], ret)
+return out
+`)
+
+// Publish stores the event and one delivery per target, in one script: each
+// endpoint of the tenant subscribed to the event's type (held if the
+// endpoint is disabled), and callbackURL unless it is empty, signed with the
+// tenant's callback secret. It returns the deliveries to schedule: those
+// pending.
+//
+// Publish is idempotent per event id: once the event is stored, a second
+// call creates nothing (not even for an endpoint registered since) and
+// returns those of the event's deliveries still pending, so that a retried
+// fan-out schedules what a crashed one may have missed, and nothing twice.
+// It returns ErrEventTooLarge for a body over StoreConfig.MaxEventBytes.
+func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackURL string) ([]Ref, error) {
+	body, err := ev.Body()
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	if len(body) > s.cfg.MaxEventBytes {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEventTooLarge, len(body), s.cfg.MaxEventBytes)
+	}
+	subs, err := s.rdb.HGetAll(ctx, s.k.subscriptions(tenant)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("publish event: read subscriptions: %w", err)
+	}
+	cbSecret, err := NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	keys := []string{s.k.event(tenant, ev.ID)}
+	args := []any{body, ev.Type, now.UnixMilli(), s.cfg.Retention.Milliseconds(), s.cfg.MaxAttempts,
+		idCutoff("dlv_", now.Add(-s.cfg.Retention)), cbSecret.String(), 0, ev.ID}
+	add := func(ep, url string) {
+		id := "dlv_" + uuid.Must(uuid.NewV7()).String()
+		if ep == "" {
+			keys = append(keys, s.k.delivery(tenant, id), s.k.callbackDeliveries(tenant), s.k.callback(tenant), s.k.callback(tenant))
+		} else {
+			keys = append(keys, s.k.delivery(tenant, id), s.k.endpointDeliveries(tenant, ep), s.k.endpoint(tenant, ep), s.k.held(tenant, ep))
+		}
+		args = append(args, id, ep, url)
+		args[7] = args[7].(int) + 1
+	}
+	// Candidates, in id order (creation order); the script checks each
+	// endpoint still exists and whether it is disabled.
+	ids := slices.Sorted(maps.Keys(subs))
+	for _, id := range ids {
+		_, rest, _ := strings.Cut(subs[id], "|")
+		events, url, _ := strings.Cut(rest, "|")
+		if strings.Contains(events, ","+ev.Type+",") {
+			add(id, url)
+		}
+	}
+	if callbackURL != "" {
+		add("", callbackURL)
+	}
+	res, err := publishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("publish event: %w", err)
+	}
+	if res[0] == "exists" { // another fan-out of the same change won the race
+		refs, _, err := s.pendingOfEvent(ctx, tenant, ev.ID)
+		return refs, err
+	}
+	var refs []Ref
+	for i := 1; i+2 < len(res); i += 3 {
+		if res[i+2] == DeliveryPending {
+			refs = append(refs, Ref{Tenant: tenant, DeliveryID: res[i], EventID: ev.ID, EndpointID: res[i+1]})
+		}
+	}
+	return refs, nil
+}
+
+// idCutoff is the smallest id, of the form prefix + UUIDv7, made at t or
+// later: the boundary for trimming indexes ordered by id.
+func idCutoff(prefix string, t time.Time) string {
+	ms := t.UnixMilli()
+	return fmt.Sprintf("%s%08x-%04x", prefix, uint64(ms)>>16, uint64(ms)&0xffff)
+}
+
+// pendingOfEvent returns the pending deliveries of a stored event, and
+// whether the event is stored.
+func (s *Store) pendingOfEvent(ctx context.Context, tenant, eventID string) ([]Ref, bool, error) {
+	ids, err := s.rdb.HGet(ctx, s.k.event(tenant, eventID), "deliveries").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read event: %w", err)
+	}
+	if ids == "" {
+		return nil, true, nil
+	}
+	list := strings.Split(ids, ",")
+	cmds := make([]*redis.SliceCmd, len(list))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range list {
+			cmds[i] = p.HMGet(ctx, s.k.delivery(tenant, id), "status", "ep")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, true, fmt.Errorf("read event deliveries: %w", err)
+	}
+	var refs []Ref
+	for i, c := range cmds {
+		v := c.Val()
+		if v[0] == DeliveryPending {
+			ep, _ := v[1].(string)
+			refs = append(refs, Ref{Tenant: tenant, DeliveryID: list[i], EventID: eventID, EndpointID: ep})
+		}
+	}
+	return refs, true, nil
+}
+
+func decodeDelivery(h map[string]string, log []string) *Delivery {
+	if h["id"] == "" {
+		return nil
+	}
+	d := &Delivery{
+		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: h["url"], Status: h["status"],
+		CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]), Attempts: make([]Attempt, 0, len(log)),
+	}
+	d.AttemptCount, _ = strconv.Atoi(h["attempts"])
+	if d.Status == DeliveryPending {
+		d.NextAttemptAt = msTimePtr(h["next"])
+	}
+	for _, raw := range log {
+		var a Attempt
+		if json.Unmarshal([]byte(raw), &a) == nil {
+			d.Attempts = append(d.Attempts, a)
+		}
+	}
+	return d
+}
+
+// readDeliveries reads deliveries with their logs; expired ones are nil.
+func (s *Store) readDeliveries(ctx context.Context, tenant string, ids []string) ([]*Delivery, error) {
+	hs := make([]*redis.MapStringStringCmd, len(ids))
+	logs := make([]*redis.StringSliceCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			hs[i] = p.HGetAll(ctx, s.k.delivery(tenant, id))
+			logs[i] = p.LRange(ctx, s.k.attempts(tenant, id), 0, -1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read deliveries: %w", err)
+	}
+	out := make([]*Delivery, len(ids))
+	for i := range ids {
+		out[i] = decodeDelivery(hs[i].Val(), logs[i].Val())
+	}
+	return out, nil
+}
+
+// Delivery returns the tenant's delivery id with its attempt log, or
+// ErrDeliveryNotFound.
+func (s *Store) Delivery(ctx context.Context, tenant, id string) (*Delivery, error) {
+	if !ValidDeliveryID(id) {
+		return nil, ErrDeliveryNotFound
+	}
+	ds, err := s.readDeliveries(ctx, tenant, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if ds[0] == nil {
+		return nil, ErrDeliveryNotFound
+	}
+	return ds[0], nil
+}
+
+// DeliveryListParams select a page of an endpoint's deliveries.
+type DeliveryListParams struct {
+	// Status filters by status; empty means all.
+	Status string
+	// After is the cursor: the next_cursor of the previous page.
+	After string
+	// Limit is the page size. Defaults to 20.
+	Limit int
+}
+
+// maxScan bounds how many deliveries one filtered page looks at; a page
+// may then come back short, with a cursor to go on.
+const maxScan = 1000
+
+// Deliveries returns the endpoint's deliveries, newest first, with their
+// attempt logs, and the cursor of the next page ("" at the end).
+// ErrEndpointNotFound.
+func (s *Store) Deliveries(ctx context.Context, tenant, endpointID string, p DeliveryListParams) ([]*Delivery, string, error) {
+	if !ValidEndpointID(endpointID) {
+		return nil, "", ErrEndpointNotFound
+	}
+	n, err := s.rdb.Exists(ctx, s.k.endpoint(tenant, endpointID)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list deliveries: %w", err)
+	}
+	if n == 0 {
+		return nil, "", ErrEndpointNotFound
+	}
+	if p.Limit <= 0 {
+		p.Limit = 20
+	}
+	batch := p.Limit + 1
+	if p.Status != "" {
+		batch = min(4*p.Limit, 200)
+	}
+	key := s.k.endpointDeliveries(tenant, endpointID)
+	upper := "+"
+	if p.After != "" {
+		upper = "(" + p.After
+	}
+	out := []*Delivery{}
+	scanned := 0
+	for {
+		ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: upper, Stop: "-", ByLex: true, Rev: true, Count: int64(batch)}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("list deliveries: %w", err)
+		}
+		ds, err := s.readDeliveries(ctx, tenant, ids)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, d := range ds {
+			if d != nil && (p.Status == "" || d.Status == p.Status) {
+				if len(out) == p.Limit {
+					return out, out[len(out)-1].ID, nil
+				}
+				out = append(out, d)
+			}
+			if scanned++; scanned >= maxScan && len(out) < p.Limit {
+				return out, ids[i], nil
+			}
+		}
+		if len(ids) < batch {
+			return out, "", nil
+		}
+		upper = "(" + ids[len(ids)-1]
+	}
+}
+
+var redeliverScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[4]) == 0 then return 'notfound' end
+if ARGV[1] == '1' then
+  local e = redis.call('HMGET', KEYS[2], 'id', 'disabled')
+  if not e[1] then return 'deleted' end
+  if e[2] and e[2] ~= '' then return 'disabled' end
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+local d = redis.call('HMGET', KEYS[1], 'attempts', 'limit')
+local lim = math.max(tonumber(d[1] or '0') + 1, tonumber(d[2] or '0'))
+redis.call('HSET', KEYS[1], 'status', 'pending', 'limit', lim, 'next', ARGV[2], 'updated', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+return 'ok'
+`)
+
+// PrepareRedelivery makes the delivery pending again, due now, with at
+// least one attempt left in its budget, and returns what its task needs;
+// the caller then runs or enqueues the task. It returns ErrDeliveryNotFound,
+// ErrEndpointNotFound when its endpoint was deleted, ErrEndpointDisabled.
+func (s *Store) PrepareRedelivery(ctx context.Context, tenant, id string) (Ref, error) {
+	if !ValidDeliveryID(id) {
+		return Ref{}, ErrDeliveryNotFound
+	}
+	h, err := s.rdb.HMGet(ctx, s.k.delivery(tenant, id), "event", "ep").Result()
+	if err != nil {
+		return Ref{}, fmt.Errorf("redeliver: %w", err)
+	}
+	eventID, _ := h[0].(string)
+	ep, _ := h[1].(string)
+	if eventID == "" {
+		return Ref{}, ErrDeliveryNotFound
+	}
+	target, held, isEndpoint := s.k.callback(tenant), s.k.callback(tenant), "0"
+	if ep != "" {
+		target, held, isEndpoint = s.k.endpoint(tenant, ep), s.k.held(tenant, ep), "1"
+	}
+	res, err := redeliverScript.Run(ctx, s.rdb, []string{s.k.delivery(tenant, id), target, held, s.k.event(tenant, eventID)},
+		isEndpoint, s.cfg.Now().UnixMilli(), id, s.cfg.Retention.Milliseconds()).Text()
+	if err != nil {
+		return Ref{}, fmt.Errorf("redeliver: %w", err)
+	}
+	switch res {
+	case "notfound":
+		return Ref{}, ErrDeliveryNotFound
+	case "deleted":
+		return Ref{}, fmt.Errorf("%w: the delivery's endpoint was deleted", ErrEndpointNotFound)
+	case "disabled":
+		return Ref{}, ErrEndpointDisabled
+	}
+	return Ref{Tenant: tenant, DeliveryID: id, EventID: eventID, EndpointID: ep}, nil
+}
+
+// beginScript reads what an attempt needs and decides whether it may go:
+// the delivery must be pending (or held, with its endpoint enabled again),
+// due, and its endpoint enabled and not waiting (an open breaker, or a
+// receiver's Retry-After). After a run of failures the breaker is half-open
+// once its wait ends: the attempt that finds it so is the probe, and the
+// endpoint's other deliveries wait out the probe window behind it.
+var beginScript = redis.NewScript(`
+local d = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'limit', 'url', 'next')
+if not d[1] then return {'gone'} end
+if d[1] == 'delivered' or d[1] == 'failed' then return {d[1]} end
+local body = redis.call('HGET', KEYS[2], 'body')
+if not body then return {'gone'} end
+local now = tonumber(ARGV[1])
+if d[5] and tonumber(d[5]) > now then return {'early', d[5]} end
+local url, s = d[4], nil
+if ARGV[2] == '1' then
+  local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until')
+  if not e[1] then
+    redis.call('HSET', KEYS[1], 'status', 'failed', 'updated', ARGV[1])
+    redis.call('HDEL', KEYS[1], 'next')
+    return {'deleted'}
+  end
+  if e[5] and e[5] ~= '' then
+    redis.call('HSET', KEYS[1], 'status', 'held', 'updated', ARGV[1])
+    redis.call('HDEL', KEYS[1], 'next')
+    redis.call('ZADD', KEYS[4], ARGV[1], ARGV[5])
+    return {'held'}
+  end
+  if tonumber(e[7] or '0') > now then
+    redis.call('HSET', KEYS[1], 'next', e[7])
+    return {'open', e[7]}
+  end
+  if tonumber(e[6] or '0') >= tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
+  end
+  url, s = e[1], {e[2], e[3] or '', e[4] or '0'}
+else
+  local c = redis.call('HMGET', KEYS[3], 'secret', 'prev', 'prev_until')
+  s = {c[1] or '', c[2] or '', c[3] or '0'}
+end
+return {'ok', body, url, s[1], s[2], s[3], d[2], d[3]}
+`)
+
+// attempt is what begin hands to one attempt.
+type attempt struct {
+	verdict   string // ok, gone, delivered, failed, deleted, held, early, open
+	until     time.Time
+	body      []byte
+	url       string
+	secrets   []Secret
+	attempts  int // made before this one
+	limit     int
+	endpoints bool
+}
+
+func (s *Store) targetKeys(r Ref) (target, held string) {
+	if r.EndpointID == "" {
+		return s.k.callback(r.Tenant), s.k.delivery(r.Tenant, r.DeliveryID)
+	}
+	return s.k.endpoint(r.Tenant, r.EndpointID), s.k.held(r.Tenant, r.EndpointID)
+}
+
+// begin loads a delivery for an attempt; see beginScript.
+func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, probe time.Duration) (*attempt, error) {
+	target, held := s.targetKeys(r)
+	isEndpoint := "0"
+	if r.EndpointID != "" {
+		isEndpoint = "1"
+	}
+	res, err := beginScript.Run(ctx, s.rdb,
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held},
+		now.UnixMilli(), isEndpoint, threshold, probe.Milliseconds(), r.DeliveryID).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("begin delivery: %w", err)
+	}
+	a := &attempt{verdict: res[0], endpoints: r.EndpointID != ""}
+	switch a.verdict {
+	case "early", "open":
+		a.until = msTime(res[1])
+		return a, nil
+	case "ok":
+	default:
+		return a, nil
+	}
+	a.body, a.url = []byte(res[1]), res[2]
+	a.attempts, _ = strconv.Atoi(res[6])
+	a.limit, _ = strconv.Atoi(res[7])
+	rec := endpointRecord{}
+	if rec.secret, err = ParseSecret(res[3]); err != nil {
+		return nil, fmt.Errorf("begin delivery: %w", err)
+	}
+	if res[4] != "" {
+		if rec.prev, err = ParseSecret(res[4]); err != nil {
+			return nil, fmt.Errorf("begin delivery: %w", err)
+		}
+		rec.prevUntil = msTime(res[5])
+	}
+	a.secrets = rec.secrets(now)
+	return a, nil
+}
+
+// outcome is what an attempt asks finish to record.
+type outcome struct {
+	kind       string // delivered, retry, failed, gone
+	next       time.Time
+	openUntil  time.Time // a receiver's Retry-After: no attempt to the endpoint before
+	attempt    Attempt
+	disableMsg string // the reason to give if a long run of failures disables the endpoint
+}
+
+// finishScript records an attempt: the log entry, the delivery's new
+// status, and the endpoint's breaker (a run of failures opens it, longer
+// and longer; a success closes it; a run lasting DisableAfter, or a 410,
+// disables the endpoint and holds the delivery).
+var finishScript = redis.NewScript(luaSetSub + `
+local now = tonumber(ARGV[1])
+local outcome = ARGV[2]
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local status = redis.call('HGET', KEYS[1], 'status')
+local disabled = false
+if ARGV[5] == '1' then
+  local e = redis.call('HMGET', KEYS[3], 'id', 'disabled', 'fail_since')
+  if not e[1] then
+    if outcome ~= 'delivered' then outcome = 'failed' end
+  elseif outcome == 'delivered' then
+    redis.call('HDEL', KEYS[3], 'streak', 'fail_since', 'open_until')
+  else
+    local streak = redis.call('HINCRBY', KEYS[3], 'streak', 1)
+    local since = tonumber(e[3] or '0')
+    if since == 0 then
+      since = now
+      redis.call('HSET', KEYS[3], 'fail_since', ARGV[1])
+    end
+    local th = tonumber(ARGV[6])
+    local open = tonumber(ARGV[10])
+    if streak >= th then
+      local cool = math.min(tonumber(ARGV[7]) * 2 ^ math.min(streak - th, 30), tonumber(ARGV[8]))
+      open = math.max(open, now + cool)
+    end
+    if open > 0 then redis.call('HSET', KEYS[3], 'open_until', string.format('%d', open)) end
+    local reason = ''
+    if outcome == 'gone' then reason = ARGV[15]
+    elseif streak >= th and now - since >= tonumber(ARGV[9]) then reason = ARGV[14] end
+    if reason ~= '' and not (e[2] and e[2] ~= '') then
+      redis.call('HSET', KEYS[3], 'disabled', reason, 'disabled_at', ARGV[1], 'updated', ARGV[1])
+      setSub(KEYS[6], ARGV[16], '1')
+    end
+    disabled = reason ~= '' or (e[2] and e[2] ~= '')
+  end
+elseif outcome == 'gone' then
+  outcome = 'failed'
+end
+local new
+if status == 'delivered' or outcome == 'delivered' then new = 'delivered'
+elseif outcome == 'failed' then new = 'failed'
+elseif disabled then new = 'held'
+else new = 'pending' end
+redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1])
+if new == 'pending' then redis.call('HSET', KEYS[1], 'next', ARGV[4]) else redis.call('HDEL', KEYS[1], 'next') end
+if new == 'held' then redis.call('ZADD', KEYS[4], ARGV[1], ARGV[13]) elseif ARGV[5] == '1' then redis.call('ZREM', KEYS[4], ARGV[13]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[11])
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
+redis.call('PEXPIRE', KEYS[5], ARGV[11])
+return new
+`)
+
+// breakerConfig are the breaker's parameters, passed to finish.
+type breakerConfig struct {
+	threshold         int
+	cooldown, maxCool time.Duration
+	disableAfter      time.Duration
+}
+
+// finish records an attempt and returns the delivery's new status.
+func (s *Store) finish(ctx context.Context, r Ref, now time.Time, o outcome, b breakerConfig) (string, error) {
+	target, held := s.targetKeys(r)
+	isEndpoint := "0"
+	if r.EndpointID != "" {
+		isEndpoint = "1"
+	}
+	entry, _ := json.Marshal(o.attempt) // an Attempt always encodes
+	var openUntil int64
+	if !o.openUntil.IsZero() {
+		openUntil = o.openUntil.UnixMilli()
+	}
+	res, err := finishScript.Run(ctx, s.rdb,
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.attempts(r.Tenant, r.DeliveryID), target, held, s.k.event(r.Tenant, r.EventID), s.k.subscriptions(r.Tenant)},
+		now.UnixMilli(), o.kind, entry, o.next.UnixMilli(), isEndpoint,
+		b.threshold, b.cooldown.Milliseconds(), b.maxCool.Milliseconds(), b.disableAfter.Milliseconds(), openUntil,
+		s.cfg.Retention.Milliseconds(), s.cfg.MaxAttemptLog, r.DeliveryID, o.disableMsg, ReasonGone, r.EndpointID,
+	).Text()
+	if err != nil {
+		return "", fmt.Errorf("record delivery attempt: %w", err)
+	}
+	return res, nil
+}
