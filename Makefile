@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 
-.PHONY: help run test deps lint vet fmt bench build docker clean
+.PHONY: help run test deps lint vet fmt bench chaos build docker clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ vet:
 bench: deps ## load and speed figures (long): accept path, end to end, baselines
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
+	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
+
+chaos: deps ## downstream outages, flapping, slowness and bad answers over worker processes (about a minute)
+	$(GO) test -race -v -timeout 10m ./internal/chaos/
 
 build: ## build bin/asyncgate
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/asyncgate ./cmd/asyncgate

@@ -20,9 +20,10 @@
 //
 // # Retries
 //
-// Transient errors (timeouts, 5xx, an open breaker) are retried with jittered
-// exponential backoff; business refusals never are. Waiting for a lease or an
-// open breaker is a postponement, which does not spend the retry budget.
+// Transient errors (timeouts, 5xx) are retried with jittered exponential
+// backoff; business refusals never are. Waiting for a lease, for an open
+// breaker's next probe or for a free bulkhead slot is a postponement, which
+// does not spend the retry budget (the call reached nothing).
 // When the budget or the order's deadline runs out, the order is compensated
 // and ends failed, and the task goes to the archive.
 //
@@ -32,4 +33,17 @@
 // the record of truth: the [Reconciler], run by one process at a time, finds
 // in-flight orders whose task vanished or was archived, and enqueues them
 // again or compensates them.
+//
+// # Webhooks
+//
+// An order's terminal change also records it in its tenant's outbox, in
+// the same script. The [Notifier] enqueues a webhook:fanout task right after
+// (the saga's OnTerminalFunc); the reconciler re-drives outbox entries whose
+// fan-out was lost. The fan-out stores the event and its deliveries
+// (package webhooks) and enqueues one webhook:deliver task per delivery,
+// whose TaskID is the delivery id, on the "webhooks" queue. Failed
+// attempts retry on the delivery's own schedule (the worker's retry delay
+// dispatches on the task type), an endpoint's open breaker postpones
+// without spending an attempt, and the last failure archives the task,
+// from where a redelivery runs it again.
 package jobs

@@ -26,6 +26,10 @@ type ReconcilerConfig struct {
 	// LockKey is the Redis key that makes one process at a time reconcile.
 	// Defaults to "ag:reconciler:lock".
 	LockKey string
+	// OutboxFunc, when set, re-drives the tenant's ended orders whose
+	// webhook fan-out is still pending since before the given time (the
+	// fast path was lost), and returns how many it re-drove.
+	OutboxFunc func(ctx context.Context, tenant string, before time.Time) (int, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
@@ -71,7 +75,7 @@ func NewReconciler(store *orders.Store, insp *asynq.Inspector, enq *Enqueuer, cf
 
 // ReconcileStats counts what one pass did.
 type ReconcileStats struct {
-	Checked, Requeued, Compensated, Releases int
+	Checked, Requeued, Compensated, Releases, Outbox int
 }
 
 // Run reconciles every Interval until ctx ends, whenever this process holds the lock.
@@ -124,6 +128,13 @@ func (r *Reconciler) RunOnce(ctx context.Context) (ReconcileStats, error) {
 			st.Checked++
 			if err := r.reconcile(ctx, tenant, id, now, &st); err != nil {
 				return st, fmt.Errorf("reconcile %s/%s: %w", tenant, id, err)
+			}
+		}
+		if r.cfg.OutboxFunc != nil {
+			n, err := r.cfg.OutboxFunc(ctx, tenant, now.Add(-r.cfg.Grace))
+			st.Outbox += n
+			if err != nil {
+				return st, fmt.Errorf("reconcile %s outbox: %w", tenant, err)
 			}
 		}
 		rel, err := r.store.PendingReleases(ctx, tenant, now.Add(-r.cfg.Grace), r.cfg.Batch)

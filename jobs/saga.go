@@ -135,7 +135,7 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case errors.Is(err, orders.ErrTerminal):
 		return nil
 	case errors.Is(err, orders.ErrLeaseHeld):
-		return &Postponed{Delay: time.Until(l.Until) + 10*time.Millisecond, Err: err}
+		return &Postponed{Delay: leaseWait(l.Until), Err: err}
 	case err != nil:
 		return err
 	}
@@ -191,11 +191,16 @@ func (s *Saga) transient(ctx context.Context, t *asynq.Task, p payload, l *order
 		}
 		return err
 	}
-	if d, ok := downstream.RetryAfter(err); ok && errors.Is(err, downstream.ErrBreakerOpen) {
-		if s.cfg.Now().Add(d).After(l.Order.Deadline) {
+	if d, ok := downstream.Postpone(err); ok {
+		// An open breaker or a full bulkhead: nothing was called. Wait for the next probe or
+		// a free slot without spending a retry, unless the order would come back (with
+		// some slack for the queue) past its deadline.
+		now := s.cfg.Now()
+		d = wholeSecond(now, d)
+		if now.Add(d + time.Second).After(l.Order.Deadline) {
 			return s.compensate(ctx, t, p, ReasonDownstreamUnavailable)
 		}
-		log.InfoContext(ctx, "downstream unavailable; order postponed", "delay", d, "err", err)
+		log.DebugContext(ctx, "downstream unavailable; order postponed", "delay", d, "err", err)
 		return &Postponed{Delay: d, Err: err}
 	}
 	if next := s.cfg.Now().Add(backoff(s.cfg.RetryBase, s.cfg.RetryMax, retried) / 2); next.After(l.Order.Deadline) {
@@ -303,7 +308,7 @@ func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
 	case errors.Is(err, orders.ErrNotFound), errors.Is(err, orders.ErrTerminal):
 		return nil
 	case errors.Is(err, orders.ErrLeaseHeld):
-		return &Postponed{Delay: time.Until(l.Until) + 10*time.Millisecond, Err: err}
+		return &Postponed{Delay: leaseWait(l.Until), Err: err}
 	case err != nil:
 		return err
 	}
@@ -376,10 +381,10 @@ func (s *Saga) ReleaseTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // retryable maps a downstream error of compensation to a task result:
-// an open breaker postpones, anything else retries.
+// an open breaker or a full bulkhead postpones, anything else retries.
 func (s *Saga) retryable(err error) error {
-	if d, ok := downstream.RetryAfter(err); ok && errors.Is(err, downstream.ErrBreakerOpen) {
-		return &Postponed{Delay: d, Err: err}
+	if d, ok := downstream.Postpone(err); ok {
+		return &Postponed{Delay: wholeSecond(s.cfg.Now(), d), Err: err}
 	}
 	return err
 }
@@ -405,6 +410,17 @@ func backoff(base, max time.Duration, n int) time.Duration {
 	return d
 }
 
+// wholeSecond rounds the wait for a downstream up so that it ends on a whole second:
+// Asynq keeps retry times in whole seconds (it truncates them), and a task that came back
+// before the breaker lets a probe through would only be postponed again.
+func wholeSecond(now time.Time, d time.Duration) time.Duration {
+	at := now.Add(max1ms(d))
+	if r := at.Truncate(time.Second); !r.Equal(at) {
+		at = r.Add(time.Second)
+	}
+	return at.Sub(now)
+}
+
 func max1ms(d time.Duration) time.Duration {
 	if d < time.Millisecond {
 		return time.Millisecond
@@ -417,3 +433,11 @@ func IsFailure(err error) bool {
 	var p *Postponed
 	return err != nil && !errors.As(err, &p)
 }
+
+// leaseWait is how long to wait for a held lease: until it expires, but at
+// most leaseRecheck, since a live holder usually releases it much sooner.
+func leaseWait(until time.Time) time.Duration {
+	return min(time.Until(until)+10*time.Millisecond, leaseRecheck)
+}
+
+const leaseRecheck = 250 * time.Millisecond

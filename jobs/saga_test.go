@@ -62,3 +62,29 @@ func TestPermanent(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryablePostponesRefusedCalls(t *testing.T) {
+	t.Parallel()
+	// Asynq keeps retry times in whole seconds, truncated: the wait is rounded up to end
+	// on one, so that the task does not come back before the breaker lets a probe through.
+	now := time.Date(2026, 1, 2, 3, 4, 5, 500_000_000, time.UTC)
+	s := NewSaga(nil, nil, nil, nil, SagaConfig{Now: func() time.Time { return now }})
+	for _, tt := range []struct {
+		err  error
+		want time.Duration // 0: not postponed
+	}{
+		{fmt.Errorf("release: %w", &downstream.OpenError{Downstream: "portfolio", RetryAfter: 3 * time.Second}), 3500 * time.Millisecond},
+		{fmt.Errorf("release: %w", &downstream.BulkheadError{Downstream: "portfolio", RetryAfter: 700 * time.Millisecond}), 1500 * time.Millisecond},
+		{&downstream.OpenError{Downstream: "portfolio", RetryAfter: 500 * time.Millisecond}, 500 * time.Millisecond},
+		{&downstream.StatusError{Downstream: "portfolio", Code: 503, RetryAfter: time.Second}, 0},
+	} {
+		err := s.retryable(tt.err)
+		p, ok := errors.AsType[*Postponed](err)
+		switch {
+		case tt.want == 0 && ok:
+			t.Errorf("%v postponed", tt.err)
+		case tt.want != 0 && (!ok || p.Delay != tt.want || IsFailure(err)):
+			t.Errorf("%v: %v, want postponed by %s", tt.err, err, tt.want)
+		}
+	}
+}

@@ -49,18 +49,21 @@ type Worker struct {
 	srv *asynq.Server
 	// Mux routes task types to handlers; register more before Start.
 	Mux *asynq.ServeMux
+	// delays are the retry delays of task types that do not use the saga's.
+	delays map[string]asynq.RetryDelayFunc
 }
 
 // NewWorker returns a worker for saga on rdb.
 func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker {
 	cfg = cfg.withDefaults()
+	w := &Worker{delays: make(map[string]asynq.RetryDelayFunc)}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: cfg.Concurrency,
 		// Compensation first: it frees funds and ends orders.
 		Queues:                   map[string]int{QueueCritical: 6, QueueOrders: 3, QueueWebhooks: 3},
 		TaskCheckInterval:        cfg.PollInterval,
 		DelayedTaskCheckInterval: cfg.DelayedPollInterval,
-		RetryDelayFunc:           saga.RetryDelay,
+		RetryDelayFunc:           w.retryDelay(saga.RetryDelay),
 		IsFailure:                IsFailure,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{cfg.Logger},
@@ -70,7 +73,22 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
 	mux.HandleFunc(TypeCompensate, saga.CompensateTask)
 	mux.HandleFunc(TypeRelease, saga.ReleaseTask)
-	return &Worker{srv: srv, Mux: mux}
+	w.srv, w.Mux = srv, mux
+	return w
+}
+
+// SetRetryDelay makes failed tasks of taskType wait f's delay instead of
+// the saga's. Call it before Start.
+func (w *Worker) SetRetryDelay(taskType string, f asynq.RetryDelayFunc) { w.delays[taskType] = f }
+
+// retryDelay dispatches on the task type, falling back to def.
+func (w *Worker) retryDelay(def asynq.RetryDelayFunc) asynq.RetryDelayFunc {
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		if f := w.delays[t.Type()]; f != nil {
+			return f(n, err, t)
+		}
+		return def(n, err, t)
+	}
 }
 
 // Start starts processing in the background.

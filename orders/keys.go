@@ -13,6 +13,7 @@ package orders
 //	ag:{T}:active        zset   in-flight ids, score = creation time in ms (the reconciler's work list)
 //	ag:{T}:coid          hash   client_order_id → order id
 //	ag:{T}:releases      zset   ended orders whose funds still await release, score = ms when recorded
+//	ag:{T}:outbox        zset   ended orders whose webhook event is not yet fanned out, score = ms when ended
 //	ag:tenants           set    every tenant that has placed an order (not tagged: written apart)
 //	ag:orders:changed    pub/sub channel, message "T/ID" after each change
 type keys struct{ prefix string }
@@ -24,6 +25,7 @@ func (k keys) index(t string) string                 { return k.tenant(t) + "idx
 func (k keys) statusIndex(t string, s Status) string { return k.tenant(t) + "idx:" + string(s) }
 func (k keys) active(t string) string                { return k.tenant(t) + "active" }
 func (k keys) releases(t string) string              { return k.tenant(t) + "releases" }
+func (k keys) outbox(t string) string                { return k.tenant(t) + "outbox" }
 func (k keys) clientIDs(t string) string             { return k.tenant(t) + "coid" }
 func (k keys) tenants() string                       { return k.prefix + "tenants" }
 func (k keys) changed() string                       { return k.prefix + "orders:changed" }

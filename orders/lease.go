@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -26,12 +27,16 @@ type Lease struct {
 }
 
 var acquireScript = redis.NewScript(luaTerminal + `
-local h = redis.call('HMGET', KEYS[1], 'status', 'lease', 'doc', 'seq', 'cancel', 'comp', 'exec')
+local h = redis.call('HMGET', KEYS[1], 'status', 'lease', 'doc', 'seq', 'cancel', 'comp', 'exec', 'owner', 'fence')
 if not h[1] then return {'notfound'} end
 if terminal[h[1]] then return {'terminal', h[1], h[3], h[4]} end
-if h[2] and tonumber(h[2]) > tonumber(ARGV[1]) then return {'held', h[2]} end
+if h[2] and tonumber(h[2]) > tonumber(ARGV[1]) then
+  -- Our own acquire again (the client retried after losing the reply).
+  if h[8] == ARGV[3] then return {'ok', h[9], h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1]} end
+  return {'held', h[2]}
+end
 local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HSET', KEYS[1], 'lease', ARGV[2])
+redis.call('HSET', KEYS[1], 'lease', ARGV[2], 'owner', ARGV[3])
 return {'ok', tostring(f), h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1]}
 `)
 
@@ -41,7 +46,8 @@ return {'ok', tostring(f), h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1]}
 func (s *Store) Acquire(ctx context.Context, tenant, id string, ttl time.Duration) (*Lease, error) {
 	now := s.now()
 	until := now.Add(ttl)
-	res, err := acquireScript.Run(ctx, s.rdb, []string{s.k.order(tenant, id)}, now.UnixMilli(), until.UnixMilli()).Slice()
+	owner := strconv.FormatUint(rand.Uint64(), 36) // tells our own retried call from another worker
+	res, err := acquireScript.Run(ctx, s.rdb, []string{s.k.order(tenant, id)}, now.UnixMilli(), until.UnixMilli(), owner).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("acquire lease: %w", err)
 	}
@@ -86,7 +92,13 @@ func (s *Store) Release(ctx context.Context, l *Lease) error {
 var applyScript = redis.NewScript(luaTerminal + `
 local st = redis.call('HMGET', KEYS[1], 'status', 'fence')
 if not st[1] then return {'notfound'} end
-if st[1] ~= ARGV[2] then return {'conflict', st[1]} end
+if st[1] ~= ARGV[2] then
+  -- The same call again (the client retried after losing the reply): done already.
+  if st[1] == ARGV[3] and st[2] == ARGV[4] and redis.call('HGET', KEYS[1], 'doc') == ARGV[5] then
+    return {'ok', redis.call('HGET', KEYS[1], 'seq')}
+  end
+  return {'conflict', st[1]}
+end
 if st[2] ~= ARGV[4] then return {'fenced', st[2]} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'status', ARGV[3])
@@ -97,6 +109,7 @@ if terminal[ARGV[3]] then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HDEL', KEYS[1], 'lease')
   if ARGV[10] == '1' then redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1]) end
+  redis.call('ZADD', KEYS[7], 'NX', ARGV[11], ARGV[1])
 elseif ARGV[7] ~= '0' then
   redis.call('HSET', KEYS[1], 'lease', ARGV[7])
 end
@@ -117,7 +130,9 @@ type Change struct {
 }
 
 // Transition moves the leased order to c.To, appending the event, updating
-// the indexes and announcing the change, all in one script. It returns
+// the indexes and announcing the change, all in one script. A terminal
+// change also records the order in the tenant's outbox (see Outbox), in the
+// same script, so that its webhook event cannot be lost. It returns
 // ErrInvalidTransition when the state machine forbids it or the order moved
 // on, ErrFenced when the lease was taken over. On success l.Order is updated.
 func (s *Store) Transition(ctx context.Context, l *Lease, c Change) error {
@@ -135,7 +150,7 @@ func (s *Store) Transition(ctx context.Context, l *Lease, c Change) error {
 	}
 	t, id := l.Tenant, l.ID
 	res, err := applyScript.Run(ctx, s.rdb,
-		[]string{s.k.order(t, id), s.k.events(t, id), s.k.statusIndex(t, from), s.k.statusIndex(t, c.To), s.k.active(t), s.k.releases(t)},
+		[]string{s.k.order(t, id), s.k.events(t, id), s.k.statusIndex(t, from), s.k.statusIndex(t, c.To), s.k.active(t), s.k.releases(t), s.k.outbox(t)},
 		id, string(from), string(c.To), l.Token, docJSON(&next), eventJSON(ev), extend, s.k.changed(), t+"/"+id, b2s(c.ReleasePending), now.UnixMilli(),
 	).StringSlice()
 	if err != nil {

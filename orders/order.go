@@ -146,6 +146,9 @@ var (
 	coidRe    = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
 )
 
+// ValidAccountID reports whether id has the form of an account id (as in a Request).
+func ValidAccountID(id string) bool { return accountRe.MatchString(id) }
+
 // FieldError names one offending field of a request.
 type FieldError struct {
 	Field  string `json:"field"`

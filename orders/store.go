@@ -78,9 +78,13 @@ const luaTerminal = `local terminal = {executed=true, rejected=true, failed=true
 var createScript = redis.NewScript(`
 if ARGV[5] ~= '' then
   local ex = redis.call('HGET', KEYS[6], ARGV[5])
-  if ex then return {'dup', ex} end
+  if ex and ex ~= ARGV[1] then return {'dup', ex} end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ARGV[1]} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- The same call again (the client retried after losing the reply): done already.
+  if redis.call('HGET', KEYS[1], 'doc') == ARGV[2] then return {'ok', ARGV[1]} end
+  return {'exists', ARGV[1]}
+end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[6], ARGV[5], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'pending', 'seq', 1, 'fence', 0)
 redis.call('RPUSH', KEYS[2], '{"seq":1' .. string.sub(ARGV[3], 9))

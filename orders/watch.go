@@ -89,7 +89,8 @@ func (s *Store) WaitForChange(ctx context.Context, tenant, id string, known Stat
 		ch = c
 	}
 	poll := s.poll
-	o, err := s.Get(ctx, tenant, id)
+	// The first read must answer even if the wait is already over.
+	o, err := s.Get(context.WithoutCancel(ctx), tenant, id)
 	if err != nil || o.Status.Terminal() || (known != "" && o.Status != known) {
 		return o, err
 	}

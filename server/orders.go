@@ -53,6 +53,8 @@ func DecodeJSON(body []byte, v any) error {
 		switch {
 		case errors.As(err, &se):
 			return problemf("malformed_request", "malformed JSON at byte %d: %v", se.Offset, se)
+		case errors.As(err, &te) && te.Field == "":
+			return problemf("malformed_request", "the body must be a JSON object, not %s", te.Value)
 		case errors.As(err, &te):
 			p := problemf("validation_failed", "field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
 			p.Errors = []orders.FieldError{{Field: te.Field, Reason: "must be " + jsonKind(te.Type.Kind().String())}}

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
@@ -30,7 +32,8 @@ type Problem struct {
 	RequestID string              `json:"request_id,omitempty"`
 	Errors    []orders.FieldError `json:"errors,omitempty"`
 
-	err error // the cause, logged, never shown
+	err        error         // the cause, logged, never shown
+	retryAfter time.Duration // the Retry-After of a 503; zero for the default
 }
 
 func (p *Problem) Error() string {
@@ -57,8 +60,15 @@ var problemKinds = map[string]struct {
 	"method_not_allowed":        {http.StatusMethodNotAllowed, "Method not allowed"},
 	"too_late":                  {http.StatusConflict, "Too late"},
 	"duplicate_client_order_id": {http.StatusConflict, "Duplicate client order id"},
+	"idempotency_key_in_use":    {http.StatusConflict, "Idempotency key in use"},
+	"idempotency_key_reused":    {http.StatusUnprocessableEntity, "Idempotency key reused"},
+	"rate_limited":              {http.StatusTooManyRequests, "Too many requests"},
 	"unavailable":               {http.StatusServiceUnavailable, "Service unavailable"},
+	"portfolio_unavailable":     {http.StatusServiceUnavailable, "Portfolio unavailable"},
 	"internal":                  {http.StatusInternalServerError, "Internal error"},
+	"url_not_allowed":           {http.StatusUnprocessableEntity, "URL not allowed"},
+	"endpoint_disabled":         {http.StatusConflict, "Endpoint disabled"},
+	"too_many_endpoints":        {http.StatusConflict, "Too many endpoints"},
 }
 
 // ProblemCodes lists every stable problem code.
@@ -88,9 +98,12 @@ func toProblem(err error) *Problem {
 	var p *Problem
 	var ve *orders.ValidationError
 	var mbe *http.MaxBytesError
+	var ue *UnavailableError
 	switch {
 	case errors.As(err, &p):
 		return p
+	case webhookProblem(err) != nil:
+		p = webhookProblem(err)
 	case errors.As(err, &ve):
 		p = newProblem("validation_failed", "the request has invalid fields")
 		p.Errors = ve.Fields
@@ -104,6 +117,13 @@ func toProblem(err error) *Problem {
 		p = newProblem("too_late", "the order has already ended")
 	case errors.Is(err, orders.ErrDuplicateClientOrderID):
 		p = newProblem("duplicate_client_order_id", "an order with this client_order_id exists")
+	case errors.As(err, &ue):
+		code := ue.Service + "_unavailable" // such as portfolio_unavailable
+		if _, ok := problemKinds[code]; !ok {
+			code = "unavailable"
+		}
+		p = problemf(code, "the %s service is unavailable and no earlier answer is known; retry later", ue.Service)
+		p.retryAfter = ue.RetryAfter
 	case isUnavailable(err):
 		p = newProblem("unavailable", "the service is temporarily unavailable; retry later")
 	default:
@@ -129,7 +149,7 @@ func writeProblem(c *gin.Context, err error) {
 	p.Instance = c.Request.URL.Path
 	p.RequestID = c.GetString(ctxRequestID)
 	if p.Status >= 500 {
-		c.Header("Retry-After", "1")
+		c.Header("Retry-After", strconv.Itoa(int(max(1, (p.retryAfter+time.Second-1)/time.Second))))
 	}
 	c.Error(p) // the request log shows the cause
 	writeJSON(c, p.Status, "application/problem+json", p)

@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +12,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/orders"
 )
@@ -42,8 +43,27 @@ type Pinger interface {
 
 // Config configures the API.
 type Config struct {
-	// APIKeys maps an API key to its tenant. Required.
+	// APIKeys maps an API key to its tenant: keys fixed by configuration,
+	// besides those of Deps.Keys. One of the two is required.
 	APIKeys map[string]string
+	// AdminKeys maps an admin API key to its tenant. Admin keys also reach
+	// the /admin routes.
+	AdminKeys map[string]string
+	// KeyCacheTTL is how long a Deps.Keys lookup (found or not) is cached
+	// in-process: a revoked key works until then. Defaults to 30s.
+	KeyCacheTTL time.Duration
+	// RateLimit is the limit of every API key (it needs Deps.RedisClient).
+	// The zero RateLimit sets none.
+	RateLimit RateLimit
+	// TenantRateLimits overrides RateLimit for the keys of some tenants (a
+	// zero RateLimit: no limit for them).
+	TenantRateLimits map[string]RateLimit
+	// IdempotencyTTL is how long the answer to a POST with an
+	// Idempotency-Key is kept for replays. Defaults to 24h.
+	IdempotencyTTL time.Duration
+	// IdempotencyClaimTTL is how long an Idempotency-Key stays claimed by a
+	// request in flight whose process died. Defaults to 30s.
+	IdempotencyClaimTTL time.Duration
 	// MaxBodyBytes caps request bodies. Defaults to 64 KiB.
 	MaxBodyBytes int64
 	// OrderDeadline is how long an order may take to end. Defaults to 15m.
@@ -77,13 +97,25 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.KeyCacheTTL == 0 {
+		c.KeyCacheTTL = 30 * time.Second
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.IdempotencyClaimTTL == 0 {
+		c.IdempotencyClaimTTL = 30 * time.Second
+	}
+	c.RateLimit = c.RateLimit.withDefaults()
+	limits := make(map[string]RateLimit, len(c.TenantRateLimits))
+	for t, l := range c.TenantRateLimits {
+		limits[t] = l.withDefaults()
+	}
+	c.TenantRateLimits = limits
 	return c
 }
 
 func (c Config) validate() error {
-	if len(c.APIKeys) == 0 {
-		return errors.New("server: no API keys configured; every endpoint needs one")
-	}
 	for k, t := range c.APIKeys {
 		if len(k) < 16 {
 			return errors.New("server: API keys must be at least 16 characters")
@@ -92,7 +124,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("server: tenant %q must be 1-64 of [a-z0-9_-]", t)
 		}
 	}
-	return nil
+	return c.validateContract()
 }
 
 // Deps are the collaborators of the API.
@@ -100,15 +132,35 @@ type Deps struct {
 	Orders OrderStore
 	Queue  Enqueuer
 	Redis  Pinger
+	// Keys holds the issued API keys; nil: only Config's keys work.
+	Keys KeyStore
+	// RedisClient keeps rate limits and idempotency records; nil turns
+	// both off.
+	RedisClient redis.UniversalClient
+	// Portfolio reads accounts' funds; nil: GET /v1/portfolios answers 503.
+	Portfolio PortfolioReader
+	// Breakers adds the downstream breakers to readiness; nil leaves them out.
+	Breakers BreakerReporter
+	// Webhooks keeps webhook endpoints and deliveries, WebhookQueue
+	// redelivers; nil Webhooks leaves the webhook routes out.
+	Webhooks     WebhookStore
+	WebhookQueue WebhookQueue
 }
 
 // Server is the HTTP API.
 type Server struct {
 	cfg  Config
 	deps Deps
-	keys map[[32]byte]string // sha256(key) → tenant
+	keys map[[32]byte]*principal // sha256(key) → the configured key
 	log  *slog.Logger
 	h    *gin.Engine
+
+	keyCache     *keyCache
+	defaultLimit redis_rate.Limit
+	limits       map[string]redis_rate.Limit // by tenant
+	redisKeys    redisKeys
+	batcher      *batcher
+	recorder     *recorder
 }
 
 // New returns the API server.
@@ -117,28 +169,42 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, deps: deps, keys: make(map[[32]byte]string), log: cfg.Logger}
-	for k, t := range cfg.APIKeys {
-		s.keys[sha256.Sum256([]byte(k))] = t
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger}
+	if err := s.initContract(); err != nil {
+		return nil, err
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	r.RedirectTrailingSlash = false // "/v1/orders/" is a 404 problem, not an HTML redirect
 	r.ContextWithFallback = true
 	r.Use(s.requestLog, s.recoverer)
-	r.NoRoute(func(c *gin.Context) { writeProblem(c, problemf("not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path)) })
+	r.NoRoute(func(c *gin.Context) {
+		writeProblem(c, problemf("not_found", "no route %s %s", c.Request.Method, c.Request.URL.Path))
+	})
 	r.NoMethod(func(c *gin.Context) {
 		writeProblem(c, problemf("method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
 	})
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	r.GET("/openapi.yaml", s.openAPI)
 
-	v1 := r.Group("/v1", s.authenticate)
+	r.GET("/docs", s.docs)
+
+	v1 := r.Group("/v1", s.authenticate, s.rateLimit, s.idempotency)
 	v1.POST("/orders", s.placeOrder)
 	v1.GET("/orders", s.listOrders)
 	v1.GET("/orders/:id", s.getOrder)
 	v1.GET("/orders/:id/events", s.orderEvents)
 	v1.POST("/orders/:id/cancel", s.cancelOrder)
+	v1.GET("/portfolios/:account_id", s.getPortfolio)
+
+	if deps.Webhooks != nil {
+		s.webhookRoutes(v1)
+	}
+
+	admin := r.Group("/admin", s.authenticate, s.requireAdmin, s.rateLimit)
+	admin.GET("/api/whoami", s.whoami)
 	s.h = r
 	return s, nil
 }
@@ -202,5 +268,9 @@ func (s *Server) readyz(c *gin.Context) {
 		checks["redis"] = "unreachable"
 		status, code = "unavailable", http.StatusServiceUnavailable
 	}
-	writeJSON(c, code, "application/json", gin.H{"status": status, "checks": checks})
+	body := gin.H{"status": status, "checks": checks}
+	if s.deps.Breakers != nil {
+		body["breakers"] = s.deps.Breakers.Breakers(ctx)
+	}
+	writeJSON(c, code, "application/json", body)
 }

@@ -18,6 +18,10 @@ type options struct {
 	redisURL      string
 	addr          string
 	apiKeys       string
+	adminKeys     string
+	rateLimit     string
+	tenantLimits  string
+	keyCacheTTL   time.Duration
 	portfolioURL  string
 	executionURL  string
 	orderDeadline time.Duration
@@ -26,6 +30,7 @@ type options struct {
 	logLevel      string
 	downTimeout   time.Duration
 	reconcile     time.Duration
+	resilience    resilienceOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
 
@@ -48,7 +53,10 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	}
 	str(&o.redisURL, "redis", "", redisUsage)
 	str(&o.addr, "addr", addrDef, "API listen address")
-	str(&o.apiKeys, "api-keys", "", "API keys as key=tenant pairs, comma-separated")
+	str(&o.apiKeys, "api-keys", "", "API keys as key=tenant pairs, comma-separated, besides those of 'asyncgate keys create'")
+	str(&o.adminKeys, "admin-keys", "", "admin API keys as key=tenant pairs, comma-separated")
+	str(&o.rateLimit, "rate-limit", "100/s", "requests per API key: RATE/PERIOD[:BURST] such as 100/s or 6000/m:200, or off")
+	str(&o.tenantLimits, "tenant-rate-limits", "", "per-tenant rate limits: tenant=RATE/PERIOD[:BURST] pairs, comma-separated")
 	str(&o.portfolioURL, "portfolio-url", "", "base URL of the portfolio service")
 	str(&o.executionURL, "execution-url", "", "base URL of the execution service")
 	str(&o.logFormat, "log-format", logDef, "log format: json or text")
@@ -72,6 +80,8 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	dur(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an order may take before it fails")
 	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
 	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
+	dur(&o.keyCacheTTL, "key-cache-ttl", 30*time.Second, "how long API key lookups are cached: a revoked key works until then")
+	o.resilience.register(fs, env)
 	fs.IntVar(&o.concurrency, "concurrency", 50, "order tasks run at once per worker (env ASYNCGATE_CONCURRENCY)")
 	if v := env("concurrency", ""); v != "" {
 		if err := fs.Set("concurrency", v); err != nil {
@@ -135,10 +145,11 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		keys, err := parseKeys(o.apiKeys)
 		if err != nil {
 			errs = append(errs, err)
-		} else if len(keys) == 0 {
-			errs = append(errs, errors.New("--api-keys is required: no endpoint is open without a key"))
 		}
 		cfg.Server.APIKeys = keys
+		if err := o.contractConfig(&cfg.Server); err != nil {
+			errs = append(errs, err)
+		}
 		cfg.Server.OrderDeadline = o.orderDeadline
 	}
 	if worker {
@@ -155,6 +166,9 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
 		cfg.Reconciler.Interval = o.reconcile
+	}
+	if err := o.resilienceConfig(&cfg, api, worker); err != nil {
+		errs = append(errs, err)
 	}
 	return cfg, errors.Join(errs...)
 }

@@ -5,6 +5,7 @@
 //	asyncgate api    --redis URL  the HTTP API only
 //	asyncgate worker --redis URL  the order workers and reconciler only
 //	asyncgate sim    --addr :9090 the portfolio and execution simulator
+//	asyncgate keys   create|list|revoke   API keys in Redis
 //
 // Every flag can also be set by environment: --redis is ASYNCGATE_REDIS,
 // --api-keys is ASYNCGATE_API_KEYS, and so on.
@@ -36,6 +37,7 @@ commands:
   api      run the HTTP API only
   worker   run the order workers and the reconciler only
   sim      run the portfolio and execution simulator
+  keys     create, list and revoke API keys (asyncgate keys -h)
 
 Run 'asyncgate <command> -h' for its flags.
 `
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 		return runServe(ctx, rest, stdout, getenv, false, true)
 	case "sim":
 		return runSim(ctx, rest, stdout, getenv)
+	case "keys":
+		return runKeys(ctx, rest, stdout, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

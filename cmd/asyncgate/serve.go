@@ -47,6 +47,9 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if err != nil {
 		return err
 	}
+	if cfg.Webhooks, err = webhookConfig(getenv, false); err != nil {
+		return err
+	}
 	rdb, err := app.NewRedis(o.redisURL)
 	if err != nil {
 		return err
@@ -102,6 +105,13 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if o.apiKeys == "" {
 		o.apiKeys = key + "=dev"
 	}
+	adminKey := getenv("ASYNCGATE_DEV_ADMIN_KEY")
+	if adminKey == "" {
+		adminKey = "ag_dev_admin_" + randomToken()
+	}
+	if o.adminKeys == "" {
+		o.adminKeys = adminKey + "=dev"
+	}
 	s := sim.New(sim.Config{Logger: log})
 	simSrv, err := s.Start("127.0.0.1:0")
 	if err != nil {
@@ -132,6 +142,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if err != nil {
 		return err
 	}
+	if cfg.Webhooks, err = webhookConfig(getenv, true); err != nil {
+		return err
+	}
 	cfg.Redis = rdb
 	return runApp(ctx, cfg, log, func(a *app.App) {
 		fmt.Fprintf(stdout, `
@@ -139,6 +152,8 @@ asyncgate dev is running.
 
   API        %[1]s
   API key    %[2]s   (tenant "dev"; set ASYNCGATE_DEV_API_KEY to fix it)
+  Admin key  %[5]s   (reaches /admin; set ASYNCGATE_DEV_ADMIN_KEY to fix it)
+  API docs   %[1]s/docs
   Simulator  %[3]s   (faults: curl %[3]s/_sim/faults)
   Redis      %[4]s
 
@@ -146,7 +161,7 @@ Try:
   curl -s -X POST %[1]s/v1/orders -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
     -d '{"account_id":"acc-1","symbol":"AAPL","side":"buy","quantity":10,"type":"market"}'
 
-`, a.URL(), key, simSrv.URL, redisDesc(o.redisURL))
+`, a.URL(), key, simSrv.URL, redisDesc(o.redisURL), adminKey)
 	})
 }
 

@@ -16,10 +16,12 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 // Config configures an App.
@@ -39,25 +41,43 @@ type Config struct {
 	WorkerPool jobs.WorkerConfig
 	Reconciler jobs.ReconcilerConfig
 	Store      orders.StoreConfig
+	Webhooks   WebhooksConfig
+
+	// IsolatedBreakers keeps each process's downstream breakers to itself (the baseline of
+	// the resilience benchmarks). By default processes share their trips through Redis.
+	IsolatedBreakers bool
+	// PortfolioReadTimeout bounds the portfolio call of GET /v1/portfolios (the API needs
+	// Portfolio.BaseURL for it). Defaults to 1s.
+	PortfolioReadTimeout time.Duration
 
 	Logger *slog.Logger
 }
 
 // App is a running asyncgate process.
 type App struct {
-	cfg     Config
-	Store   *orders.Store
-	API     *server.Server
-	Enq     *jobs.Enqueuer
-	Saga    *jobs.Saga
-	client  *asynq.Client
-	worker  *jobs.Worker
-	recon   *jobs.Reconciler
-	watcher *orders.Watcher
-	httpSrv *http.Server
-	ln      net.Listener
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	cfg   Config
+	Store *orders.Store
+	Keys  *apikeys.Store // with API only
+	API   *server.Server
+	Enq   *jobs.Enqueuer
+	Saga  *jobs.Saga
+	// Webhooks and Notifier are the webhook store and tasks.
+	Webhooks  *webhooks.Store
+	Notifier  *jobs.Notifier
+	deliverer *webhooks.Deliverer
+	// Portfolio and Execution are the worker's downstream clients (nil without worker).
+	Portfolio *downstream.Portfolio
+	Execution *downstream.Execution
+	shared    *downstream.Shared // nil with IsolatedBreakers
+	reader    *downstream.Reader // GET /v1/portfolios; nil without a portfolio URL
+	client    *asynq.Client
+	worker    *jobs.Worker
+	recon     *jobs.Reconciler
+	watcher   *orders.Watcher
+	httpSrv   *http.Server
+	ln        net.Listener
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // NewRedis returns a client for a redis:// or rediss:// URL with a pool
@@ -91,34 +111,53 @@ func New(cfg Config) (*App, error) {
 	a.Store = orders.NewStore(cfg.Redis, cfg.Store)
 	a.client = asynq.NewClientFromRedisClient(cfg.Redis)
 	a.Enq = jobs.NewEnqueuer(a.client, cfg.Enqueuer)
+	if err := a.newWebhooks(); err != nil {
+		return nil, err
+	}
+	if !cfg.IsolatedBreakers {
+		a.shared = downstream.NewShared(cfg.Redis, downstream.SharedConfig{Logger: cfg.Logger})
+	}
 	if cfg.API {
 		scfg := cfg.Server
 		scfg.Logger = cfg.Logger
-		api, err := server.New(scfg, server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis}})
+		a.Keys = apikeys.NewStore(cfg.Redis, apikeys.Config{})
+		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
+			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
+			Webhooks: a.Webhooks, WebhookQueue: a.Notifier}
+		var err error
+		if a.reader, err = a.newPortfolioReader(); err != nil {
+			return nil, err
+		}
+		if a.reader != nil {
+			deps.Portfolio = portfolioReader{a.reader}
+		}
+		api, err := server.New(scfg, deps)
 		if err != nil {
 			return nil, err
 		}
 		a.API = api
 	}
 	if cfg.Worker {
-		pcfg, ecfg := cfg.Portfolio, cfg.Execution
-		pcfg.Logger, ecfg.Logger = cfg.Logger, cfg.Logger
-		p, err := downstream.NewPortfolio(pcfg)
+		p, err := downstream.NewPortfolio(a.downstreamConfig(cfg.Portfolio))
 		if err != nil {
 			return nil, fmt.Errorf("portfolio: %w", err)
 		}
-		e, err := downstream.NewExecution(ecfg)
+		e, err := downstream.NewExecution(a.downstreamConfig(cfg.Execution))
 		if err != nil {
 			return nil, fmt.Errorf("execution: %w", err)
 		}
+		a.Portfolio, a.Execution = p, e
 		sc := cfg.Saga
 		sc.Logger = cfg.Logger
+		sc.OnTerminalFunc = a.onTerminal(sc.OnTerminalFunc)
 		a.Saga = jobs.NewSaga(a.Store, p, e, a.Enq, sc)
 		wc := cfg.WorkerPool
 		wc.Logger = cfg.Logger
 		a.worker = jobs.NewWorker(cfg.Redis, a.Saga, wc)
+		a.Notifier.Register(a.worker)
 		rc := cfg.Reconciler
 		rc.Logger = cfg.Logger
+		rc.OutboxFunc = a.Notifier.RedriveOutbox
 		a.recon = jobs.NewReconciler(a.Store, asynq.NewInspectorFromRedisClient(cfg.Redis), a.Enq, rc)
 	}
 	return a, nil
@@ -142,10 +181,17 @@ func (a *App) Inspector() *asynq.Inspector { return asynq.NewInspectorFromRedisC
 // Reconciler is the worker's reconciler (nil without worker).
 func (a *App) Reconciler() *jobs.Reconciler { return a.recon }
 
+// Worker is the Asynq worker (nil without worker); register more handlers on its Mux
+// before Start.
+func (a *App) Worker() *jobs.Worker { return a.worker }
+
 // Start runs the enabled parts in the background. With the API enabled
 // and listen true, it listens on Addr.
 func (a *App) Start(ctx context.Context, listen bool) error {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if a.shared != nil {
+		a.shared.Start(ctx)
+	}
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
 		if listen {
@@ -193,6 +239,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.httpSrv != nil {
 		errs = append(errs, a.httpSrv.Shutdown(ctx))
 	}
+	if a.API != nil {
+		a.API.Close() // write the idempotency records still pending
+	}
 	if a.worker != nil {
 		a.worker.Shutdown()
 	}
@@ -202,7 +251,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.watcher != nil {
 		a.watcher.Close()
 	}
+	if a.shared != nil {
+		a.shared.Close()
+	}
 	a.wg.Wait()
+	a.deliverer.Close()
 	return errors.Join(errs...) // the asynq client shares cfg.Redis: the owner closes it
 
 }

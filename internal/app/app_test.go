@@ -438,7 +438,7 @@ func TestBadInputStoresNothing(t *testing.T) {
 		code   string
 	}{
 		{"malformed json", apiKey, `{"account_id":`, 400, "malformed_request"},
-		{"not an object", apiKey, `[1,2]`, 422, "validation_failed"},
+		{"not an object", apiKey, `[1,2]`, 400, "malformed_request"},
 		{"wrong type", apiKey, `{"account_id":"a","symbol":"AAPL","side":"buy","quantity":"ten","type":"market"}`, 422, "validation_failed"},
 		{"unknown field", apiKey, order(func(m map[string]any) { m["price"] = 3 }), 422, "validation_failed"},
 		{"missing fields", apiKey, `{}`, 422, "validation_failed"},
