@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 
-.PHONY: help run test deps lint vet fmt bench chaos build docker clean
+.PHONY: help run test deps lint lint-spec vet fmt bench chaos build docker clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,8 +26,11 @@ test: deps ## the whole test suite, with the race detector; benchmarks run once 
 	$(GO) test -race -timeout 15m $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m $(PKGS)
 
-lint: vet ## go vet and gofmt
+lint: vet lint-spec ## go vet, gofmt, and the OpenAPI linter
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+
+lint-spec: ## lint openapi.yaml with Redocly (installed from npm on first use)
+	npx --yes @redocly/cli@2.77.0 lint openapi.yaml
 
 vet:
 	$(GO) vet $(PKGS)

@@ -139,7 +139,7 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case err != nil:
 		return err
 	}
-	defer s.store.Release(context.WithoutCancel(ctx), l)
+	defer s.releaseLease(ctx, l)
 
 	if l.Compensation != "" || l.Order.CancelRequested {
 		return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
@@ -312,7 +312,7 @@ func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
 	case err != nil:
 		return err
 	}
-	defer s.store.Release(context.WithoutCancel(ctx), l)
+	defer s.releaseLease(ctx, l)
 	// A rollback must not be cut short by the caller going away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.LeaseTTL)
 	defer cancel()
@@ -441,3 +441,12 @@ func leaseWait(until time.Time) time.Duration {
 }
 
 const leaseRecheck = 250 * time.Millisecond
+
+// releaseLease gives the lease back, unless the order ended: the terminal
+// transition already dropped it, and a round trip per order is saved.
+func (s *Saga) releaseLease(ctx context.Context, l *orders.Lease) {
+	if l.Order != nil && l.Order.Status.Terminal() {
+		return
+	}
+	s.store.Release(context.WithoutCancel(ctx), l)
+}

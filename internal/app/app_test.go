@@ -509,11 +509,26 @@ func TestWaitReturnsOnChange(t *testing.T) {
 	t.Parallel()
 	// Without a worker the order stays pending; a long poll must return
 	// when it changes, not when its 30 s wait ends.
-	b := setup(t, func(c *app.Config) { c.Worker = false })
+	// A private Redis, so that its command counts are this test's alone.
+	prdb := redistest.Start(t, redistest.Options{}).NewClient(t)
+	b := setup(t, func(c *app.Config) { c.Worker = false; c.Redis = prdb })
 	o := b.place(t, order())
+	reads := func() int64 { // HMGET calls: the long poll's read of the order
+		info, err := prdb.Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if i := strings.Index(info, "cmdstat_hmget:calls="); i >= 0 {
+			fmt.Sscanf(info[i+len("cmdstat_hmget:calls="):], "%d", &n)
+		}
+		return n
+	}
+	before := reads()
 	res := make(chan response, 1)
 	go func() { res <- b.do(t, "GET", "/v1/orders/"+o.ID+"?wait=30s", apiKey, nil) }()
-	for b.app.Store.Waiters() == 0 { // the long poll has subscribed
+	// Change the order only once the long poll has subscribed and read it.
+	for b.app.Store.Waiters() == 0 || reads() == before {
 		runtime.Gosched()
 	}
 	// Move it to validated, as a worker would.
