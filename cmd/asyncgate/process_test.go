@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
@@ -29,18 +29,14 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "asyncgate-bin-")
+	bin, cleanup, err := proctest.Build()
 	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "asyncgate")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build asyncgate: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

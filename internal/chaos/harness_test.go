@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
@@ -34,19 +34,15 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "asyncgate-chaos-")
+	bin, cleanup, err := proctest.Build()
 	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "asyncgate")
-	out, err := exec.Command("go", "build", "-o", binary, "github.com/asyncgate/asyncgate/cmd/asyncgate").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build asyncgate: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binary = bin
 	code := m.Run()
 	redistest.Shutdown()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
