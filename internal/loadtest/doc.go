@@ -24,7 +24,13 @@
 //     64 clients placing orders as fast as they can, then waiting until
 //     every accepted order is terminal;
 //   - steady: orders arrive at a fixed 200/s (open loop) and the time from
-//     202 to executed is measured.
+//     202 to executed is measured;
+//   - webhook: the same steady 200/s with webhooks on and one endpoint
+//     subscribed to order.executed on a local 200-OK receiver; the time from
+//     an order's terminal status (the delivered data.updated_at) to the
+//     receiver's 2xx (target p99 < 200ms) and the deliveries per second,
+//     beside the raw asynq drain of the same run. An executed order whose
+//     delivery has not arrived by the deadline fails the test.
 //
 // It prints one table with every figure, the ratios and PASS/MISS against
 // the targets, and for each scenario the CPU per operation of this process
@@ -38,7 +44,7 @@
 // size of the end-to-end scenarios), LOAD_LOG_LEVEL (default info: the
 // app logs as in production, formatted and discarded; warnings and errors
 // are also printed), LOAD_SCENARIOS (a comma-separated subset of gin,
-// asynq, drain, accept, e2e, steady; handy with -cpuprofile). The flag
+// asynq, drain, accept, e2e, steady, webhook; handy with -cpuprofile). The flag
 // -load.duration overrides LOAD_DURATION.
 //
 // # Benchmarks

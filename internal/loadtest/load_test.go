@@ -93,10 +93,10 @@ func readConfig(t *testing.T) loadConfig {
 		c.scenarios = map[string]bool{}
 		for s := range strings.SplitSeq(v, ",") {
 			switch s = strings.TrimSpace(s); s {
-			case "gin", "asynq", "drain", "accept", "e2e", "steady":
+			case "gin", "asynq", "drain", "accept", "e2e", "steady", "webhook":
 				c.scenarios[s] = true
 			default:
-				t.Fatalf("LOAD_SCENARIOS: unknown scenario %q (gin, asynq, drain, accept, e2e, steady)", s)
+				t.Fatalf("LOAD_SCENARIOS: unknown scenario %q (gin, asynq, drain, accept, e2e, steady, webhook)", s)
 			}
 		}
 	}
@@ -139,8 +139,9 @@ func TestLoad(t *testing.T) {
 			"load generator, API, worker and simulator share this process and its cores; redis-server is a separate process",
 		},
 	}
-	var gin, enq, accept Row
+	var gin, enq, accept, drain Row
 	var e2e, steady settled
+	var hook hookFigures
 	if cfg.on("gin") {
 		gin = e.ginNoop(ctx)
 		rep.Rows = append(rep.Rows, gin)
@@ -153,8 +154,8 @@ func TestLoad(t *testing.T) {
 	}
 	if cfg.on("drain") {
 		// The worker's queue set (jobs.NewWorker), then the orders queue alone.
-		rep.Rows = append(rep.Rows,
-			e.asynqDrain(ctx, "baseline: asynq drain, 3 queues", map[string]int{jobs.QueueCritical: 6, jobs.QueueOrders: 3, jobs.QueueWebhooks: 3}),
+		drain = e.asynqDrain(ctx, "baseline: asynq drain, 3 queues", map[string]int{jobs.QueueCritical: 6, jobs.QueueOrders: 3, jobs.QueueWebhooks: 3})
+		rep.Rows = append(rep.Rows, drain,
 			e.asynqDrain(ctx, "baseline: asynq drain, 1 queue", map[string]int{jobs.QueueOrders: 1}))
 	}
 	if cfg.on("accept") {
@@ -172,6 +173,11 @@ func TestLoad(t *testing.T) {
 		var post Row
 		steady, post = e.steady(ctx)
 		rep.Rows = append(rep.Rows, post, steady.row)
+		e.flush(ctx)
+	}
+	if cfg.on("webhook") {
+		hook = e.webhookSteady(ctx)
+		rep.Rows = append(rep.Rows, hook.post, hook.row)
 		e.flush(ctx)
 	}
 
@@ -199,6 +205,16 @@ func TestLoad(t *testing.T) {
 		rep.Checks = append(rep.Checks,
 			Under(fmt.Sprintf("steady %d/s p99 202 → executed", steadyRate), steady.row.P99, targetSteadyP99),
 			Info("steady terminal statuses", steady.statuses()))
+	}
+	if cfg.on("webhook") {
+		rep.Checks = append(rep.Checks,
+			Under(fmt.Sprintf("steady %d/s p99 terminal → webhook 2xx", steadyRate), hook.row.P99, targetWebhookP99),
+			Info(fmt.Sprintf("steady %d/s p50 terminal → webhook 2xx", steadyRate), ms(hook.row.P50)),
+			Info("webhook deliveries/s (first terminal → last 2xx)", fmt.Sprintf("%.0f", hook.row.Rate)),
+			Info("webhook terminal statuses | duplicate deliveries", fmt.Sprintf("%s | %d", hook.statuses, hook.dups)))
+		if cfg.on("drain") {
+			rep.Checks = append(rep.Checks, Info("raw asynq tasks/s (drain, 3 queues), same run", fmt.Sprintf("%.0f", drain.Rate)))
+		}
 	}
 	var b bytes.Buffer
 	if err := rep.Write(&b); err != nil {
@@ -536,16 +552,20 @@ func placer(p poster, key string, log *acceptLog, body func(n int) []byte) Op {
 
 // withWorker starts the app of the end-to-end scenarios: API and worker in
 // one process, calling the zero-latency simulator.
-func (e *loadEnv) withWorker(ctx context.Context) (a *app.App, stop func()) {
+func (e *loadEnv) withWorker(ctx context.Context, opts ...func(*app.Config)) (a *app.App, stop func()) {
 	s, err := sim.New(sim.Config{}).Start("127.0.0.1:0")
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	down := downstream.Config{BaseURL: s.URL}
-	a, stopApp := e.startApp(ctx, app.Config{
+	cfg := app.Config{
 		API: true, Worker: true, Portfolio: down, Execution: down,
 		WorkerPool: jobs.WorkerConfig{Concurrency: e.cfg.workerConcurrency},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, stopApp := e.startApp(ctx, cfg)
 	return a, func() {
 		stopApp()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
