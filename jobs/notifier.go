@@ -131,6 +131,13 @@ type fanoutPayload struct {
 func (n *Notifier) OnTerminal(ctx context.Context, o *orders.Order) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if o.CallbackURL == "" {
+		// Most orders of a tenant without endpoints: one round trip
+		// instead of a fan-out task.
+		if dropped, err := n.hooks.DropIfUnsubscribed(ctx, o.Tenant, n.orders.OutboxKey(o.Tenant), o.ID); err == nil && dropped {
+			return
+		}
+	}
 	if err := n.EnqueueFanout(ctx, o.Tenant, o.ID, o.Version); err != nil {
 		n.log.WarnContext(ctx, "enqueue webhook fan-out failed; the reconciler will", "order_id", o.ID, "tenant", o.Tenant, "err", err)
 	}

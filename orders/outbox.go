@@ -38,3 +38,7 @@ func (s *Store) OutboxDone(ctx context.Context, tenant, id string) error {
 	}
 	return nil
 }
+
+// OutboxKey is the Redis key of the tenant's outbox, for scripts of other
+// packages that must remove an entry atomically with a check of their own.
+func (s *Store) OutboxKey(tenant string) string { return s.k.outbox(tenant) }

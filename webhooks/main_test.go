@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"net"
 	"net/http"
@@ -145,6 +146,7 @@ func devGuard() *webhooks.Guard {
 // testBundle is a store on a fresh Redis database and a deliverer, with a
 // settable clock.
 type testBundle struct {
+	rdb       *redis.Client
 	store     *webhooks.Store
 	deliverer *webhooks.Deliverer
 	clock     *clock
@@ -165,7 +167,8 @@ func setup(t *testing.T, opts ...func(*options)) *testBundle {
 	for _, f := range opts {
 		f(&o)
 	}
-	b.store = webhooks.NewStore(redistest.Shared(t).NewClient(t), o.store)
+	b.rdb = redistest.Shared(t).NewClient(t)
+	b.store = webhooks.NewStore(b.rdb, o.store)
 	d, err := webhooks.NewDeliverer(b.store, o.deliverer)
 	if err != nil {
 		t.Fatal(err)

@@ -421,3 +421,22 @@ func (s *Store) EnableEndpoint(ctx context.Context, tenant, id string) (*Endpoin
 	ep, err := s.Endpoint(ctx, tenant, id)
 	return ep, slices.Clone(res[1:]), err
 }
+
+var dropIfUnsubscribedScript = redis.NewScript(`
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`)
+
+// DropIfUnsubscribed removes orderID from outboxKey (a key of the same
+// tenant, hence the same slot) when the tenant has no endpoint at all, and
+// reports whether it did: such an end needs no fan-out. Checking and
+// removing in one script means an endpoint registered a moment later is
+// not owed this event, exactly as if the fan-out had run first.
+func (s *Store) DropIfUnsubscribed(ctx context.Context, tenant, outboxKey, orderID string) (bool, error) {
+	n, err := dropIfUnsubscribedScript.Run(ctx, s.rdb, []string{s.k.subscriptions(tenant), outboxKey}, orderID).Int()
+	if err != nil {
+		return false, fmt.Errorf("check subscriptions: %w", err)
+	}
+	return n == 1, nil
+}
