@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 
-.PHONY: help run test deps lint lint-spec vet fmt bench chaos build docker clean
+.PHONY: help run test verify deps lint lint-spec vet fmt bench chaos build docker clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -19,12 +19,15 @@ deps: ## install what the tests need (redis-server) when it is missing
 	fi
 	@redis-server --version
 
-test: deps ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
+test: deps verify ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -timeout 15m $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m $(PKGS)
+
+verify: ## regenerate client/ and fail on a diff
+	cd client && $(GO) generate ./... && git diff --exit-code -- .
 
 lint: vet lint-spec ## go vet, gofmt, and the OpenAPI linter
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
