@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,9 @@ import (
 )
 
 const apiKey = "client-test-key-0123456789abcdef"
+
+// limitedKey's tenant may place 2 orders a second.
+const limitedKey = "client-limited-key-0123456789abcdef"
 
 // serverURL is the API of a real asyncgate (API and worker, real Redis,
 // simulated downstreams) that TestMain starts for the tests and examples.
@@ -59,7 +64,11 @@ func run(m *testing.M) int {
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond}
 	a, err := app.New(app.Config{
 		Redis: rdb, API: true, Worker: true,
-		Server:     server.Config{APIKeys: map[string]string{apiKey: "acme"}},
+		Server: server.Config{
+			APIKeys:          map[string]string{apiKey: "acme", limitedKey: "limited"},
+			TenantRateLimits: map[string]server.RateLimit{"limited": {Rate: 2, Period: time.Second, Burst: 2}},
+		},
+		Webhooks:   app.WebhooksConfig{Guard: webhooks.GuardConfig{AllowHTTP: true, AllowPrivate: true}},
 		Portfolio:  down,
 		Execution:  down,
 		Saga:       jobs.SagaConfig{LeaseTTL: 5 * time.Second, RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
@@ -417,5 +426,95 @@ func TestNewRejectsEmpty(t *testing.T) {
 	}
 	if _, err := client.New(serverURL, ""); err == nil {
 		t.Fatal("New accepted an empty key")
+	}
+}
+
+// countingDoer counts the answers with each status.
+type countingDoer struct {
+	mu     sync.Mutex
+	status map[int]int
+}
+
+func (d *countingDoer) Do(r *http.Request) (*http.Response, error) {
+	res, err := http.DefaultClient.Do(r)
+	if err == nil {
+		d.mu.Lock()
+		d.status[res.StatusCode]++
+		d.mu.Unlock()
+	}
+	return res, err
+}
+
+// The server's real rate limiter answers 429 with Retry-After; PlaceOrder
+// waits and succeeds.
+func TestPlaceOrderRidesOutTheRealRateLimit(t *testing.T) {
+	t.Parallel()
+	doer := &countingDoer{status: map[int]int{}}
+	c, err := client.New(serverURL, limitedKey, client.WithHTTPDoer(doer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := c.PlaceOrder(ctx, client.OrderRequest{AccountId: "acc-rl", Symbol: "AAPL", Side: client.Buy, Quantity: 1, Type: client.Market}); err != nil {
+			t.Fatalf("order %d: %v", i, err)
+		}
+	}
+	doer.mu.Lock()
+	defer doer.mu.Unlock()
+	if doer.status[http.StatusTooManyRequests] == 0 || doer.status[http.StatusAccepted] != 5 {
+		t.Fatalf("answers by status = %v; want some 429s and five 202s", doer.status)
+	}
+}
+
+// VerifyWebhook accepts what asyncgate really delivers, and nothing tampered.
+func TestVerifyWebhookAcceptsARealDelivery(t *testing.T) {
+	t.Parallel()
+	type delivery struct {
+		header http.Header
+		body   []byte
+	}
+	got := make(chan delivery, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- delivery{r.Header.Clone(), b}
+	}))
+	defer recv.Close()
+	req, _ := http.NewRequest("POST", serverURL+"/v1/webhook-endpoints",
+		strings.NewReader(`{"url":"`+recv.URL+`/hook","events":["order.executed"]}`))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep struct{ Secret string }
+	json.NewDecoder(res.Body).Decode(&ep)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated || !strings.HasPrefix(ep.Secret, "whsec_") {
+		t.Fatalf("register endpoint: %d, secret %q", res.StatusCode, ep.Secret)
+	}
+	c, err := client.New(serverURL, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.PlaceOrder(ctx, client.OrderRequest{AccountId: "acc-wh", Symbol: "AAPL", Side: client.Buy, Quantity: 1, Type: client.Market}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if err := client.VerifyWebhook(ep.Secret, d.header, d.body); err != nil {
+			t.Fatalf("a real delivery does not verify: %v", err)
+		}
+		tampered := append([]byte{}, d.body...)
+		tampered[len(tampered)/2] ^= 1
+		if err := client.VerifyWebhook(ep.Secret, d.header, tampered); err == nil {
+			t.Fatal("a tampered delivery verifies")
+		}
+	case <-ctx.Done():
+		t.Fatal("no delivery arrived")
 	}
 }
