@@ -43,6 +43,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if err != nil {
 		return err
 	}
+	useRedisLogger(log)
 	cfg, err := o.appConfig(api, worker, log)
 	if err != nil {
 		return err
@@ -98,6 +99,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if err != nil {
 		return err
 	}
+	useRedisLogger(log)
 	key := getenv("ASYNCGATE_DEV_API_KEY")
 	if key == "" {
 		key = "ag_dev_" + randomToken()
