@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,24 +61,9 @@ func apiOnly(t *testing.T, redisURL string) string {
 }
 
 // startWorker runs `asyncgate worker` as a child process.
-func startWorker(t *testing.T, redisURL, simURL string) *exec.Cmd {
+func startWorker(t *testing.T, redisURL, simURL string) *proctest.Proc {
 	t.Helper()
-	cmd := exec.Command(binary, "worker", "--redis", redisURL, "--portfolio-url", simURL, "--execution-url", simURL,
-		"--log-level", "warn", "--reconcile-interval", "1s")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("worker %d output:\n%s", cmd.Process.Pid, logs.String())
-		}
-	})
-	return cmd
+	return proctest.Start(t, binary, proctest.WorkerArgs(redisURL, simURL)...)
 }
 
 func place(t *testing.T, url string) (string, int) {
@@ -155,10 +138,7 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll with a deadline: the sim has no event for this
 	}
-	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	w1.Wait()
+	w1.Kill() // SIGKILL: no shutdown, no cleanup
 	s.ClearFaults()
 	startWorker(t, redisURL, simSrv.URL)
 	// Asynq notices the dead worker's lease after 30 s and its recoverer runs each minute.

@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -122,29 +120,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 
 // workerProc is an `asyncgate worker` child process and its output.
 type workerProc struct {
-	cmd *exec.Cmd
-	out *lockedBuffer
+	p *proctest.Proc
 }
 
 func (c *cluster) startWorker(args ...string) *workerProc {
-	t := c.t
-	t.Helper()
-	all := append([]string{"worker", "--redis", c.redis.URL(0), "--portfolio-url", c.simURL, "--execution-url", c.simURL,
-		"--log-level", "warn", "--reconcile-interval", "1s"}, args...)
-	cmd := exec.Command(binary, all...)
-	w := &workerProc{cmd: cmd, out: &lockedBuffer{}}
-	cmd.Stdout, cmd.Stderr = w.out, w.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("worker %d output (tail):\n%s", cmd.Process.Pid, tail(w.out.String(), 4000))
-		}
-	})
+	c.t.Helper()
+	w := &workerProc{p: proctest.Start(c.t, binary, proctest.WorkerArgs(c.redis.URL(0), c.simURL, args...)...)}
 	c.workers = append(c.workers, w)
 	return w
 }
@@ -152,7 +133,7 @@ func (c *cluster) startWorker(args ...string) *workerProc {
 // logLines returns the worker's JSON log records whose msg is msg.
 func (w *workerProc) logLines(msg string) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(w.out.String()))
+	sc := bufio.NewScanner(strings.NewReader(w.p.Output()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var rec map[string]any

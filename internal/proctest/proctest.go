@@ -3,10 +3,14 @@
 package proctest
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
 )
 
 // Build compiles cmd/asyncgate into a temporary directory. It returns the
@@ -23,4 +27,69 @@ func Build() (string, func(), error) {
 		return "", nil, fmt.Errorf("build asyncgate: %v\n%s", err, out)
 	}
 	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// Proc is a child process whose output is kept for the test.
+type Proc struct {
+	cmd  *exec.Cmd
+	out  lockedBuffer
+	once sync.Once
+}
+
+// Start runs bin with args until the test ends (or Kill). The child dies
+// with the test process, and its output is logged when the test failed.
+func Start(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{cmd: exec.Command(bin, args...)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			out := p.Output()
+			if len(out) > 4000 {
+				out = "…" + out[len(out)-4000:]
+			}
+			t.Logf("%s %v (pid %d) output:\n%s", filepath.Base(bin), args[:min(1, len(args))], p.cmd.Process.Pid, out)
+		}
+	})
+	return p
+}
+
+// WorkerArgs are the arguments of `asyncgate worker` on redisURL with both
+// downstreams at simURL, quiet logs and a fast reconciler, then extra.
+func WorkerArgs(redisURL, simURL string, extra ...string) []string {
+	return append([]string{"worker", "--redis", redisURL, "--portfolio-url", simURL, "--execution-url", simURL,
+		"--log-level", "warn", "--reconcile-interval", "1s"}, extra...)
+}
+
+// Kill sends SIGKILL and waits for the process to end. Calling it again does nothing.
+func (p *Proc) Kill() {
+	p.once.Do(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	})
+}
+
+// Output is what the process wrote so far, stdout and stderr together.
+func (p *Proc) Output() string { return p.out.String() }
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
