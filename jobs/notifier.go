@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -264,25 +263,12 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 // attempt asked for, else jittered exponential backoff.
 func (n *Notifier) RetryDelay(count int, err error, _ *asynq.Task) time.Duration {
 	if p, ok := errors.AsType[*Postponed](err); ok {
-		return toWholeSecond(time.Now(), p.Delay)
+		return wholeSecond(time.Now(), p.Delay)
 	}
 	if r, ok := errors.AsType[*retryIn](err); ok {
-		return toWholeSecond(time.Now(), r.Delay)
+		return wholeSecond(time.Now(), r.Delay)
 	}
-	d := backoff(n.cfg.RetryBase, n.cfg.RetryMax, count)
-	return max1ms(d/2 + rand.N(d/2+1))
-}
-
-// toWholeSecond stretches a wait so that it ends on a whole second. Asynq
-// stores retry times in whole seconds, truncated: a wait that ends
-// mid-second would bring the task back early, and the delivery, not due
-// yet, would only be postponed again.
-func toWholeSecond(now time.Time, d time.Duration) time.Duration {
-	at := now.Add(max1ms(d))
-	if r := at.Truncate(time.Second); !r.Equal(at) {
-		at = r.Add(time.Second)
-	}
-	return at.Sub(now)
+	return jitteredBackoff(n.cfg.RetryBase, n.cfg.RetryMax, count)
 }
 
 // Redeliver makes the tenant's delivery due now, with at least one attempt

@@ -46,8 +46,8 @@ func TestToWholeSecond(t *testing.T) {
 		{time.Second, 1750 * time.Millisecond},
 		{2 * time.Second, 2750 * time.Millisecond},
 	} {
-		if got := toWholeSecond(now, tt.d); got != tt.want {
-			t.Errorf("toWholeSecond(%s) = %s, want %s", tt.d, got, tt.want)
+		if got := wholeSecond(now, tt.d); got != tt.want {
+			t.Errorf("wholeSecond(%s) = %s, want %s", tt.d, got, tt.want)
 		}
 	}
 }

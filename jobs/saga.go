@@ -396,8 +396,12 @@ func (s *Saga) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &p) {
 		return max1ms(p.Delay)
 	}
-	d := backoff(s.cfg.RetryBase, s.cfg.RetryMax, n)
-	// Jitter over the upper half: [d/2, d].
+	return jitteredBackoff(s.cfg.RetryBase, s.cfg.RetryMax, n)
+}
+
+// jitteredBackoff is backoff(base, max, n) with jitter over its upper half: [d/2, d].
+func jitteredBackoff(base, max time.Duration, n int) time.Duration {
+	d := backoff(base, max, n)
 	return max1ms(d/2 + rand.N(d/2+1))
 }
 
@@ -410,9 +414,10 @@ func backoff(base, max time.Duration, n int) time.Duration {
 	return d
 }
 
-// wholeSecond rounds the wait for a downstream up so that it ends on a whole second:
-// Asynq keeps retry times in whole seconds (it truncates them), and a task that came back
-// before the breaker lets a probe through would only be postponed again.
+// wholeSecond rounds a wait up so that it ends on a whole second: Asynq keeps
+// retry times in whole seconds (it truncates them), and a task that came back
+// early (before the breaker lets a probe through, before a delivery is due)
+// would only be postponed again.
 func wholeSecond(now time.Time, d time.Duration) time.Duration {
 	at := now.Add(max1ms(d))
 	if r := at.Truncate(time.Second); !r.Equal(at) {

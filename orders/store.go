@@ -115,11 +115,14 @@ func (s *Store) Create(ctx context.Context, o *Order) (*Order, error) {
 	o.Status = Pending
 	o.UpdatedAt = o.CreatedAt
 	o.Version = 1
-	created := *o
-	ev := Event{Type: EventCreated, At: o.CreatedAt, Status: Pending, Order: &created}
+	// The order.created event carries the order as stored: encode it once
+	// and splice it in (Order is the event's last non-empty field).
+	doc := docJSON(o)
+	head := eventJSON(Event{Type: EventCreated, At: o.CreatedAt, Status: Pending})
+	ev := head[:len(head)-1] + `,"order":` + doc + `}`
 	t := o.Tenant
 	keys := []string{s.k.order(t, o.ID), s.k.events(t, o.ID), s.k.index(t), s.k.statusIndex(t, Pending), s.k.active(t), s.k.clientIDs(t)}
-	args := []any{o.ID, docJSON(o), eventJSON(ev), o.CreatedAt.UnixMilli(), o.ClientOrderID}
+	args := []any{o.ID, doc, ev, o.CreatedAt.UnixMilli(), o.ClientOrderID}
 	if !s.seen.has(t) {
 		// First order of this tenant seen by this process: register the
 		// tenant for the reconciler (idempotent, once per process).

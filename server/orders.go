@@ -142,9 +142,15 @@ func validID(id string) bool {
 }
 
 func (s *Server) orderID(c *gin.Context) (string, bool) {
+	return pathID(c, validID, newProblem("not_found", "no such order"))
+}
+
+// pathID returns the route's :id when valid accepts it; otherwise it sends
+// notFound (an id that cannot exist is as absent as one that does not).
+func pathID(c *gin.Context, valid func(string) bool, notFound error) (string, bool) {
 	id := c.Param("id")
-	if !validID(id) {
-		writeProblem(c, newProblem("not_found", "no such order"))
+	if !valid(id) {
+		writeProblem(c, notFound)
 		return "", false
 	}
 	return id, true

@@ -10,23 +10,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/asyncgate/asyncgate"
 	"github.com/asyncgate/asyncgate/downstream"
@@ -39,17 +35,7 @@ import (
 	"github.com/asyncgate/asyncgate/server"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	redistest.Shutdown()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m) }
 
 // The API keys of two tenants.
 const (
@@ -1117,21 +1103,7 @@ func TestInternalError(t *testing.T) {
 // ship undocumented.
 func TestSpecMatchesCode(t *testing.T) {
 	t.Parallel()
-	doc, err := openapi3.NewLoader().LoadFromData(asyncgate.OpenAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enum := func(schema string) []string {
-		s := doc.Components.Schemas[schema]
-		if s == nil || s.Value == nil {
-			t.Fatalf("openapi.yaml has no schema %s", schema)
-		}
-		var out []string
-		for _, v := range s.Value.Enum {
-			out = append(out, v.(string))
-		}
-		return out
-	}
+	enum := func(schema string) []string { return apitest.Enum(t, schema) }
 	sorted := cmpopts.SortSlices(func(a, b string) bool { return a < b })
 
 	if diff := cmp.Diff(server.ProblemCodes(), enum("ProblemCode"), sorted); diff != "" {
@@ -1157,7 +1129,7 @@ func TestSpecMatchesCode(t *testing.T) {
 	if diff := cmp.Diff([]string{string(orders.Market), string(orders.Limit)}, enum("OrderType")); diff != "" {
 		t.Errorf("OrderType enum (-code +spec):\n%s", diff)
 	}
-	if p := doc.Components.Schemas["Problem"].Value.Properties["type"].Value.Pattern; !strings.HasPrefix(p, "^"+strings.ReplaceAll(server.ProblemBase, ".", `\.`)) {
+	if p := apitest.Spec(t).Components.Schemas["Problem"].Value.Properties["type"].Value.Pattern; !strings.HasPrefix(p, "^"+strings.ReplaceAll(server.ProblemBase, ".", `\.`)) {
 		t.Errorf("Problem.type pattern %q does not start with server.ProblemBase %q", p, server.ProblemBase)
 	}
 }

@@ -88,12 +88,7 @@ type CallbackSecret struct {
 }
 
 func (s *Server) endpointID(c *gin.Context) (string, bool) {
-	id := c.Param("id")
-	if !webhooks.ValidEndpointID(id) {
-		writeProblem(c, webhooks.ErrEndpointNotFound)
-		return "", false
-	}
-	return id, true
+	return pathID(c, webhooks.ValidEndpointID, webhooks.ErrEndpointNotFound)
 }
 
 func (s *Server) createEndpoint(c *gin.Context) {
@@ -229,12 +224,7 @@ func (s *Server) listDeliveries(c *gin.Context) {
 }
 
 func (s *Server) deliveryID(c *gin.Context) (string, bool) {
-	id := c.Param("id")
-	if !webhooks.ValidDeliveryID(id) {
-		writeProblem(c, webhooks.ErrDeliveryNotFound)
-		return "", false
-	}
-	return id, true
+	return pathID(c, webhooks.ValidDeliveryID, webhooks.ErrDeliveryNotFound)
 }
 
 func (s *Server) getDelivery(c *gin.Context) {

@@ -295,3 +295,30 @@ func (b baseURLTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return b.next.RoundTrip(req)
 }
+
+// Enum returns the values of the string enum schema components.schemas[name]
+// of the embedded openapi.yaml, failing t when there is none: tests use it
+// to check that the spec documents exactly the values the code has.
+func Enum(t testing.TB, name string) []string {
+	t.Helper()
+	s := Spec(t).Components.Schemas[name]
+	if s == nil || s.Value == nil {
+		t.Fatalf("openapi.yaml has no schema %s", name)
+	}
+	var out []string
+	for _, e := range s.Value.Enum {
+		out = append(out, e.(string))
+	}
+	return out
+}
+
+// Spec returns the embedded openapi.yaml as loaded by [Default], failing t
+// when it does not load. Treat it as read-only.
+func Spec(t testing.TB) *openapi3.T {
+	t.Helper()
+	v, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.doc
+}
