@@ -16,6 +16,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
@@ -32,7 +33,7 @@ type inproc struct {
 	t    *testing.T
 	app  *app.App
 	sim  *sim.Sim
-	logs *lockedBuffer
+	logs *proctest.Buffer
 	c    *cluster // for place and waitTerminal
 }
 
@@ -49,7 +50,7 @@ func startInProcess(t *testing.T, edit func(*app.Config), wrap func(http.Handler
 	}
 	simSrv := httptest.NewServer(h)
 	t.Cleanup(simSrv.Close)
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	down := downstream.Config{BaseURL: simSrv.URL, Timeout: time.Second, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		Breaker: downstream.BreakerConfig{MinRequests: 5, OpenTimeout: time.Second}}
 	cfg := app.Config{

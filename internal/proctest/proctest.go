@@ -32,7 +32,7 @@ func Build() (string, func(), error) {
 // Proc is a child process whose output is kept for the test.
 type Proc struct {
 	cmd  *exec.Cmd
-	out  lockedBuffer
+	out  Buffer
 	once sync.Once
 }
 
@@ -77,18 +77,20 @@ func (p *Proc) Kill() {
 // Output is what the process wrote so far, stdout and stderr together.
 func (p *Proc) Output() string { return p.out.String() }
 
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer safe for one writer and concurrent readers: a
+// child's output, or a log handler's, read while it is being written.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
