@@ -204,7 +204,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 
 	admin := r.Group("/admin", s.authenticate, s.requireAdmin, s.rateLimit)
-	admin.GET("/api/whoami", s.whoami)
+	s.adminAPIRoutes(admin.Group("/api"))
+	s.adminPageRoutes(admin)
 	s.h = r
 	return s, nil
 }
