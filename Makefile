@@ -11,13 +11,19 @@ help: ## show the targets
 run: ## run everything in one process (in-memory Redis, simulator)
 	$(GO) run ./cmd/asyncgate dev
 
-deps: ## install what the tests need (redis-server) when it is missing
+deps: ## install what the tests need (redis-server, chromium for the browser test) when it is missing
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	@redis-server --version
+	@if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium with apt-get (internal/browser drives it headless)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@chromium --version 2>/dev/null
 
 test: deps verify ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
 	$(GO) vet $(PKGS)

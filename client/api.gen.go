@@ -148,6 +148,7 @@ func (e OrderType) Valid() bool {
 // Defines values for ProblemCode.
 const (
 	ProblemCodeBodyTooLarge           ProblemCode = "body_too_large"
+	ProblemCodeCsrfFailed             ProblemCode = "csrf_failed"
 	ProblemCodeDuplicateClientOrderId ProblemCode = "duplicate_client_order_id"
 	ProblemCodeEndpointDisabled       ProblemCode = "endpoint_disabled"
 	ProblemCodeForbidden              ProblemCode = "forbidden"
@@ -172,6 +173,8 @@ const (
 func (e ProblemCode) Valid() bool {
 	switch e {
 	case ProblemCodeBodyTooLarge:
+		return true
+	case ProblemCodeCsrfFailed:
 		return true
 	case ProblemCodeDuplicateClientOrderId:
 		return true
@@ -971,20 +974,11 @@ type WebhookSecret = string
 // Example: https://example.com/hooks/asyncgate
 type WebhookUrl = string
 
-// Whoami An admin key.
-type Whoami struct {
-	// Admin Whether the key is an admin key.
-	Admin bool `json:"admin"`
+// AdminTenant Example: acme
+type AdminTenant = string
 
-	// KeyId The key's id (`config:…` for a key from the configuration).
-	KeyId string `json:"key_id"`
-
-	// Name The key's name, if it has one.
-	Name *string `json:"name,omitempty"`
-
-	// Tenant The key's tenant.
-	Tenant string `json:"tenant"`
-}
+// AsynqQueue defines model for AsynqQueue.
+type AsynqQueue = string
 
 // IdempotencyKey defines model for IdempotencyKey.
 type IdempotencyKey = string
@@ -1006,9 +1000,6 @@ type BodyTooLarge = Problem
 
 // CancelConflict An RFC 9457 problem detail.
 type CancelConflict = Problem
-
-// Forbidden An RFC 9457 problem detail.
-type Forbidden = Problem
 
 // IdempotencyKeyReused An RFC 9457 problem detail.
 type IdempotencyKeyReused = Problem
@@ -1049,13 +1040,6 @@ type WebhookConflict = Problem
 // WebhookEndpointUnprocessable An RFC 9457 problem detail.
 type WebhookEndpointUnprocessable = Problem
 
-// AdminWhoamiParams defines parameters for AdminWhoami.
-type AdminWhoamiParams struct {
-	// XRequestId Your id for this request, echoed in the `X-Request-Id` response
-	// header and in problems. Longer than 128 characters, it is replaced.
-	XRequestId *RequestIdParameter `json:"X-Request-Id,omitempty"`
-}
-
 // GetDocsParams defines parameters for GetDocs.
 type GetDocsParams struct {
 	// XRequestId Your id for this request, echoed in the `X-Request-Id` response
@@ -1065,6 +1049,13 @@ type GetDocsParams struct {
 
 // HealthzParams defines parameters for Healthz.
 type HealthzParams struct {
+	// XRequestId Your id for this request, echoed in the `X-Request-Id` response
+	// header and in problems. Longer than 128 characters, it is replaced.
+	XRequestId *RequestIdParameter `json:"X-Request-Id,omitempty"`
+}
+
+// GetMetricsParams defines parameters for GetMetrics.
+type GetMetricsParams struct {
 	// XRequestId Your id for this request, echoed in the `X-Request-Id` response
 	// header and in problems. Longer than 128 characters, it is replaced.
 	XRequestId *RequestIdParameter `json:"X-Request-Id,omitempty"`
@@ -1372,13 +1363,6 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
-	// AdminWhoami The admin key that asks
-	//
-	// Says which admin key sent the request. Other keys get `403`.
-	//
-	// Corresponds with GET /admin/api/whoami (the `AdminWhoami` operationId).
-	AdminWhoami(ctx context.Context, params *AdminWhoamiParams, reqEditors ...RequestEditorFn) (*http.Response, error)
-
 	// GetDocs This document, browsable
 	//
 	// Returns this document as one HTML page, rendered by the server from
@@ -1393,6 +1377,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, params *HealthzParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetMetrics Prometheus metrics
+	//
+	// The process's metrics in the Prometheus text exposition format (or
+	// OpenMetrics when the scraper asks for it): HTTP requests, orders
+	// accepted and ended, saga steps, downstream attempts and breakers,
+	// webhook attempts, the Asynq queues, and the Go runtime. Every family
+	// is named `asyncgate_*` (`go_*` and `process_*` for the runtime). No
+	// label carries an order id or a tenant. It needs no key: expose it to
+	// your Prometheus only.
+	//
+	// Corresponds with GET /metrics (the `GetMetrics` operationId).
+	GetMetrics(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOpenAPI This document
 	//
@@ -1638,23 +1635,6 @@ type ClientInterface interface {
 	RotateWebhookSecret(ctx context.Context, id WebhookEndpointIdParameter, params *RotateWebhookSecretParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
-// AdminWhoami The admin key that asks
-//
-// Says which admin key sent the request. Other keys get `403`.
-//
-// Corresponds with GET /admin/api/whoami (the `AdminWhoami` operationId).
-func (c *RawClient) AdminWhoami(ctx context.Context, params *AdminWhoamiParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewAdminWhoamiRequest(c.Server, params)
-	if err != nil {
-		return nil, err
-	}
-	req = req.WithContext(ctx)
-	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
-		return nil, err
-	}
-	return c.Client.Do(req)
-}
-
 // GetDocs This document, browsable
 //
 // Returns this document as one HTML page, rendered by the server from
@@ -1680,6 +1660,29 @@ func (c *RawClient) GetDocs(ctx context.Context, params *GetDocsParams, reqEdito
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *RawClient) Healthz(ctx context.Context, params *HealthzParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewHealthzRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetMetrics Prometheus metrics
+//
+// The process's metrics in the Prometheus text exposition format (or
+// OpenMetrics when the scraper asks for it): HTTP requests, orders
+// accepted and ended, saga steps, downstream attempts and breakers,
+// webhook attempts, the Asynq queues, and the Go runtime. Every family
+// is named `asyncgate_*` (`go_*` and `process_*` for the runtime). No
+// label carries an order id or a tenant. It needs no key: expose it to
+// your Prometheus only.
+//
+// Corresponds with GET /metrics (the `GetMetrics` operationId).
+func (c *RawClient) GetMetrics(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetMetricsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2143,48 +2146,6 @@ func (c *RawClient) RotateWebhookSecret(ctx context.Context, id WebhookEndpointI
 	return c.Client.Do(req)
 }
 
-// NewAdminWhoamiRequest constructs an http.Request for the AdminWhoami method
-func NewAdminWhoamiRequest(server string, params *AdminWhoamiParams) (*http.Request, error) {
-	var err error
-
-	serverURL, err := url.Parse(server)
-	if err != nil {
-		return nil, err
-	}
-
-	operationPath := fmt.Sprintf("/admin/api/whoami")
-	if operationPath[0] == '/' {
-		operationPath = "." + operationPath
-	}
-
-	queryURL, err := serverURL.Parse(operationPath)
-	if err != nil {
-		return nil, err
-	}
-
-	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-
-	if params != nil {
-
-		if params.XRequestId != nil {
-			var headerParam0 string
-
-			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
-			if err != nil {
-				return nil, err
-			}
-
-			req.Header.Set("X-Request-Id", headerParam0)
-		}
-
-	}
-
-	return req, nil
-}
-
 // NewGetDocsRequest constructs an http.Request for the GetDocs method
 func NewGetDocsRequest(server string, params *GetDocsParams) (*http.Request, error) {
 	var err error
@@ -2237,6 +2198,48 @@ func NewHealthzRequest(server string, params *HealthzParams) (*http.Request, err
 	}
 
 	operationPath := fmt.Sprintf("/healthz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XRequestId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetMetricsRequest constructs an http.Request for the GetMetrics method
+func NewGetMetricsRequest(server string, params *GetMetricsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/metrics")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -3438,15 +3441,6 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
-	// AdminWhoamiWithResponse The admin key that asks
-	//
-	// Says which admin key sent the request. Other keys get `403`.
-	//
-	// Returns a wrapper object for the known response body format(s).
-	//
-	// Corresponds with GET /admin/api/whoami (the `AdminWhoami` operationId).
-	AdminWhoamiWithResponse(ctx context.Context, params *AdminWhoamiParams, reqEditors ...RequestEditorFn) (*AdminWhoamiResponse, error)
-
 	// GetDocsWithResponse This document, browsable
 	//
 	// Returns this document as one HTML page, rendered by the server from
@@ -3465,6 +3459,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	HealthzWithResponse(ctx context.Context, params *HealthzParams, reqEditors ...RequestEditorFn) (*HealthzResponse, error)
+
+	// GetMetricsWithResponse Prometheus metrics
+	//
+	// The process's metrics in the Prometheus text exposition format (or
+	// OpenMetrics when the scraper asks for it): HTTP requests, orders
+	// accepted and ended, saga steps, downstream attempts and breakers,
+	// webhook attempts, the Asynq queues, and the Go runtime. Every family
+	// is named `asyncgate_*` (`go_*` and `process_*` for the runtime). No
+	// label carries an order id or a tenant. It needs no key: expose it to
+	// your Prometheus only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /metrics (the `GetMetrics` operationId).
+	GetMetricsWithResponse(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error)
 
 	// GetOpenAPIWithResponse This document
 	//
@@ -3744,134 +3753,6 @@ type ClientWithResponsesInterface interface {
 	RotateWebhookSecretWithResponse(ctx context.Context, id WebhookEndpointIdParameter, params *RotateWebhookSecretParams, reqEditors ...RequestEditorFn) (*RotateWebhookSecretResponse, error)
 }
 
-// AdminWhoamiResponse200Headers the declared response headers of an HTTP 200 response for AdminWhoami
-type AdminWhoamiResponse200Headers struct {
-	RateLimitLimit     *int
-	RateLimitRemaining *int
-	RateLimitReset     *int
-	XRequestId         string
-}
-
-// AdminWhoamiResponse401Headers the declared response headers of an HTTP 401 response for AdminWhoami
-type AdminWhoamiResponse401Headers struct {
-	WWWAuthenticate string
-	XRequestId      string
-}
-
-// AdminWhoamiResponse403Headers the declared response headers of an HTTP 403 response for AdminWhoami
-type AdminWhoamiResponse403Headers struct {
-	XRequestId string
-}
-
-// AdminWhoamiResponse429Headers the declared response headers of an HTTP 429 response for AdminWhoami
-type AdminWhoamiResponse429Headers struct {
-	RateLimitLimit     *int
-	RateLimitRemaining *int
-	RateLimitReset     *int
-	RetryAfter         int
-	XRequestId         string
-}
-
-// AdminWhoamiResponse500Headers the declared response headers of an HTTP 500 response for AdminWhoami
-type AdminWhoamiResponse500Headers struct {
-	RetryAfter int
-	XRequestId string
-}
-
-// AdminWhoamiResponse503Headers the declared response headers of an HTTP 503 response for AdminWhoami
-type AdminWhoamiResponse503Headers struct {
-	RetryAfter int
-	XRequestId string
-}
-
-type AdminWhoamiResponse struct {
-	Body         []byte
-	HTTPResponse *http.Response
-	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Whoami
-	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
-	ApplicationproblemJSON401 *Unauthorized
-	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
-	ApplicationproblemJSON403 *Forbidden
-	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
-	ApplicationproblemJSON429 *RateLimited
-	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
-	ApplicationproblemJSON500 *Internal
-	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
-	// Headers200 the parsed response headers for an HTTP 200 response
-	Headers200 *AdminWhoamiResponse200Headers
-	// Headers401 the parsed response headers for an HTTP 401 response
-	Headers401 *AdminWhoamiResponse401Headers
-	// Headers403 the parsed response headers for an HTTP 403 response
-	Headers403 *AdminWhoamiResponse403Headers
-	// Headers429 the parsed response headers for an HTTP 429 response
-	Headers429 *AdminWhoamiResponse429Headers
-	// Headers500 the parsed response headers for an HTTP 500 response
-	Headers500 *AdminWhoamiResponse500Headers
-	// Headers503 the parsed response headers for an HTTP 503 response
-	Headers503 *AdminWhoamiResponse503Headers
-}
-
-// GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r AdminWhoamiResponse) GetJSON200() *Whoami {
-	return r.JSON200
-}
-
-// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
-func (r AdminWhoamiResponse) GetApplicationproblemJSON401() *Unauthorized {
-	return r.ApplicationproblemJSON401
-}
-
-// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
-func (r AdminWhoamiResponse) GetApplicationproblemJSON403() *Forbidden {
-	return r.ApplicationproblemJSON403
-}
-
-// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
-func (r AdminWhoamiResponse) GetApplicationproblemJSON429() *RateLimited {
-	return r.ApplicationproblemJSON429
-}
-
-// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
-func (r AdminWhoamiResponse) GetApplicationproblemJSON500() *Internal {
-	return r.ApplicationproblemJSON500
-}
-
-// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r AdminWhoamiResponse) GetApplicationproblemJSON503() *Unavailable {
-	return r.ApplicationproblemJSON503
-}
-
-// GetBody returns the raw response body bytes
-func (r AdminWhoamiResponse) GetBody() []byte {
-	return r.Body
-}
-
-// Status returns HTTPResponse.Status
-func (r AdminWhoamiResponse) Status() string {
-	if r.HTTPResponse != nil {
-		return r.HTTPResponse.Status
-	}
-	return http.StatusText(0)
-}
-
-// StatusCode returns HTTPResponse.StatusCode
-func (r AdminWhoamiResponse) StatusCode() int {
-	if r.HTTPResponse != nil {
-		return r.HTTPResponse.StatusCode
-	}
-	return 0
-}
-
-// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
-func (r AdminWhoamiResponse) ContentType() string {
-	if r.HTTPResponse != nil {
-		return r.HTTPResponse.Header.Get("Content-Type")
-	}
-	return ""
-}
-
 // GetDocsResponse200Headers the declared response headers of an HTTP 200 response for GetDocs
 type GetDocsResponse200Headers struct {
 	XRequestId string
@@ -3970,6 +3851,47 @@ func (r HealthzResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r HealthzResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetMetricsResponse200Headers the declared response headers of an HTTP 200 response for GetMetrics
+type GetMetricsResponse200Headers struct {
+	XRequestId string
+}
+
+type GetMetricsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetMetricsResponse200Headers
+}
+
+// GetBody returns the raw response body bytes
+func (r GetMetricsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetMetricsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetMetricsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetMetricsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -6670,21 +6592,6 @@ func (r RotateWebhookSecretResponse) ContentType() string {
 	return ""
 }
 
-// AdminWhoamiWithResponse The admin key that asks
-//
-// Says which admin key sent the request. Other keys get `403`.
-//
-// Returns a wrapper object for the known response body format(s).
-//
-// Corresponds with GET /admin/api/whoami (the `AdminWhoami` operationId).
-func (c *ClientWithResponses) AdminWhoamiWithResponse(ctx context.Context, params *AdminWhoamiParams, reqEditors ...RequestEditorFn) (*AdminWhoamiResponse, error) {
-	rsp, err := c.AdminWhoami(ctx, params, reqEditors...)
-	if err != nil {
-		return nil, err
-	}
-	return ParseAdminWhoamiResponse(rsp)
-}
-
 // GetDocsWithResponse This document, browsable
 //
 // Returns this document as one HTML page, rendered by the server from
@@ -6714,6 +6621,27 @@ func (c *ClientWithResponses) HealthzWithResponse(ctx context.Context, params *H
 		return nil, err
 	}
 	return ParseHealthzResponse(rsp)
+}
+
+// GetMetricsWithResponse Prometheus metrics
+//
+// The process's metrics in the Prometheus text exposition format (or
+// OpenMetrics when the scraper asks for it): HTTP requests, orders
+// accepted and ended, saga steps, downstream attempts and breakers,
+// webhook attempts, the Asynq queues, and the Go runtime. Every family
+// is named `asyncgate_*` (`go_*` and `process_*` for the runtime). No
+// label carries an order id or a tenant. It needs no key: expose it to
+// your Prometheus only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /metrics (the `GetMetrics` operationId).
+func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, params *GetMetricsParams, reqEditors ...RequestEditorFn) (*GetMetricsResponse, error) {
+	rsp, err := c.GetMetrics(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetMetricsResponse(rsp)
 }
 
 // GetOpenAPIWithResponse This document
@@ -7119,200 +7047,6 @@ func (c *ClientWithResponses) RotateWebhookSecretWithResponse(ctx context.Contex
 	return ParseRotateWebhookSecretResponse(rsp)
 }
 
-// ParseAdminWhoamiResponse parses an HTTP response from a AdminWhoamiWithResponse call
-func ParseAdminWhoamiResponse(rsp *http.Response) (*AdminWhoamiResponse, error) {
-	bodyBytes, err := io.ReadAll(rsp.Body)
-	defer func() { _ = rsp.Body.Close() }()
-	if err != nil {
-		return nil, err
-	}
-
-	response := &AdminWhoamiResponse{
-		Body:         bodyBytes,
-		HTTPResponse: rsp,
-	}
-
-	switch {
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Whoami
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.JSON200 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
-		var dest Unauthorized
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON401 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
-		var dest Forbidden
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON403 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
-		var dest RateLimited
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON429 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
-		var dest Internal
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON500 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.ApplicationproblemJSON503 = &dest
-
-	}
-
-	switch {
-	case rsp.StatusCode == 200:
-		var headers AdminWhoamiResponse200Headers
-		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitLimit = &value
-		}
-		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitRemaining = &value
-		}
-		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitReset = &value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers200 = &headers
-	case rsp.StatusCode == 401:
-		var headers AdminWhoamiResponse401Headers
-		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.WWWAuthenticate = value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers401 = &headers
-	case rsp.StatusCode == 403:
-		var headers AdminWhoamiResponse403Headers
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers403 = &headers
-	case rsp.StatusCode == 429:
-		var headers AdminWhoamiResponse429Headers
-		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitLimit = &value
-		}
-		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitRemaining = &value
-		}
-		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RateLimitReset = &value
-		}
-		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RetryAfter = value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers429 = &headers
-	case rsp.StatusCode == 500:
-		var headers AdminWhoamiResponse500Headers
-		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RetryAfter = value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers500 = &headers
-	case rsp.StatusCode == 503:
-		var headers AdminWhoamiResponse503Headers
-		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
-			var value int
-			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.RetryAfter = value
-		}
-		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
-			var value string
-			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			}
-			headers.XRequestId = value
-		}
-		response.Headers503 = &headers
-	}
-
-	return response, nil
-}
-
 // ParseGetDocsResponse parses an HTTP response from a GetDocsWithResponse call
 func ParseGetDocsResponse(rsp *http.Response) (*GetDocsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -7395,6 +7129,35 @@ func ParseHealthzResponse(rsp *http.Response) (*HealthzResponse, error) {
 	switch {
 	case rsp.StatusCode == 200:
 		var headers HealthzResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetMetricsResponse parses an HTTP response from a GetMetricsWithResponse call
+func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetMetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetMetricsResponse200Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {

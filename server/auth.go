@@ -68,15 +68,6 @@ func (s *Server) authenticate(c *gin.Context) {
 	c.Next()
 }
 
-// requireAdmin lets only admin keys through; it runs after authenticate.
-func (s *Server) requireAdmin(c *gin.Context) {
-	if !c.MustGet(ctxPrincipal).(*principal).admin {
-		writeProblem(c, newProblem("forbidden", "this route needs an admin key"))
-		return
-	}
-	c.Next()
-}
-
 // principal returns the principal of the key with this hash, nil for none.
 func (s *Server) principal(ctx context.Context, hash [sha256.Size]byte) (*principal, error) {
 	if p, ok := s.keys[hash]; ok {

@@ -56,6 +56,7 @@ var problemKinds = map[string]struct {
 	"unsupported_media_type":    {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	"unauthorized":              {http.StatusUnauthorized, "Unauthorized"},
 	"forbidden":                 {http.StatusForbidden, "Forbidden"},
+	"csrf_failed":               {http.StatusForbidden, "CSRF check failed"},
 	"not_found":                 {http.StatusNotFound, "Not found"},
 	"method_not_allowed":        {http.StatusMethodNotAllowed, "Method not allowed"},
 	"too_late":                  {http.StatusConflict, "Too late"},

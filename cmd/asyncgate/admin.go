@@ -1,0 +1,30 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asyncgate/asyncgate/internal/app"
+)
+
+// adminOptions are the flags of the dashboard (/admin).
+type adminOptions struct {
+	sessionSecret  string
+	sessionTTL     time.Duration
+	queuesReadOnly bool
+}
+
+func (a adminOptions) apply(cfg *app.Config) error {
+	if n := len(a.sessionSecret); n > 0 && n < 32 {
+		return fmt.Errorf("--admin-session-secret must be at least 32 bytes, not %d", n)
+	}
+	if a.sessionSecret != "" {
+		cfg.Server.AdminSessionSecret = []byte(a.sessionSecret)
+	}
+	if a.sessionTTL < time.Minute {
+		return fmt.Errorf("--admin-session-ttl must be a minute or more, not %s", a.sessionTTL)
+	}
+	cfg.Server.AdminSessionTTL = a.sessionTTL
+	cfg.AdminQueuesReadOnly = a.queuesReadOnly
+	return nil
+}

@@ -1,0 +1,107 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/asyncgate/asyncgate/jobs"
+	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/webhooks"
+)
+
+// queueInspector is the dashboard's view of the Asynq queues
+// (server.QueueInspector), through asynq's Inspector on the shared Redis.
+type queueInspector struct{ insp *asynq.Inspector }
+
+// The queues the dashboard always shows, even before their first task.
+var knownQueues = []string{jobs.QueueCritical, jobs.QueueOrders, jobs.QueueWebhooks}
+
+func (q queueInspector) QueueStats(ctx context.Context) ([]server.QueueStats, error) {
+	names, err := q.insp.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	known := slices.Clone(names)
+	for _, n := range knownQueues {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	out := make([]server.QueueStats, 0, len(names))
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(known, n) { // no task yet
+			out = append(out, server.QueueStats{Queue: n})
+			continue
+		}
+		info, err := q.insp.GetQueueInfo(n)
+		if err != nil {
+			return nil, fmt.Errorf("queue %s: %w", n, err)
+		}
+		out = append(out, server.QueueStats{
+			Queue: n, Size: info.Size, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
+			Retry: info.Retry, Archived: info.Archived, LatencyMS: float64(info.Latency.Microseconds()) / 1000,
+			Paused: info.Paused, ProcessedToday: info.Processed, FailedToday: info.Failed,
+		})
+	}
+	return out, nil
+}
+
+// Failed deliveries are read from the archive of the webhooks queue in
+// pages of archivePage; one call looks at archiveScan tasks at most.
+const (
+	archivePage = 100
+	archiveScan = 1000
+)
+
+func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, offset, limit int) ([]server.FailedDelivery, int, error) {
+	var out []server.FailedDelivery
+	pos := offset
+	for scanned := 0; scanned < archiveScan; {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		page := pos / archivePage
+		tasks, err := q.insp.ListArchivedTasks(jobs.QueueWebhooks, asynq.Page(page+1), asynq.PageSize(archivePage))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return out, 0, nil
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("list archived deliveries: %w", err)
+		}
+		skip := pos - page*archivePage
+		if skip >= len(tasks) {
+			return out, 0, nil // the end
+		}
+		for _, t := range tasks[skip:] {
+			pos++
+			scanned++
+			if t.Type != jobs.TypeWebhookDeliver {
+				continue
+			}
+			var r webhooks.Ref
+			if json.Unmarshal(t.Payload, &r) != nil || r.Tenant == "" || r.DeliveryID == "" {
+				continue
+			}
+			if tenant != "" && r.Tenant != tenant {
+				continue
+			}
+			out = append(out, server.FailedDelivery{Ref: r, FailedAt: t.LastFailedAt, LastError: t.LastErr})
+			if len(out) == limit {
+				return out, pos, nil
+			}
+		}
+		if len(tasks) < archivePage {
+			return out, 0, nil
+		}
+	}
+	return out, pos, nil
+}
