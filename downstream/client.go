@@ -29,6 +29,7 @@ type client struct {
 	breaker *breaker
 	slots   chan struct{}
 	stats   counters
+	metrics Metrics // nil: none
 }
 
 func newClient(name string, cfg Config) (*client, error) {
@@ -107,7 +108,9 @@ func (c *client) call(ctx context.Context, req request, handle func(*http.Respon
 	acted := false    // whether any attempt may have reached the downstream and acted
 	var failure error // the last failure of an attempt that was sent
 	for attempt := 1; ; attempt++ {
-		err := c.attempt(ctx, budget, req, body, handle)
+		start := time.Now()
+		err := c.tracedAttempt(ctx, budget, req, body, handle, attempt)
+		c.observe(err, time.Since(start))
 		if err != nil && !acted && !refusedUnprocessed(err) {
 			acted = true
 		}
@@ -239,6 +242,7 @@ func (c *client) roundTrip(ctx context.Context, req request, body []byte, handle
 	if req.key != "" {
 		hreq.Header.Set("Idempotency-Key", req.key)
 	}
+	injectTrace(ctx, hreq.Header) // traceparent of the attempt's span
 
 	resp, err := c.cfg.HTTPClient.Do(hreq)
 	if err != nil {

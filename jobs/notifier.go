@@ -112,7 +112,7 @@ func NewNotifier(store *orders.Store, hooks *webhooks.Store, deliverer *webhooks
 
 // Register adds the webhook handlers and their retry delays to w.
 func (n *Notifier) Register(w *Worker) {
-	w.Mux.HandleFunc(TypeWebhookFanout, n.FanoutTask)
+	w.Mux.HandleFunc(TypeWebhookFanout, tracedTask("webhook.fanout", n.FanoutTask))
 	w.Mux.HandleFunc(TypeWebhookDeliver, n.DeliverTask)
 	w.SetRetryDelay(TypeWebhookFanout, n.RetryDelay)
 	w.SetRetryDelay(TypeWebhookDeliver, n.RetryDelay)
@@ -146,7 +146,7 @@ func (n *Notifier) OnTerminal(ctx context.Context, o *orders.Order) {
 // is already queued is not an error.
 func (n *Notifier) EnqueueFanout(ctx context.Context, tenant, id string, seq int64) error {
 	b, _ := json.Marshal(fanoutPayload{tenant, id, seq})
-	t := asynq.NewTask(TypeWebhookFanout, b, asynq.TaskID(fanoutTaskID(id, seq)), asynq.Queue(QueueWebhooks),
+	t := asynq.NewTaskWithHeaders(TypeWebhookFanout, b, traceHeaders(ctx, nil), asynq.TaskID(fanoutTaskID(id, seq)), asynq.Queue(QueueWebhooks),
 		asynq.MaxRetry(n.cfg.FanoutMaxRetry), asynq.Timeout(n.cfg.TaskTimeout))
 	return enqueue(ctx, n.client, t)
 }
@@ -159,7 +159,7 @@ func (n *Notifier) EnqueueDelivery(ctx context.Context, r webhooks.Ref) error {
 	if n.deliverer != nil {
 		timeout = n.deliverer.Timeout() + 15*time.Second
 	}
-	t := asynq.NewTask(TypeWebhookDeliver, b, asynq.TaskID(r.DeliveryID), asynq.Queue(QueueWebhooks),
+	t := asynq.NewTaskWithHeaders(TypeWebhookDeliver, b, traceHeaders(ctx, nil), asynq.TaskID(r.DeliveryID), asynq.Queue(QueueWebhooks),
 		asynq.MaxRetry(n.cfg.DeliverMaxRetry), asynq.Timeout(timeout))
 	return enqueue(ctx, n.client, t)
 }

@@ -60,6 +60,8 @@ type SagaConfig struct {
 	RetryBase, RetryMax time.Duration
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// Metrics receives step and terminal-status measurements. Defaults to none.
+	Metrics Metrics
 }
 
 func (c SagaConfig) withDefaults() SagaConfig {
@@ -84,6 +86,9 @@ func (c SagaConfig) withDefaults() SagaConfig {
 	if c.RetryMax == 0 {
 		c.RetryMax = 2 * time.Minute
 	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
+	}
 	return c
 }
 
@@ -95,12 +100,13 @@ type Saga struct {
 	enq       *Enqueuer
 	cfg       SagaConfig
 	log       *slog.Logger
+	metrics   Metrics
 }
 
 // NewSaga returns a saga.
 func NewSaga(store *orders.Store, p Portfolio, e Execution, enq *Enqueuer, cfg SagaConfig) *Saga {
 	cfg = cfg.withDefaults()
-	return &Saga{store: store, portfolio: p, execution: e, enq: enq, cfg: cfg, log: cfg.Logger}
+	return &Saga{store: store, portfolio: p, execution: e, enq: enq, cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics}
 }
 
 // Postponed is returned by handlers that wait for something (a lease, an
@@ -222,64 +228,76 @@ func (s *Saga) compensate(ctx context.Context, t *asynq.Task, p payload, reason 
 	return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
 }
 
-// advance runs the remaining steps of the order.
+// advance runs the remaining steps of the order, each in its own span.
 func (s *Saga) advance(ctx context.Context, l *orders.Lease, log *slog.Logger) error {
 	for !l.Order.Status.Terminal() {
-		o := l.Order
-		var c orders.Change
-		switch o.Status {
-		case orders.Pending:
-			c = orders.Change{To: orders.Validated}
-			if o.Notional(s.cfg.MarketPrice) > s.cfg.MaxNotional {
-				c = orders.Change{To: orders.Rejected, Reason: ReasonRiskLimit}
-			}
-		case orders.Validated:
-			err := s.portfolio.Reserve(ctx, downstream.Reservation{ID: o.ID, AccountID: o.AccountID, Amount: o.Notional(s.cfg.MarketPrice)})
-			switch {
-			case errors.Is(err, downstream.ErrInsufficientFunds):
-				c = orders.Change{To: orders.Rejected, Reason: ReasonInsufficientFunds}
-			case err != nil:
-				return fmt.Errorf("reserve funds: %w", err)
-			default:
-				c = orders.Change{To: orders.FundsReserved}
-			}
-		case orders.FundsReserved:
-			if err := s.store.BeginExecute(ctx, l); err != nil {
-				return err
-			}
-			fill, err := s.execution.Execute(ctx, executionRequest(o))
-			switch {
-			case downstream.Unprocessed(err):
-				// Nothing was executed: the order may still be cancelled or
-				// compensated without asking the execution service again.
-				if eerr := s.store.EndExecute(ctx, l); eerr != nil {
-					return eerr
-				}
-				return fmt.Errorf("execute: %w", err)
-			case errors.Is(err, downstream.ErrRefused):
-				if err := s.store.RequestCompensation(ctx, l.Tenant, l.ID, ReasonExecutionRefused); err != nil {
-					return err
-				}
-				return errCompensate
-			case err != nil:
-				return fmt.Errorf("execute: %w", err)
-			}
-			c = orders.Change{To: orders.Executed, Fill: toFill(fill)}
-		default:
-			return fmt.Errorf("%w: unexpected status %s", orders.ErrInvalidTransition, o.Status)
-		}
-		c.Extend = s.cfg.LeaseTTL
-		if err := s.store.Transition(ctx, l, c); err != nil {
+		from, start := l.Order.Status, time.Now()
+		err := s.tracedStep(ctx, l, log)
+		s.observeStep(from, l.Order, err, start)
+		if err != nil {
 			return err
 		}
-		log.DebugContext(ctx, "order step done", "status", c.To)
 	}
 	s.ended(ctx, l.Order, log)
 	return nil
 }
 
+// step moves the order one status on: validate, reserve funds or execute.
+func (s *Saga) step(ctx context.Context, l *orders.Lease, log *slog.Logger) error {
+	o := l.Order
+	var c orders.Change
+	switch o.Status {
+	case orders.Pending:
+		c = orders.Change{To: orders.Validated}
+		if o.Notional(s.cfg.MarketPrice) > s.cfg.MaxNotional {
+			c = orders.Change{To: orders.Rejected, Reason: ReasonRiskLimit}
+		}
+	case orders.Validated:
+		err := s.portfolio.Reserve(ctx, downstream.Reservation{ID: o.ID, AccountID: o.AccountID, Amount: o.Notional(s.cfg.MarketPrice)})
+		switch {
+		case errors.Is(err, downstream.ErrInsufficientFunds):
+			c = orders.Change{To: orders.Rejected, Reason: ReasonInsufficientFunds}
+		case err != nil:
+			return fmt.Errorf("reserve funds: %w", err)
+		default:
+			c = orders.Change{To: orders.FundsReserved}
+		}
+	case orders.FundsReserved:
+		if err := s.store.BeginExecute(ctx, l); err != nil {
+			return err
+		}
+		fill, err := s.execution.Execute(ctx, executionRequest(o))
+		switch {
+		case downstream.Unprocessed(err):
+			// Nothing was executed: the order may still be cancelled or
+			// compensated without asking the execution service again.
+			if eerr := s.store.EndExecute(ctx, l); eerr != nil {
+				return eerr
+			}
+			return fmt.Errorf("execute: %w", err)
+		case errors.Is(err, downstream.ErrRefused):
+			if err := s.store.RequestCompensation(ctx, l.Tenant, l.ID, ReasonExecutionRefused); err != nil {
+				return err
+			}
+			return errCompensate
+		case err != nil:
+			return fmt.Errorf("execute: %w", err)
+		}
+		c = orders.Change{To: orders.Executed, Fill: toFill(fill)}
+	default:
+		return fmt.Errorf("%w: unexpected status %s", orders.ErrInvalidTransition, o.Status)
+	}
+	c.Extend = s.cfg.LeaseTTL
+	if err := s.store.Transition(ctx, l, c); err != nil {
+		return err
+	}
+	log.DebugContext(ctx, "order step done", "status", c.To)
+	return nil
+}
+
 func (s *Saga) ended(ctx context.Context, o *orders.Order, log *slog.Logger) {
 	log.InfoContext(ctx, "order ended", "status", o.Status, "reason", o.Reason)
+	s.metrics.OrderEnded(o.Status)
 	if s.cfg.OnTerminalFunc != nil {
 		s.cfg.OnTerminalFunc(ctx, o)
 	}

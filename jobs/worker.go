@@ -70,9 +70,10 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 		LogLevel:                 asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
+	mux.Use(TraceTasks) // a consumer span per attempt, in the enqueuer's trace
 	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
-	mux.HandleFunc(TypeCompensate, saga.CompensateTask)
-	mux.HandleFunc(TypeRelease, saga.ReleaseTask)
+	mux.HandleFunc(TypeCompensate, tracedTask("saga.compensate", saga.measured("compensate", saga.CompensateTask)))
+	mux.HandleFunc(TypeRelease, tracedTask("saga.release", saga.measured("release", saga.ReleaseTask)))
 	w.srv, w.Mux = srv, mux
 	return w
 }

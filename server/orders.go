@@ -127,6 +127,7 @@ func (s *Server) placeOrder(c *gin.Context) {
 	if err := s.deps.Queue.EnqueueOrder(ctx, tenant, o.ID, nil); err != nil {
 		s.log.WarnContext(ctx, "enqueue failed; the reconciler will enqueue the order", "order_id", o.ID, "tenant", tenant, "err", err)
 	}
+	s.cfg.Metrics.OrderAccepted()
 	s.accepted(c, created)
 }
 

@@ -65,6 +65,8 @@ type DelivererConfig struct {
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// Metrics receives the attempts' outcomes and latencies. Defaults to none.
+	Metrics Metrics
 }
 
 func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
@@ -106,6 +108,9 @@ func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
 	}
 	return c
 }
@@ -255,7 +260,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		return Result{Outcome: Done, Status: a.verdict}, nil
 	}
 
-	att, retryAfter := d.post(ctx, r, a, now)
+	att, retryAfter := d.tracedPost(ctx, r, a, now)
 	if ctx.Err() != nil {
 		return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
 	}
@@ -282,6 +287,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	d.cfg.Metrics.ObserveWebhookAttempt(o.kind, attemptLatency(att))
 	res := Result{Status: status}
 	if att.Error != "" {
 		res.Err = errors.New(att.Error)
@@ -327,6 +333,7 @@ func (d *Deliverer) post(ctx context.Context, r Ref, a *attempt, now time.Time) 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", d.cfg.UserAgent)
+	injectTrace(ctx, req.Header) // traceparent of the attempt's span
 
 	start := time.Now()
 	resp, err := d.client.Do(req)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/telemetry"
 )
 
 // options are the flags shared by the service commands.
@@ -22,12 +24,15 @@ type options struct {
 	rateLimit     string
 	tenantLimits  string
 	keyCacheTTL   time.Duration
+	admin         adminOptions
 	portfolioURL  string
 	executionURL  string
 	orderDeadline time.Duration
 	concurrency   int
 	logFormat     string
 	logLevel      string
+	metricsAddr   string
+	traceStdout   bool
 	downTimeout   time.Duration
 	reconcile     time.Duration
 	resilience    resilienceOptions
@@ -61,6 +66,9 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	str(&o.executionURL, "execution-url", "", "base URL of the execution service")
 	str(&o.logFormat, "log-format", logDef, "log format: json or text")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	// No default port: several workers may share a host (and the tests start
+	// many); a worker's metrics need --metrics-addr such as :9091.
+	str(&o.metricsAddr, "metrics-addr", "", "listen address serving only GET /metrics and /healthz, such as :9091 (what a worker needs to be scraped); empty: none, the API serves /metrics on --addr")
 	dur := func(p *time.Duration, n string, def time.Duration, usage string) {
 		fs.Func(n, usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+", default "+def.String()+")", func(s string) error {
 			d, err := time.ParseDuration(s)
@@ -81,7 +89,21 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
 	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
 	dur(&o.keyCacheTTL, "key-cache-ttl", 30*time.Second, "how long API key lookups are cached: a revoked key works until then")
+	str(&o.admin.sessionSecret, "admin-session-secret", "", "secret (32+ bytes) signing the dashboard's session cookies; empty: a random one kept in Redis, shared by every API process")
+	dur(&o.admin.sessionTTL, "admin-session-ttl", 8*time.Hour, "how long a dashboard login lasts")
+	fs.BoolVar(&o.admin.queuesReadOnly, "admin-queues-readonly", false, "make the queue dashboard (/admin/queues) read-only (env ASYNCGATE_ADMIN_QUEUES_READONLY)")
+	if v := env("admin-queues-readonly", ""); v != "" {
+		if err := fs.Set("admin-queues-readonly", v); err != nil {
+			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_ADMIN_QUEUES_READONLY: %v", err))
+		}
+	}
 	o.resilience.register(fs, env)
+	fs.BoolVar(&o.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout as JSON (env ASYNCGATE_TRACE_STDOUT); without it, spans go by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else nowhere")
+	if v := env("trace-stdout", ""); v != "" {
+		if err := fs.Set("trace-stdout", v); err != nil {
+			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_TRACE_STDOUT: %v", err))
+		}
+	}
 	fs.IntVar(&o.concurrency, "concurrency", 50, "order tasks run at once per worker (env ASYNCGATE_CONCURRENCY)")
 	if v := env("concurrency", ""); v != "" {
 		if err := fs.Set("concurrency", v); err != nil {
@@ -97,13 +119,36 @@ func (o *options) logger(out io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %v", err)
 	}
 	hopts := &slog.HandlerOptions{Level: lvl}
+	// telemetry.NewLogHandler stamps each line logged with a context on a
+	// span with its trace_id and span_id.
 	switch o.logFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(out, hopts)), nil
+		return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(out, hopts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(out, hopts)), nil
+		return slog.New(telemetry.NewLogHandler(slog.NewTextHandler(out, hopts))), nil
 	}
 	return nil, fmt.Errorf("--log-format must be json or text, not %q", o.logFormat)
+}
+
+// tracing sets up OpenTelemetry tracing as --trace-stdout and the standard
+// OTEL_* environment ask (off by default). The returned func flushes the
+// spans still buffered; call it on the way out.
+func (o *options) tracing(ctx context.Context, stdout io.Writer, getenv func(string) string, log *slog.Logger) (func(), error) {
+	cfg := telemetry.TracingConfig{Getenv: getenv, Logger: log}
+	if o.traceStdout {
+		cfg.Stdout = stdout
+	}
+	shutdown, err := telemetry.SetupTracing(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			log.Warn("flushing spans failed", "err", err)
+		}
+	}, nil
 }
 
 // parseKeys parses "key=tenant,key2=tenant2".
@@ -136,7 +181,7 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr}
 	var errs []error
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)
@@ -151,6 +196,9 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 			errs = append(errs, err)
 		}
 		cfg.Server.OrderDeadline = o.orderDeadline
+		if err := o.admin.apply(&cfg); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if worker {
 		if err := checkURL("portfolio-url", o.portfolioURL); err != nil {

@@ -31,6 +31,8 @@ func TestBadConfigFailsClearly(t *testing.T) {
 		{"bad env duration", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--api-keys", "k-0123456789abcdef=acme"}, map[string]string{"ASYNCGATE_ORDER_DEADLINE": "soon"}, "ASYNCGATE_ORDER_DEADLINE"},
 		{"bad redis url", []string{"asyncgate", "api", "--redis", "mysql://x", "--api-keys", "k-0123456789abcdef=acme"}, nil, "redis url"},
 		{"bad flag", []string{"asyncgate", "serve", "--nope"}, nil, "flag provided but not defined"},
+		{"short admin session secret", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--admin-session-secret", "short"}, nil, "--admin-session-secret"},
+		{"bad admin queues read-only", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1"}, map[string]string{"ASYNCGATE_ADMIN_QUEUES_READONLY": "maybe"}, "ASYNCGATE_ADMIN_QUEUES_READONLY"},
 		{"bad log format", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--log-format", "xml"}, nil, "--log-format"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

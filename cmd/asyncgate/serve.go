@@ -44,6 +44,11 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		return err
 	}
 	useRedisLogger(log)
+	stopTracing, err := o.tracing(ctx, stdout, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg, err := o.appConfig(api, worker, log)
 	if err != nil {
 		return err
@@ -58,7 +63,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	defer rdb.Close()
 	cfg.Redis = rdb
 	return runApp(ctx, cfg, log, func(a *app.App) {
-		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL())
+		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL())
 	})
 }
 
@@ -100,6 +105,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		return err
 	}
 	useRedisLogger(log)
+	stopTracing, err := o.tracing(ctx, stdout, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	key := getenv("ASYNCGATE_DEV_API_KEY")
 	if key == "" {
 		key = "ag_dev_" + randomToken()
@@ -148,6 +158,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		return err
 	}
 	cfg.Redis = rdb
+	cfg.Server.AdminInsecureCookies = true // plain http on 127.0.0.1
 	return runApp(ctx, cfg, log, func(a *app.App) {
 		fmt.Fprintf(stdout, `
 asyncgate dev is running.
@@ -156,6 +167,9 @@ asyncgate dev is running.
   API key    %[2]s   (tenant "dev"; set ASYNCGATE_DEV_API_KEY to fix it)
   Admin key  %[5]s   (reaches /admin; set ASYNCGATE_DEV_ADMIN_KEY to fix it)
   API docs   %[1]s/docs
+  Metrics    %[1]s/metrics
+  Dashboard  %[1]s/admin/   (log in with the admin key)
+  Queues     %[1]s/admin/queues
   Simulator  %[3]s   (faults: curl %[3]s/_sim/faults)
   Redis      %[4]s
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
+	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
@@ -49,8 +50,17 @@ type Config struct {
 	// PortfolioReadTimeout bounds the portfolio call of GET /v1/portfolios (the API needs
 	// Portfolio.BaseURL for it). Defaults to 1s.
 	PortfolioReadTimeout time.Duration
+	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
+	AdminQueuesReadOnly bool
 
 	Logger *slog.Logger
+	// Metrics are the process's Prometheus metrics, served at /metrics by
+	// the API and on MetricsAddr. Nil: a registry of the App's own.
+	Metrics *telemetry.Metrics
+	// MetricsAddr, if set, is a listen address serving only GET /metrics
+	// (and GET /healthz): the metrics of a worker-only process, or kept
+	// off the public port.
+	MetricsAddr string
 }
 
 // App is a running asyncgate process.
@@ -78,6 +88,10 @@ type App struct {
 	ln        net.Listener
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+
+	metrics    *telemetry.Metrics
+	metricsLn  net.Listener
+	metricsSrv *http.Server
 }
 
 // NewRedis returns a client for a redis:// or rediss:// URL with a pool
@@ -107,7 +121,13 @@ func New(cfg Config) (*App, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &App{cfg: cfg}
+	if cfg.Metrics == nil {
+		cfg.Metrics = telemetry.NewMetrics()
+	}
+	if cfg.Webhooks.Deliverer.Metrics == nil {
+		cfg.Webhooks.Deliverer.Metrics = cfg.Metrics
+	}
+	a := &App{cfg: cfg, metrics: cfg.Metrics}
 	a.Store = orders.NewStore(cfg.Redis, cfg.Store)
 	a.client = asynq.NewClientFromRedisClient(cfg.Redis)
 	a.Enq = jobs.NewEnqueuer(a.client, cfg.Enqueuer)
@@ -120,10 +140,13 @@ func New(cfg Config) (*App, error) {
 	if cfg.API {
 		scfg := cfg.Server
 		scfg.Logger = cfg.Logger
+		scfg.Metrics = cfg.Metrics
 		a.Keys = apikeys.NewStore(cfg.Redis, apikeys.Config{})
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: a.Webhooks, WebhookQueue: a.Notifier}
+			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
+			AdminOrders: a.Store, AdminWebhooks: a.Webhooks, Queues: queueInspector{a.Inspector()},
+			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), MetricsHandler: cfg.Metrics.Handler()}
 		var err error
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
@@ -149,6 +172,7 @@ func New(cfg Config) (*App, error) {
 		a.Portfolio, a.Execution = p, e
 		sc := cfg.Saga
 		sc.Logger = cfg.Logger
+		sc.Metrics = cfg.Metrics
 		sc.OnTerminalFunc = a.onTerminal(sc.OnTerminalFunc)
 		a.Saga = jobs.NewSaga(a.Store, p, e, a.Enq, sc)
 		wc := cfg.WorkerPool
@@ -160,6 +184,7 @@ func New(cfg Config) (*App, error) {
 		rc.OutboxFunc = a.Notifier.RedriveOutbox
 		a.recon = jobs.NewReconciler(a.Store, asynq.NewInspectorFromRedisClient(cfg.Redis), a.Enq, rc)
 	}
+	a.wireMetrics()
 	return a, nil
 }
 
@@ -191,6 +216,9 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if a.shared != nil {
 		a.shared.Start(ctx)
+	}
+	if err := a.startMetricsListener(); err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
 	}
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
@@ -238,6 +266,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	if a.httpSrv != nil {
 		errs = append(errs, a.httpSrv.Shutdown(ctx))
+	}
+	if a.metricsSrv != nil {
+		errs = append(errs, a.metricsSrv.Shutdown(ctx))
 	}
 	if a.API != nil {
 		a.API.Close() // write the idempotency records still pending
