@@ -232,8 +232,8 @@ func adminHeaders(c *gin.Context) {
 // still valid, with a CSRF token on state-changing requests.
 func (s *Server) requireAdminAuth(c *gin.Context) {
 	adminHeaders(c)
-	if h := c.GetHeader("Authorization"); h != "" {
-		s.adminBearer(c, h)
+	if c.GetHeader("Authorization") != "" {
+		s.adminBearer(c)
 		return
 	}
 	p, sess, err := s.cookiePrincipal(c)
@@ -260,25 +260,11 @@ func (s *Server) requireAdminAuth(c *gin.Context) {
 }
 
 // adminBearer authenticates "Authorization: Bearer <admin key>".
-func (s *Server) adminBearer(c *gin.Context, h string) {
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
-		c.Header("WWW-Authenticate", `Bearer realm="asyncgate"`)
-		writeProblem(c, newProblem("unauthorized", "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login"))
-		return
-	}
-	p, err := s.principal(c.Request.Context(), apikeys.Hash(key))
-	if err != nil {
-		writeProblem(c, err)
-		return
-	}
+func (s *Server) adminBearer(c *gin.Context) {
+	p := s.bearer(c, "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login")
 	if p == nil {
-		c.Header("WWW-Authenticate", `Bearer realm="asyncgate", error="invalid_token"`)
-		writeProblem(c, newProblem("unauthorized", "the API key is not valid"))
 		return
 	}
-	c.Set(ctxPrincipal, p)
-	c.Set(ctxTenant, p.tenant)
 	if !p.admin {
 		writeProblem(c, newProblem("forbidden", "this route needs an admin key"))
 		return

@@ -46,26 +46,34 @@ const touchEvery = time.Minute
 // how much of a guessed key was right, and a stored key's hash is compared
 // again in constant time.
 func (s *Server) authenticate(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	key, ok := strings.CutPrefix(h, "Bearer ")
+	if s.bearer(c, "send your API key as 'Authorization: Bearer <key>'") != nil {
+		c.Next()
+	}
+}
+
+// bearer resolves the request's Bearer key to its principal and puts it on
+// the context; on a missing or invalid key it answers the 401 problem
+// (hint says how to authenticate) and returns nil.
+func (s *Server) bearer(c *gin.Context, hint string) *principal {
+	key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
 	if !ok || key == "" {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate"`)
-		writeProblem(c, newProblem("unauthorized", "send your API key as 'Authorization: Bearer <key>'"))
-		return
+		writeProblem(c, newProblem("unauthorized", hint))
+		return nil
 	}
 	p, err := s.principal(c.Request.Context(), apikeys.Hash(key))
 	if err != nil {
 		writeProblem(c, err)
-		return
+		return nil
 	}
 	if p == nil {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate", error="invalid_token"`)
 		writeProblem(c, newProblem("unauthorized", "the API key is not valid"))
-		return
+		return nil
 	}
 	c.Set(ctxPrincipal, p)
 	c.Set(ctxTenant, p.tenant)
-	c.Next()
+	return p
 }
 
 // principal returns the principal of the key with this hash, nil for none.
