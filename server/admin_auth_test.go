@@ -6,11 +6,9 @@ package server_test
 // apitest, so that every answer is also validated against openapi.yaml.
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -25,6 +23,7 @@ import (
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/server"
 )
@@ -63,21 +62,8 @@ func newAuthEnvOn(t *testing.T, rdb *redis.Client, mut ...func(*app.Config)) *au
 	for _, m := range mut {
 		m(&cfg)
 	}
-	a, err := app.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return &authEnv{t: t, url: srv.URL, app: a, c: apitest.Client(t, srv.URL), skew: skew, rdb: rdb}
+	a, apiURL := apptest.Serve(t, cfg)
+	return &authEnv{t: t, url: apiURL, app: a, c: apitest.Client(t, apiURL), skew: skew, rdb: rdb}
 }
 
 // req is a request of the tests: who sends it and how.

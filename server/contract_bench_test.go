@@ -47,20 +47,7 @@ func BenchmarkAcceptWithContract(b *testing.B) {
 				offNs.Add(int64(t1.Sub(t0)))
 				onNs.Add(int64(time.Since(t1)))
 			}
-			b.ReportAllocs()
-			if mode == "serial" {
-				for b.Loop() {
-					pair()
-				}
-			} else {
-				b.SetParallelism(8)
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						pair()
-					}
-				})
-			}
+			runPairs(b, mode, pair)
 			n := float64(b.N)
 			b.ReportMetric(float64(offNs.Load())/n/1e3, "off-µs/req")
 			b.ReportMetric(float64(onNs.Load())/n/1e3, "on-µs/req")
@@ -83,13 +70,54 @@ func acceptBench(b *testing.B, contract bool) func() {
 		b.Fatal(err)
 	}
 	key := keyA
+	var edit func(*http.Request)
 	if contract {
 		_, secret, err := a.Keys.Create(b.Context(), apikeys.CreateParams{Tenant: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}
 		key = secret.Reveal()
+		var seq atomic.Int64
+		prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+		edit = func(req *http.Request) {
+			req.Header.Set("Idempotency-Key", prefix+strconv.FormatInt(seq.Add(1), 10))
+		}
 	}
+	post := orderPoster(b, a, key, edit)
+	return func() {
+		resp := post()
+		if resp != nil && (resp.StatusCode != http.StatusAccepted || (contract && resp.Header.Get("RateLimit-Limit") == "")) {
+			b.Errorf("status %d, RateLimit-Limit %q", resp.StatusCode, resp.Header.Get("RateLimit-Limit"))
+		}
+	}
+}
+
+// runPairs runs pair b.N times: one at a time ("serial"), or with
+// 8×GOMAXPROCS goroutines ("parallel"), reporting allocations.
+func runPairs(b *testing.B, mode string, pair func()) {
+	b.ReportAllocs()
+	if mode == "serial" {
+		for b.Loop() {
+			pair()
+		}
+		return
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			pair()
+		}
+	})
+}
+
+// orderPoster serves a's handler on a loopback port until b ends and
+// returns a function that POSTs one order to /v1/orders with key as Bearer
+// (edit, when not nil, may change the request first) and returns the
+// answer, its body read and closed; on a transport error it fails b and
+// returns nil.
+func orderPoster(b *testing.B, a *app.App, key string, edit func(*http.Request)) func() *http.Response {
+	b.Helper()
 	srv := httptest.NewServer(a.Handler())
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
@@ -100,24 +128,20 @@ func acceptBench(b *testing.B, contract bool) func() {
 		a.Shutdown(context.Background())
 	})
 	body := []byte(`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market"}`)
-	var seq atomic.Int64
-	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
-	return func() {
+	return func() *http.Response {
 		req, _ := http.NewRequest("POST", srv.URL+"/v1/orders", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+key)
 		req.Header.Set("Content-Type", "application/json")
-		if contract {
-			req.Header.Set("Idempotency-Key", prefix+strconv.FormatInt(seq.Add(1), 10))
+		if edit != nil {
+			edit(req)
 		}
 		resp, err := c.Do(req)
 		if err != nil {
 			b.Error(err)
-			return
+			return nil
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted || (contract && resp.Header.Get("RateLimit-Limit") == "") {
-			b.Errorf("status %d, RateLimit-Limit %q", resp.StatusCode, resp.Header.Get("RateLimit-Limit"))
-		}
+		return resp
 	}
 }

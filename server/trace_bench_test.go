@@ -1,12 +1,9 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,20 +62,7 @@ func BenchmarkAcceptWithTracing(b *testing.B) {
 					timed(off, &offNs)
 				}
 			}
-			b.ReportAllocs()
-			if mode == "serial" {
-				for b.Loop() {
-					pair()
-				}
-			} else {
-				b.SetParallelism(8)
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						pair()
-					}
-				})
-			}
+			runPairs(b, mode, pair)
 			n := float64(b.N)
 			offUs, onUs := float64(offNs.Load())/n/1e3, float64(onNs.Load())/n/1e3
 			b.ReportMetric(offUs, "off-µs/req")
@@ -100,28 +84,9 @@ func tracedAcceptBench(b *testing.B, tp trace.TracerProvider) func() {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(a.Handler())
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 512
-	c := &http.Client{Transport: tr}
-	b.Cleanup(func() {
-		tr.CloseIdleConnections()
-		srv.Close()
-		a.Shutdown(context.Background())
-	})
-	body := []byte(`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market"}`)
+	post := orderPoster(b, a, keyA, nil)
 	return func() {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/orders", bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+keyA)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := c.Do(req)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
+		if resp := post(); resp != nil && resp.StatusCode != http.StatusAccepted {
 			b.Errorf("status %d", resp.StatusCode)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
@@ -74,21 +75,8 @@ func setup(t *testing.T, opts ...option) *bundle {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	a, err := app.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return &bundle{app: a, url: srv.URL, sim: s, rdb: rdb}
+	a, url := apptest.Serve(t, cfg)
+	return &bundle{app: a, url: url, sim: s, rdb: rdb}
 }
 
 type response struct {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
@@ -113,21 +114,8 @@ func setupTraced(t *testing.T, fail func(*http.Request, int) bool, opts ...optio
 	for _, o := range opts {
 		o(&cfg)
 	}
-	a, err := app.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return &bundle{app: a, url: srv.URL, sim: ts.sim, rdb: rdb}, ts, exp
+	a, url := apptest.Serve(t, cfg)
+	return &bundle{app: a, url: url, sim: ts.sim, rdb: rdb}, ts, exp
 }
 
 // placeAndFinish places an order through the checked API client, waits

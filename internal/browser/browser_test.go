@@ -23,6 +23,7 @@ import (
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
@@ -105,7 +106,7 @@ func setup(t *testing.T) *env {
 	if os.Getenv("AG_TEST_LOG") == "1" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	a, err := app.New(app.Config{
+	_, apiURL := apptest.Serve(t, app.Config{
 		Redis: redistest.Shared(t).NewClient(t), API: true, Worker: true,
 		Server: server.Config{
 			APIKeys:              map[string]string{apiKey: "acme"},
@@ -123,20 +124,7 @@ func setup(t *testing.T) *env {
 		},
 		Logger: logger,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return &env{url: srv.URL, api: apitest.Client(t, srv.URL), rcv: rcv, sim: s}
+	return &env{url: apiURL, api: apitest.Client(t, apiURL), rcv: rcv, sim: s}
 }
 
 // call sends an API request with the tenant key, checks the status and

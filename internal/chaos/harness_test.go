@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
@@ -85,27 +86,14 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
 
-	a, err := app.New(app.Config{
+	a, apiURL := apptest.Serve(t, app.Config{
 		Redis: rdb, API: true,
 		Server:           server.Config{APIKeys: map[string]string{apiKey: tenant}},
 		Enqueuer:         jobs.EnqueuerConfig{MaxRetry: o.maxRetry},
 		IsolatedBreakers: o.isolated,
 		Logger:           slog.New(slog.DiscardHandler),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	apiSrv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		apiSrv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	c := &cluster{t: t, redis: rs, rdb: rdb, sim: s, simURL: simSrv.URL, api: a, apiURL: apiSrv.URL,
+	c := &cluster{t: t, redis: rs, rdb: rdb, sim: s, simURL: simSrv.URL, api: a, apiURL: apiURL,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}}
 	args := o.workerArgs
 	if o.isolated {

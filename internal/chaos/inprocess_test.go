@@ -16,6 +16,7 @@ import (
 
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
@@ -72,17 +73,8 @@ func startInProcess(t *testing.T, edit func(*app.Config), wrap func(http.Handler
 	if before != nil {
 		before(a)
 	}
-	if err := a.Start(context.Background(), false); err != nil {
-		t.Fatal(err)
-	}
-	apiSrv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		apiSrv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	c := &cluster{t: t, rdb: rdb, sim: s, api: a, apiURL: apiSrv.URL,
+	apiURL := apptest.Start(t, a)
+	c := &cluster{t: t, rdb: rdb, sim: s, api: a, apiURL: apiURL,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}}
 	return &inproc{t: t, app: a, sim: s, logs: logs, c: c}
 }

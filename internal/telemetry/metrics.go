@@ -68,15 +68,8 @@ type Metrics struct {
 	terminal     *prometheus.CounterVec
 	terminalByID map[orders.Status]prometheus.Counter
 
-	sagaSteps    *prometheus.CounterVec
-	sagaDuration *prometheus.HistogramVec
-	sagaCount    map[[2]string]prometheus.Counter
-	sagaObserve  map[string]prometheus.Observer
-
-	downCalls    *prometheus.CounterVec
-	downDuration *prometheus.HistogramVec
-	downCount    map[[2]string]prometheus.Counter
-	downObserve  map[string]prometheus.Observer
+	saga outcomeMetrics // by step
+	down outcomeMetrics // by downstream
 
 	webhookAttempts *prometheus.CounterVec
 	webhookDuration prometheus.Histogram
@@ -91,6 +84,50 @@ type httpKey struct {
 type httpSeries struct {
 	count    prometheus.Counter
 	duration prometheus.Observer
+}
+
+// outcomeMetrics counts events by subject (a saga step, a downstream) and
+// outcome, and times them by subject. The series of the known label values
+// are resolved up front; others are resolved when they occur.
+type outcomeMetrics struct {
+	count    *prometheus.CounterVec   // labels: subject, "outcome"
+	duration *prometheus.HistogramVec // label: subject
+	counters map[[2]string]prometheus.Counter
+	timers   map[string]prometheus.Observer
+}
+
+func newOutcomeMetrics(subject string, subjects, outcomes []string, count prometheus.CounterOpts, duration prometheus.HistogramOpts) outcomeMetrics {
+	om := outcomeMetrics{
+		count:    prometheus.NewCounterVec(count, []string{subject, "outcome"}),
+		duration: prometheus.NewHistogramVec(duration, []string{subject}),
+		counters: make(map[[2]string]prometheus.Counter, len(subjects)*len(outcomes)),
+		timers:   make(map[string]prometheus.Observer, len(subjects)),
+	}
+	for _, s := range subjects {
+		om.timers[s] = om.duration.WithLabelValues(s)
+		for _, o := range outcomes {
+			om.counters[[2]string{s, o}] = om.count.WithLabelValues(s, o)
+		}
+	}
+	return om
+}
+
+// inc counts one event of subject with outcome.
+func (om *outcomeMetrics) inc(subject, outcome string) {
+	c, ok := om.counters[[2]string{subject, outcome}]
+	if !ok {
+		c = om.count.WithLabelValues(subject, outcome)
+	}
+	c.Inc()
+}
+
+// observe records the duration of one event of subject.
+func (om *outcomeMetrics) observe(subject string, elapsed time.Duration) {
+	o, ok := om.timers[subject]
+	if !ok {
+		o = om.duration.WithLabelValues(subject)
+	}
+	o.Observe(elapsed.Seconds())
 }
 
 // NewMetrics returns the metrics of a process, registered in a new
@@ -122,39 +159,20 @@ func NewMetrics() *Metrics {
 		m.terminalByID[s] = m.terminal.WithLabelValues(string(s))
 	}
 
-	m.sagaSteps = prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.saga = newOutcomeMetrics("step", SagaSteps, SagaOutcomes, prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "saga", Name: "steps_total",
 		Help: "Saga steps run, by step and outcome: ok, rejected (business refusal), compensate (rollback requested), postponed (open breaker, full bulkhead, held lease), retry (transient failure), failed (permanent), fenced (another worker took over).",
-	}, []string{"step", "outcome"})
-	m.sagaDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "saga", Name: "step_duration_seconds",
 		Help: "Time a saga step took, downstream calls and store writes included, whatever its outcome.", Buckets: sagaBuckets,
-	}, []string{"step"})
-	m.sagaCount = make(map[[2]string]prometheus.Counter)
-	m.sagaObserve = make(map[string]prometheus.Observer)
-	for _, s := range SagaSteps {
-		m.sagaObserve[s] = m.sagaDuration.WithLabelValues(s)
-		for _, o := range SagaOutcomes {
-			m.sagaCount[[2]string{s, o}] = m.sagaSteps.WithLabelValues(s, o)
-		}
-	}
-
-	m.downCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+	})
+	m.down = newOutcomeMetrics("downstream", Downstreams, DownstreamOutcomes, prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "downstream", Name: "attempts_total",
 		Help: "HTTP attempts to call a downstream, by downstream and outcome: ok, refused (a business or client-error answer), error (timeout, connection error, 5xx, 429, bad answer), breaker_open and bulkhead_full (not sent), cancelled (the caller gave up).",
-	}, []string{"downstream", "outcome"})
-	m.downDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, prometheus.HistogramOpts{
 		Namespace: Namespace, Subsystem: "downstream", Name: "attempt_duration_seconds",
 		Help: "Duration of the attempts sent to a downstream (ok, refused and error outcomes).", Buckets: downstreamBuckets,
-	}, []string{"downstream"})
-	m.downCount = make(map[[2]string]prometheus.Counter)
-	m.downObserve = make(map[string]prometheus.Observer)
-	for _, d := range Downstreams {
-		m.downObserve[d] = m.downDuration.WithLabelValues(d)
-		for _, o := range DownstreamOutcomes {
-			m.downCount[[2]string{d, o}] = m.downCalls.WithLabelValues(d, o)
-		}
-	}
+	})
 
 	m.webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "webhook", Name: "attempts_total",
@@ -169,8 +187,8 @@ func NewMetrics() *Metrics {
 		m.webhookCount[o] = m.webhookAttempts.WithLabelValues(o)
 	}
 
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.accepted, m.terminal, m.sagaSteps, m.sagaDuration,
-		m.downCalls, m.downDuration, m.webhookAttempts, m.webhookDuration)
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.accepted, m.terminal, m.saga.count, m.saga.duration,
+		m.down.count, m.down.duration, m.webhookAttempts, m.webhookDuration)
 	return m
 }
 
@@ -247,33 +265,17 @@ func (m *Metrics) OrderEnded(status orders.Status) {
 
 // ObserveSagaStep records one run of a saga step.
 func (m *Metrics) ObserveSagaStep(step, outcome string, elapsed time.Duration) {
-	c, ok := m.sagaCount[[2]string{step, outcome}]
-	if !ok {
-		c = m.sagaSteps.WithLabelValues(step, outcome)
-	}
-	c.Inc()
-	o, ok := m.sagaObserve[step]
-	if !ok {
-		o = m.sagaDuration.WithLabelValues(step)
-	}
-	o.Observe(elapsed.Seconds())
+	m.saga.inc(step, outcome)
+	m.saga.observe(step, elapsed)
 }
 
 // ObserveDownstreamAttempt records one attempt to call a downstream.
 // elapsed is ignored for attempts that were not sent.
 func (m *Metrics) ObserveDownstreamAttempt(downstream, outcome string, elapsed time.Duration) {
-	c, ok := m.downCount[[2]string{downstream, outcome}]
-	if !ok {
-		c = m.downCalls.WithLabelValues(downstream, outcome)
-	}
-	c.Inc()
+	m.down.inc(downstream, outcome)
 	switch outcome {
 	case "ok", "refused", "error":
-		o, ok := m.downObserve[downstream]
-		if !ok {
-			o = m.downDuration.WithLabelValues(downstream)
-		}
-		o.Observe(elapsed.Seconds())
+		m.down.observe(downstream, elapsed)
 	}
 }
 
