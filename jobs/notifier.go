@@ -189,6 +189,7 @@ func (n *Notifier) FanoutTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	for _, r := range refs {
+		r.OrderID = o.ID
 		if err := n.EnqueueDelivery(ctx, r); err != nil {
 			return err // the retry publishes nothing new and enqueues what is missing
 		}
@@ -245,6 +246,9 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	log := n.log.With("delivery_id", r.DeliveryID, "event_id", r.EventID, "tenant", r.Tenant, "task_type", t.Type())
+	if r.OrderID != "" {
+		log = log.With("order_id", r.OrderID)
+	}
 	switch res.Outcome {
 	case webhooks.Retry:
 		log.InfoContext(ctx, "webhook attempt failed; will retry", "delay", res.Delay, "err", res.Err)

@@ -47,4 +47,7 @@ type Ref struct {
 	EventID    string `json:"e"`
 	// EndpointID is empty for a delivery to an order's callback_url.
 	EndpointID string `json:"ep,omitempty"`
+	// OrderID is the order whose event is delivered, for the delivery's
+	// log lines; the fan-out sets it, a redelivery leaves it empty.
+	OrderID string `json:"o,omitempty"`
 }

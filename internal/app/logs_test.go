@@ -118,6 +118,9 @@ func TestLogsCarryTraceIDsAndNoSecrets(t *testing.T) {
 				t.Errorf("request line without trace or request id: %s", line)
 			}
 		}
+		if _, ok := m["delivery_id"]; ok && m["order_id"] == nil {
+			t.Errorf("a delivery's line without its order_id: %s", line)
+		}
 		if _, ok := m["order_id"]; !ok {
 			continue
 		}
