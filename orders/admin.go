@@ -2,7 +2,6 @@ package orders
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,14 +45,13 @@ func (s *Store) ListAll(ctx context.Context, p ListParams) ([]*Order, string, er
 	if err != nil {
 		return nil, "", fmt.Errorf("list orders: %w", err)
 	}
-	type ref struct{ tenant, id string }
-	var refs []ref
+	var refs []orderRef
 	for i, c := range cmds {
 		for _, id := range c.Val() {
-			refs = append(refs, ref{tenants[i], id})
+			refs = append(refs, orderRef{tenants[i], id})
 		}
 	}
-	slices.SortFunc(refs, func(a, b ref) int {
+	slices.SortFunc(refs, func(a, b orderRef) int {
 		if c := strings.Compare(b.id, a.id); c != 0 {
 			return c
 		}
@@ -64,29 +62,9 @@ func (s *Store) ListAll(ctx context.Context, p ListParams) ([]*Order, string, er
 		refs = refs[:p.Limit]
 		next = refs[len(refs)-1].id
 	}
-	docs := make([]*redis.SliceCmd, len(refs))
-	_, err = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for i, r := range refs {
-			docs[i] = pl.HMGet(ctx, s.k.order(r.tenant, r.id), "doc", "status", "seq", "cancel")
-		}
-		return nil
-	})
+	out, err := s.readOrders(ctx, refs, p.Status)
 	if err != nil {
 		return nil, "", fmt.Errorf("list orders: %w", err)
-	}
-	out := make([]*Order, 0, len(refs))
-	for i, c := range docs {
-		o, err := decodeOrder(refs[i].tenant, c.Val())
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		if p.Status != "" && o.Status != p.Status {
-			continue // moved on between the two reads
-		}
-		out = append(out, o)
 	}
 	return out, next, nil
 }
@@ -99,26 +77,13 @@ func (s *Store) Find(ctx context.Context, id string) ([]*Order, error) {
 		return nil, fmt.Errorf("find order: %w", err)
 	}
 	slices.Sort(tenants)
-	cmds := make([]*redis.SliceCmd, len(tenants))
-	_, err = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for i, t := range tenants {
-			cmds[i] = pl.HMGet(ctx, s.k.order(t, id), "doc", "status", "seq", "cancel")
-		}
-		return nil
-	})
+	refs := make([]orderRef, len(tenants))
+	for i, t := range tenants {
+		refs[i] = orderRef{t, id}
+	}
+	out, err := s.readOrders(ctx, refs, "")
 	if err != nil {
 		return nil, fmt.Errorf("find order: %w", err)
-	}
-	var out []*Order
-	for i, c := range cmds {
-		o, err := decodeOrder(tenants[i], c.Val())
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, o)
 	}
 	return out, nil
 }

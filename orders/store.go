@@ -230,31 +230,49 @@ func (s *Store) List(ctx context.Context, tenant string, p ListParams) ([]*Order
 		ids = ids[:p.Limit]
 		next = ids[len(ids)-1]
 	}
-	cmds := make([]*redis.SliceCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = pl.HMGet(ctx, s.k.order(tenant, id), "doc", "status", "seq", "cancel")
+	refs := make([]orderRef, len(ids))
+	for i, id := range ids {
+		refs[i] = orderRef{tenant, id}
+	}
+	out, err := s.readOrders(ctx, refs, p.Status)
+	if err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	return out, next, nil
+}
+
+// orderRef names an order of a tenant.
+type orderRef struct{ tenant, id string }
+
+// readOrders reads the orders of refs in one pipeline, in refs' order,
+// leaving out those gone and, with a status, those no longer in it (moved
+// on since their ids were read).
+func (s *Store) readOrders(ctx context.Context, refs []orderRef, status Status) ([]*Order, error) {
+	cmds := make([]*redis.SliceCmd, len(refs))
+	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for i, r := range refs {
+			cmds[i] = pl.HMGet(ctx, s.k.order(r.tenant, r.id), "doc", "status", "seq", "cancel")
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("list orders: %w", err)
+		return nil, err
 	}
-	out := make([]*Order, 0, len(ids))
-	for _, c := range cmds {
-		o, err := decodeOrder(tenant, c.Val())
+	out := make([]*Order, 0, len(refs))
+	for i, c := range cmds {
+		o, err := decodeOrder(refs[i].tenant, c.Val())
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		if p.Status != "" && o.Status != p.Status {
-			continue // moved on between the two reads
+		if status != "" && o.Status != status {
+			continue
 		}
 		out = append(out, o)
 	}
-	return out, next, nil
+	return out, nil
 }
 
 var requestCancelScript = redis.NewScript(luaTerminal + `
