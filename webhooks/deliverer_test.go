@@ -236,7 +236,7 @@ func TestDeliverGoneDisablesEndpointAndHolds(t *testing.T) {
 		t.Fatalf("endpoint after 410 = %+v", got)
 	}
 	// New events for it are held, not attempted.
-	_, refs = b.publish(t, "acme", "")
+	ev2, refs := b.publish(t, "acme", "")
 	if len(refs) != 0 {
 		t.Fatalf("deliveries scheduled for a disabled endpoint: %+v", refs)
 	}
@@ -255,6 +255,9 @@ func TestDeliverGoneDisablesEndpointAndHolds(t *testing.T) {
 		r, err := b.store.PrepareRedelivery(ctx, "acme", id)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if data := map[string]json.RawMessage{ev.ID: ev.Data, ev2.ID: ev2.Data}[r.EventID]; r.OrderID == "" || !strings.Contains(string(data), `"id":"`+r.OrderID+`"`) {
+			t.Errorf("redelivery's reference names order %q; its event is %s", r.OrderID, data)
 		}
 		if res := b.deliver(t, r); res.Status != webhooks.DeliveryDelivered {
 			t.Fatalf("held delivery after enable: %+v", res)

@@ -400,7 +400,25 @@ func (s *Store) PrepareRedelivery(ctx context.Context, tenant, id string) (Ref, 
 	case "disabled":
 		return Ref{}, ErrEndpointDisabled
 	}
-	return Ref{Tenant: tenant, DeliveryID: id, EventID: eventID, EndpointID: ep}, nil
+	return Ref{Tenant: tenant, DeliveryID: id, EventID: eventID, EndpointID: ep, OrderID: s.eventOrderID(ctx, tenant, eventID)}, nil
+}
+
+// eventOrderID returns the id of the order an event is about, read from
+// its stored body, for the delivery's log lines; "" when it cannot be read.
+func (s *Store) eventOrderID(ctx context.Context, tenant, eventID string) string {
+	body, err := s.rdb.HGet(ctx, s.k.event(tenant, eventID), "body").Bytes()
+	if err != nil {
+		return ""
+	}
+	var ev struct {
+		Data struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(body, &ev) != nil {
+		return ""
+	}
+	return ev.Data.ID
 }
 
 // beginScript reads what an attempt needs and decides whether it may go:
