@@ -171,29 +171,6 @@ type orderQuery struct {
 	Cursor     string
 }
 
-// fieldProblem is a validation problem naming the fields; nil for none.
-func fieldProblem(fe []orders.FieldError) *Problem {
-	if len(fe) == 0 {
-		return nil
-	}
-	p := newProblem("validation_failed", "the query has invalid parameters")
-	p.Errors = fe
-	return p
-}
-
-func parseLimit(c *gin.Context, def, maxLimit int, fe *[]orders.FieldError) int {
-	l := c.Query("limit")
-	if l == "" {
-		return def
-	}
-	n, err := strconv.Atoi(l)
-	if err != nil || n < 1 || n > maxLimit {
-		*fe = append(*fe, orders.FieldError{Field: "limit", Reason: "must be an integer from 1 to " + strconv.Itoa(maxLimit)})
-		return def
-	}
-	return n
-}
-
 func parseTenant(c *gin.Context, fe *[]orders.FieldError) string {
 	t := c.Query("tenant")
 	if t != "" && !tenantRe.MatchString(t) {
@@ -211,17 +188,12 @@ func parseTenantQuery(c *gin.Context) (string, *Problem) {
 
 func parseOrderQuery(c *gin.Context) (orderQuery, *Problem) {
 	var fe []orders.FieldError
-	q := orderQuery{Tenant: parseTenant(c, &fe), ID: c.Query("id"), Status: orders.Status(c.Query("status"))}
-	if q.Status != "" && !q.Status.Valid() {
-		fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of pending, validated, funds_reserved, executed, rejected, failed, cancelled"})
-	}
+	q := orderQuery{Tenant: parseTenant(c, &fe), ID: c.Query("id"), Status: parseOrderStatus(c, &fe)}
 	if q.ID != "" && !validID(q.ID) {
 		fe = append(fe, orders.FieldError{Field: "id", Reason: "must be an order id (a UUID)"})
 	}
 	q.Limit = parseLimit(c, adminDefaultLimit, adminMaxLimit, &fe)
-	if q.Cursor = c.Query("cursor"); q.Cursor != "" && !validID(q.Cursor) {
-		fe = append(fe, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
-	}
+	q.Cursor = parseCursor(c, validID, &fe)
 	return q, fieldProblem(fe)
 }
 

@@ -219,30 +219,9 @@ type OrderList struct {
 }
 
 func (s *Server) listOrders(c *gin.Context) {
-	p := orders.ListParams{Limit: 50}
 	var fe []orders.FieldError
-	if st := c.Query("status"); st != "" {
-		p.Status = orders.Status(st)
-		if !p.Status.Valid() {
-			fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of pending, validated, funds_reserved, executed, rejected, failed, cancelled"})
-		}
-	}
-	if l := c.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 200 {
-			fe = append(fe, orders.FieldError{Field: "limit", Reason: "must be an integer from 1 to 200"})
-		}
-		p.Limit = n
-	}
-	if cur := c.Query("cursor"); cur != "" {
-		if !validID(cur) {
-			fe = append(fe, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
-		}
-		p.After = cur
-	}
-	if len(fe) > 0 {
-		pr := newProblem("validation_failed", "the query has invalid parameters")
-		pr.Errors = fe
+	p := orders.ListParams{Status: parseOrderStatus(c, &fe), Limit: parseLimit(c, 50, 200, &fe), After: parseCursor(c, validID, &fe)}
+	if pr := fieldProblem(fe); pr != nil {
 		writeProblem(c, pr)
 		return
 	}

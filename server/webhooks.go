@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -188,30 +187,13 @@ func (s *Server) listDeliveries(c *gin.Context) {
 	if !ok {
 		return
 	}
-	p := webhooks.DeliveryListParams{Limit: 20}
 	var fe []orders.FieldError
-	if st := c.Query("status"); st != "" {
-		p.Status = st
-		if !slices.Contains(webhooks.DeliveryStatuses, st) {
-			fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of " + strings.Join(webhooks.DeliveryStatuses, ", ")})
-		}
+	st := c.Query("status")
+	if st != "" && !slices.Contains(webhooks.DeliveryStatuses, st) {
+		fe = append(fe, orders.FieldError{Field: "status", Reason: "must be one of " + strings.Join(webhooks.DeliveryStatuses, ", ")})
 	}
-	if l := c.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 100 {
-			fe = append(fe, orders.FieldError{Field: "limit", Reason: "must be an integer from 1 to 100"})
-		}
-		p.Limit = n
-	}
-	if cur := c.Query("cursor"); cur != "" {
-		if !webhooks.ValidDeliveryID(cur) {
-			fe = append(fe, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
-		}
-		p.After = cur
-	}
-	if len(fe) > 0 {
-		pr := newProblem("validation_failed", "the query has invalid parameters")
-		pr.Errors = fe
+	p := webhooks.DeliveryListParams{Status: st, Limit: parseLimit(c, 20, 100, &fe), After: parseCursor(c, webhooks.ValidDeliveryID, &fe)}
+	if pr := fieldProblem(fe); pr != nil {
 		writeProblem(c, pr)
 		return
 	}
