@@ -14,10 +14,9 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/asyncgate/asyncgate/internal/oteltest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 )
 
@@ -50,16 +49,7 @@ func TestSafeURL(t *testing.T) {
 // traceparent the downstream receives; an attempt the open breaker rejects
 // is a short span with an error, and nothing is sent.
 func TestTraceAttemptSpans(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	t.Cleanup(func() {
-		tp.Shutdown(context.Background())
-		otel.SetTracerProvider(prevTP)
-		otel.SetTextMapPropagator(prevProp)
-	})
+	exp := oteltest.Install(t)
 
 	var mu sync.Mutex
 	var got []string // traceparents, in order

@@ -13,29 +13,14 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/asyncgate/asyncgate/internal/oteltest"
 )
 
-func installTracing(t *testing.T) *tracetest.InMemoryExporter {
-	t.Helper()
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	t.Cleanup(func() {
-		tp.Shutdown(context.Background())
-		otel.SetTracerProvider(prevTP)
-		otel.SetTextMapPropagator(prevProp)
-	})
-	return exp
-}
-
 func TestTraceHeadersWithoutSpanAreUntouched(t *testing.T) {
-	installTracing(t)
+	oteltest.Install(t)
 	h := map[string]string{"x": "1"}
 	if got := traceHeaders(context.Background(), h); len(got) != 1 || got["x"] != "1" {
 		t.Fatalf("headers without a span = %v", got)
@@ -49,7 +34,7 @@ func TestTraceHeadersWithoutSpanAreUntouched(t *testing.T) {
 // task headers and the worker's consumer span is its child, in the same
 // trace; the task's own headers are copied, not written to.
 func TestTraceHeadersRoundTrip(t *testing.T) {
-	exp := installTracing(t)
+	exp := oteltest.Install(t)
 	ctx, parent := otel.Tracer("test").Start(context.Background(), "enqueue")
 	own := map[string]string{"k": "v"}
 	h := traceHeaders(ctx, own)
@@ -91,7 +76,7 @@ func TestTraceHeadersRoundTrip(t *testing.T) {
 }
 
 func TestTraceTasksMarksFailuresNotPostponements(t *testing.T) {
-	exp := installTracing(t)
+	exp := oteltest.Install(t)
 	run := func(err error) sdktrace.ReadOnlySpan {
 		t.Helper()
 		exp.Reset()

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -9,11 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/oteltest"
 	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/orders"
@@ -22,29 +18,13 @@ import (
 
 const adminKey = "admin-key-0123456789abcdef"
 
-// sampleEverything installs a tracer provider that samples every span,
-// with W3C propagation, until the test ends. Tests that call it change
-// process globals: they must not be parallel.
-func sampleEverything(t *testing.T) {
-	t.Helper()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	t.Cleanup(func() { // registered before the app's: runs after it stopped
-		tp.Shutdown(context.Background())
-		otel.SetTracerProvider(prevTP)
-		otel.SetTextMapPropagator(prevProp)
-	})
-}
-
 // The JSON log of a whole scenario — API and admin keys used, webhook
 // secrets created and rotated, signed deliveries, one failing endpoint —
 // holds no secret, and every line about an order names the order, its
 // tenant and its trace.
 func TestLogsCarryTraceIDsAndNoSecrets(t *testing.T) {
-	// Not parallel: sampleEverything sets the global tracer provider.
-	sampleEverything(t)
+	// Not parallel: oteltest.Install sets the global tracer provider.
+	oteltest.Install(t)
 	logs := &proctest.Buffer{}
 	b := setup(t, fastWebhooks, func(c *app.Config) {
 		c.Logger = slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))

@@ -6,7 +6,6 @@ package app_test
 // start only after every sequential one ended.
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -16,37 +15,18 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/apptest"
+	"github.com/asyncgate/asyncgate/internal/oteltest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
-	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/orders"
 )
-
-// installTracing makes every span of the process go to the returned
-// in-memory exporter as it ends, with W3C propagation, until the test ends.
-func installTracing(t *testing.T) *tracetest.InMemoryExporter {
-	t.Helper()
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(telemetry.Propagator())
-	t.Cleanup(func() { // registered first, so it runs after the app stopped
-		tp.Shutdown(context.Background())
-		otel.SetTracerProvider(prevTP)
-		otel.SetTextMapPropagator(prevProp)
-	})
-	return exp
-}
 
 // seenRequest is a request the simulator got, with its traceparent.
 type seenRequest struct {
@@ -103,7 +83,7 @@ func (s *tracedSim) requests(method, path string) []seenRequest {
 // behind a tracedSim.
 func setupTraced(t *testing.T, fail func(*http.Request, int) bool, opts ...option) (*bundle, *tracedSim, *tracetest.InMemoryExporter) {
 	t.Helper()
-	exp := installTracing(t)
+	exp := oteltest.Install(t)
 	rdb := redistest.Shared(t).NewClient(t)
 	ts := &tracedSim{sim: sim.New(sim.Config{}), fail: fail}
 	simSrv := httptest.NewServer(ts)
