@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/hibiken/asynq"
@@ -22,29 +23,17 @@ type queueInspector struct{ insp *asynq.Inspector }
 var knownQueues = []string{jobs.QueueCritical, jobs.QueueOrders, jobs.QueueWebhooks}
 
 func (q queueInspector) QueueStats(ctx context.Context) ([]server.QueueStats, error) {
-	names, err := q.insp.Queues()
+	infos, err := queueInfos(q.insp, knownQueues)
 	if err != nil {
-		return nil, fmt.Errorf("list queues: %w", err)
+		return nil, err
 	}
-	known := slices.Clone(names)
-	for _, n := range knownQueues {
-		if !slices.Contains(names, n) {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(infos))
 	out := make([]server.QueueStats, 0, len(names))
 	for _, n := range names {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if !slices.Contains(known, n) { // no task yet
+		info := infos[n]
+		if info == nil { // no task yet
 			out = append(out, server.QueueStats{Queue: n})
 			continue
-		}
-		info, err := q.insp.GetQueueInfo(n)
-		if err != nil {
-			return nil, fmt.Errorf("queue %s: %w", n, err)
 		}
 		out = append(out, server.QueueStats{
 			Queue: n, Size: info.Size, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
@@ -53,6 +42,29 @@ func (q queueInspector) QueueStats(ctx context.Context) ([]server.QueueStats, er
 		})
 	}
 	return out, nil
+}
+
+// queueInfos reads the figures of every Asynq queue there is, and gives
+// the queues of want that do not exist yet (a queue exists from its first
+// task on) a nil entry: GetQueueInfo fails on those, with an error that is
+// not asynq.ErrQueueNotFound, so the queues are listed first.
+func queueInfos(insp *asynq.Inspector, want []string) (map[string]*asynq.QueueInfo, error) {
+	names, err := insp.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	infos := make(map[string]*asynq.QueueInfo, len(names)+len(want))
+	for _, n := range want {
+		infos[n] = nil
+	}
+	for _, n := range names {
+		info, err := insp.GetQueueInfo(n)
+		if err != nil {
+			return nil, fmt.Errorf("queue %s: %w", n, err)
+		}
+		infos[n] = info
+	}
+	return infos, nil
 }
 
 // Failed deliveries are read from the archive of the webhooks queue in

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -295,28 +294,12 @@ func (q *queueCollector) snapshot() *queueSnapshot {
 
 // read reads the figures from Redis.
 func (q *queueCollector) read() *queueSnapshot {
-	s := &queueSnapshot{infos: make(map[string]*asynq.QueueInfo, len(q.queues)), ok: true}
-	fail := func(what string, err error) *queueSnapshot {
-		q.log.Debug("metrics: "+what, "err", err)
-		s.ok, s.at = false, time.Now()
-		return s
-	}
-	// A queue exists from its first task on; GetQueueInfo fails on one
-	// that does not yet, with an error that is not asynq.ErrQueueNotFound.
-	exist, err := q.insp.Queues()
+	infos, err := queueInfos(q.insp, q.queues)
 	if err != nil {
-		return fail("list queues", err)
+		q.log.Debug("metrics: read the queues", "err", err)
+		return &queueSnapshot{at: time.Now()}
 	}
-	for _, name := range q.queues {
-		if !slices.Contains(exist, name) {
-			continue
-		}
-		info, err := q.insp.GetQueueInfo(name)
-		if err != nil {
-			return fail("read the figures of queue "+name, err)
-		}
-		s.infos[name] = info
-	}
+	s := &queueSnapshot{infos: infos, ok: true}
 	s.oldest = q.oldestUndelivered(s.infos[jobs.QueueWebhooks])
 	s.at = time.Now()
 	return s
