@@ -36,6 +36,7 @@ type options struct {
 	downTimeout   time.Duration
 	reconcile     time.Duration
 	resilience    resilienceOptions
+	durability    durabilityOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
 
@@ -98,6 +99,9 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 		}
 	}
 	o.resilience.register(fs, env)
+	if !dev { // dev is always relaxed (runDev says so)
+		o.durability.register(fs, env, &o.envErr)
+	}
 	fs.BoolVar(&o.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout as JSON (env ASYNCGATE_TRACE_STDOUT); without it, spans go by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else nowhere")
 	if v := env("trace-stdout", ""); v != "" {
 		if err := fs.Set("trace-stdout", v); err != nil {

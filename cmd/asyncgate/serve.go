@@ -56,14 +56,27 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if cfg.Webhooks, err = webhookConfig(getenv, false); err != nil {
 		return err
 	}
+	if _, err := o.durability.config(log); err != nil {
+		return err
+	}
 	rdb, err := app.NewRedis(o.redisURL)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 	cfg.Redis = rdb
+	// Before anything listens: a process that cannot keep --durability's
+	// promise does not start.
+	barrier, err := o.durability.check(ctx, rdb, log)
+	if err != nil {
+		return err
+	}
+	if api {
+		cfg.Durability = barrier
+	}
 	return runApp(ctx, cfg, log, func(a *app.App) {
-		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL())
+		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL(),
+			"durability", o.durability.mode, "durability_method", barrier.Method().String())
 	})
 }
 
@@ -159,6 +172,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	}
 	cfg.Redis = rdb
 	cfg.Server.AdminInsecureCookies = true // plain http on 127.0.0.1
+	// dev is relaxed: miniredis keeps nothing on disk (and a --redis given
+	// to dev is not checked either).
 	return runApp(ctx, cfg, log, func(a *app.App) {
 		fmt.Fprintf(stdout, `
 asyncgate dev is running.
@@ -172,6 +187,7 @@ asyncgate dev is running.
   Queues     %[1]s/admin/queues
   Simulator  %[3]s   (faults: curl %[3]s/_sim/faults)
   Redis      %[4]s
+  Durability relaxed: a 202 does not wait for disk or replicas (use serve/api/worker for --durability strict)
 
 Try:
   curl -s -X POST %[1]s/v1/orders -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \

@@ -33,6 +33,11 @@ type Options struct {
 	// AOF turns on the append-only file (appendfsync always), so that a
 	// restart or a kill keeps every acknowledged write. Defaults to off.
 	AOF bool
+	// Appendfsync is the AOF's fsync policy when AOF is on: "always",
+	// "everysec" or "no". Defaults to "always".
+	Appendfsync string
+	// ReplicaOf, host:port, makes the server a replica of that one.
+	ReplicaOf string
 	// Databases is the number of logical databases. Defaults to 256.
 	Databases int
 }
@@ -160,9 +165,20 @@ func (s *Server) Restart() error {
 		"--protected-mode", "no", "--loglevel", "warning",
 	}
 	if s.opts.AOF {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+		fsync := s.opts.Appendfsync
+		if fsync == "" {
+			fsync = "always"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if s.opts.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(s.opts.ReplicaOf)
+		if err != nil {
+			return fmt.Errorf("redistest: ReplicaOf: %w", err)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	cmd := exec.Command("redis-server", args...)
 	logf, err := os.Create(filepath.Join(s.dir, "redis.log"))
@@ -210,6 +226,22 @@ func (s *Server) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+// Pause stops the process with SIGSTOP: it holds its connections but
+// answers nothing (a replica that stops acknowledging) until Resume.
+func (s *Server) Pause() { s.send(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.send(syscall.SIGCONT) }
+
+// send signals the running process, if any, without waiting.
+func (s *Server) send(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(sig)
+	}
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
