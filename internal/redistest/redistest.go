@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,6 +86,27 @@ func StartServer(opts Options, dir string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// StartReplica starts a replica of master for the test, with opts (its
+// ReplicaOf set to master), and waits until master counts it in sync.
+func StartReplica(t testing.TB, master *Server, opts Options) *Server {
+	t.Helper()
+	opts.ReplicaOf = master.Addr()
+	r := Start(t, opts)
+	c := redis.NewClient(&redis.Options{Addr: master.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info := c.Info(context.Background(), "replication").Val()
+		if strings.Contains(info, "port="+strconv.Itoa(r.port)+",state=online") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: replica %s not in sync after 20s:\n%s", r.Addr(), info)
+		}
+		time.Sleep(20 * time.Millisecond) // poll with a deadline: Redis gives no event
+	}
 }
 
 var (
