@@ -13,6 +13,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/durability"
 	"github.com/asyncgate/asyncgate/internal/sim"
 )
 
@@ -65,20 +66,28 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	}
 	defer rdb.Close()
 	cfg.Redis = rdb
-	// Before anything listens: a process that cannot keep --durability's
-	// promise does not start.
-	barrier, err := o.durability.check(ctx, rdb, log)
-	if err != nil {
-		return err
-	}
+	// The barrier is known once Redis was asked, after app.New has checked
+	// the rest of the configuration and before anything listens: a process
+	// that cannot keep --durability's promise does not start.
+	barrier := &checkedBarrier{}
 	if api {
 		cfg.Durability = barrier
 	}
-	return runApp(ctx, cfg, log, func(a *app.App) {
+	check := func() (err error) {
+		barrier.b, err = o.durability.check(ctx, rdb, log)
+		return err
+	}
+	return runApp(ctx, cfg, log, check, func(a *app.App) {
 		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL(),
-			"durability", o.durability.mode, "durability_method", barrier.Method().String())
+			"durability", o.durability.mode, "durability_method", barrier.b.Method().String())
 	})
 }
+
+// checkedBarrier is the API's durability barrier, set by the start-up
+// check after app.New and before Start (nothing calls Sync before).
+type checkedBarrier struct{ b *durability.Barrier }
+
+func (c *checkedBarrier) Sync(ctx context.Context) error { return c.b.Sync(ctx) }
 
 func args0(api, worker bool) string {
 	switch {
@@ -90,10 +99,17 @@ func args0(api, worker bool) string {
 	return "worker"
 }
 
-func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, started func(*app.App)) error {
+// runApp builds the App, runs check (if not nil), starts the App and runs
+// it until ctx ends.
+func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, check func() error, started func(*app.App)) error {
 	a, err := app.New(cfg)
 	if err != nil {
 		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	if err := a.Start(ctx, cfg.API); err != nil {
 		return err
@@ -174,7 +190,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	cfg.Server.AdminInsecureCookies = true // plain http on 127.0.0.1
 	// dev is relaxed: miniredis keeps nothing on disk (and a --redis given
 	// to dev is not checked either).
-	return runApp(ctx, cfg, log, func(a *app.App) {
+	return runApp(ctx, cfg, log, nil, func(a *app.App) {
 		fmt.Fprintf(stdout, `
 asyncgate dev is running.
 

@@ -18,7 +18,6 @@ import (
 
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
-	"github.com/asyncgate/asyncgate/internal/durability"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
@@ -55,9 +54,9 @@ type Config struct {
 	AdminQueuesReadOnly bool
 
 	// Durability is the barrier the API passes before it acknowledges a
-	// write (see internal/durability); nil waits for nothing, as under
-	// --durability relaxed.
-	Durability *durability.Barrier
+	// write (a *durability.Barrier from durability.Check); nil waits for
+	// nothing, as under --durability relaxed.
+	Durability server.Durability
 
 	Logger *slog.Logger
 	// Metrics are the process's Prometheus metrics, served at /metrics by
@@ -153,9 +152,7 @@ func New(cfg Config) (*App, error) {
 			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
 			AdminOrders: a.Store, AdminWebhooks: a.Webhooks, Queues: queueInspector{a.Inspector()},
 			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), MetricsHandler: cfg.Metrics.Handler()}
-		if cfg.Durability.Method() == durability.WaitAOF || cfg.Durability.Method() == durability.WaitReplicas {
-			deps.Durability = cfg.Durability
-		}
+		deps.Durability = cfg.Durability
 		var err error
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
