@@ -1,4 +1,4 @@
-package server
+package admin
 
 import (
 	"bytes"
@@ -18,11 +18,11 @@ const QueuesRoot = "/admin/queues"
 // caller: this package knows nothing of Asynq) at /admin/queues, behind the
 // group's authentication and CSRF check. asynqmon routes by the whole
 // path, so it gets the request as it came.
-func (s *Server) adminQueueRoutes(g *gin.RouterGroup) {
-	if s.deps.QueuesUI == nil {
+func (a *Dashboard) adminQueueRoutes(g *gin.RouterGroup) {
+	if a.deps.QueuesUI == nil {
 		return
 	}
-	ui := s.deps.QueuesUI
+	ui := a.deps.QueuesUI
 	h := func(c *gin.Context) {
 		w := http.ResponseWriter(c.Writer)
 		if strings.HasPrefix(c.Request.URL.Path, QueuesRoot+"/api/") {

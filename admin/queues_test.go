@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 import (
 	"encoding/json"
@@ -8,8 +8,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/internal/app"
-	"github.com/asyncgate/asyncgate/server"
 )
 
 func TestRedactPayload(t *testing.T) {
@@ -32,7 +32,7 @@ func TestRedactPayload(t *testing.T) {
 		{`{"a":1}]`, `(8 bytes, not JSON: hidden)`},
 		{"\xff\xfe", `(2 bytes, not JSON: hidden)`},
 	} {
-		if got := server.RedactPayload("order:process", []byte(c.in)); got != c.want {
+		if got := admin.RedactPayload("order:process", []byte(c.in)); got != c.want {
 			t.Errorf("RedactPayload(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
@@ -45,7 +45,7 @@ func FuzzRedactPayload(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		out := server.RedactPayload("t", in)
+		out := admin.RedactPayload("t", in)
 		if out == "" || strings.HasPrefix(out, "(") && strings.HasSuffix(out, "hidden)") {
 			return
 		}
@@ -60,7 +60,7 @@ func FuzzRedactPayload(f *testing.F) {
 				for k, e := range x {
 					l := strings.ToLower(k)
 					for _, s := range []string{"secret", "token", "password", "key", "signature", "authorization"} {
-						if strings.Contains(l, s) && e != server.Redacted {
+						if strings.Contains(l, s) && e != admin.Redacted {
 							t.Fatalf("RedactPayload(%q) = %q: %q is shown", in, out, k)
 						}
 					}

@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 // Tests of the dashboard's own pages (/admin/…, HTML), on the real App,
 // through apitest so that every answer is validated against openapi.yaml.
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -86,7 +86,7 @@ func TestAdminPages(t *testing.T) {
 	epGone := b.createEndpoint(t, keyB, gone.URL, "retired")
 	ob := b.place(t, keyB, marketOrder())
 	b.waitTerminal(t, keyB, ob.ID)
-	list := adminGet[server.AdminOrderList](t, b, "/admin/api/orders")
+	list := adminGet[admin.OrderList](t, b, "/admin/api/orders")
 	if len(list.Data) != 3 {
 		t.Fatalf("%d orders, want 3", len(list.Data))
 	}
@@ -146,9 +146,9 @@ func TestAdminPages(t *testing.T) {
 	page(t, b, "/admin/deliveries?limit=500", http.StatusUnprocessableEntity)
 
 	// Endpoints: the disabled one says why and can be enabled.
-	var eps server.AdminEndpointList
+	var eps admin.EndpointList
 	waitFor(t, 20*time.Second, "tenant-b's endpoint disabled", func() bool {
-		eps = adminGet[server.AdminEndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b")
+		eps = adminGet[admin.EndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b")
 		return len(eps.Data) == 1 && eps.Data[0].Health == webhooks.HealthDisabled
 	})
 	html = page(t, b, "/admin/endpoints", http.StatusOK)
