@@ -27,9 +27,9 @@ import (
 var adminHTML embed.FS
 
 var adminFuncs = template.FuncMap{
-	"ts":    formatTime,
-	"ms":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + " ms" },
-	"deref": func(p *float64) float64 { return *p },
+	"ts":  formatTime,
+	"ms":  formatMillis,
+	"num": formatNumber,
 }
 
 // adminPages are the parsed pages, by file name: each is the layout with
