@@ -22,8 +22,13 @@ func TestStrictRefusesEverysec(t *testing.T) {
 		t.Run(role, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			args := []string{role, "--redis", rs.URL(0), "--api-keys", key + "=acme",
-				"--portfolio-url", "http://127.0.0.1:1", "--execution-url", "http://127.0.0.1:1", "--addr", "127.0.0.1:0"}
+			args := []string{role, "--redis", rs.URL(0)}
+			if role != "worker" {
+				args = append(args, "--api-keys", key+"=acme", "--addr", "127.0.0.1:0")
+			}
+			if role != "api" {
+				args = append(args, "--portfolio-url", "http://127.0.0.1:1", "--execution-url", "http://127.0.0.1:1")
+			}
 			out, err := exec.CommandContext(ctx, binary, args...).CombinedOutput()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
