@@ -27,16 +27,16 @@ import (
 
 // answerDurably sends the answer written by send once the request's writes
 // are durable, or 503 not_durable with location (if not empty) as its
-// Location.
-func (s *Server) answerDurably(c *gin.Context, location string, send func()) {
+// Location. It reports whether the client gets send's answer.
+func (s *Server) answerDurably(c *gin.Context, location string, send func()) bool {
 	if s.deps.Durability == nil {
 		send()
-		return
+		return true
 	}
 	err := s.deps.Durability.Sync(c.Request.Context())
 	if err == nil {
 		send()
-		return
+		return true
 	}
 	p := newProblem("not_durable", "the change was made but is not yet confirmed on disk or on replicas; "+
 		"retry with the same Idempotency-Key to get its answer once it is, or look at Location when there is one")
@@ -49,11 +49,12 @@ func (s *Server) answerDurably(c *gin.Context, location string, send func()) {
 			// retry; the idempotency middleware sends p instead.
 			send()
 			r.unconfirmed = p
-			return
+			return false
 		}
 	}
 	if location != "" {
 		c.Header("Location", location)
 	}
 	writeProblem(c, p)
+	return false
 }

@@ -247,6 +247,10 @@ func (s *Server) idempotency(c *gin.Context) {
 
 	if !recorded(bw.status) {
 		r.release()
+		if r.unconfirmed != nil { // not an answer answerDurably sends; never a false one
+			s.sendUnconfirmed(c, r)
+			return
+		}
 	} else {
 		r.answer = &idemRecord{Fingerprint: r.fp, Status: bw.status, Body: bw.buf.Bytes(), Header: make(map[string]string, len(replayedHeaders))}
 		for _, h := range replayedHeaders {
@@ -260,17 +264,22 @@ func (s *Server) idempotency(c *gin.Context) {
 		s.recorder.add(r)
 		if r.unconfirmed != nil {
 			// Not durable yet: a retry with the key gets the recorded
-			// answer once the barrier passes; this client gets 503 (with
-			// the answer's Location, if any).
-			h := c.Writer.Header()
-			h.Del("Content-Type")
-			h.Del("Retry-After")
-			writeProblem(c, r.unconfirmed)
+			// answer once the barrier passes; this client gets 503.
+			s.sendUnconfirmed(c, r)
 			return
 		}
 	}
 	c.Writer.WriteHeader(bw.status)
 	c.Writer.Write(bw.buf.Bytes())
+}
+
+// sendUnconfirmed sends r's 503 not_durable in place of the held answer,
+// keeping only its Location.
+func (s *Server) sendUnconfirmed(c *gin.Context, r *idemRequest) {
+	h := c.Writer.Header()
+	h.Del("Content-Type")
+	h.Del("Retry-After")
+	writeProblem(c, r.unconfirmed)
 }
 
 // answerFromRecord answers a request whose key is taken: by the recorded

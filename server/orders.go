@@ -134,10 +134,9 @@ func (s *Server) placeOrder(c *gin.Context) {
 	}
 	// The durability barrier: after the last write the 202 stands on (the
 	// enqueue), before the answer.
-	s.answerDurably(c, "/v1/orders/"+created.ID, func() {
+	if s.answerDurably(c, "/v1/orders/"+created.ID, func() { s.accepted(c, created) }) {
 		s.cfg.Metrics.OrderAccepted()
-		s.accepted(c, created)
-	})
+	}
 }
 
 func (s *Server) accepted(c *gin.Context, o *orders.Order) {
