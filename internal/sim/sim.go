@@ -116,6 +116,7 @@ type Stats struct {
 	Faulted           int `json:"faulted"`            // requests answered by an outage or ErrorRate
 	Reservations      int `json:"reservations"`       // funds reserved
 	Releases          int `json:"releases"`           // reservations released
+	Settlements       int `json:"settlements"`        // reservations consumed by a fill
 	Executions        int `json:"executions"`         // orders executed
 }
 
@@ -132,6 +133,7 @@ type Sim struct {
 	reservations map[key]*reservation
 	executions   map[key]*execution
 	ledger       map[key]*OrderLedger
+	byOrder      map[key][]string // the ids of each order's reservations
 	stats        Stats
 }
 
@@ -284,7 +286,7 @@ func (s *Sim) Ledgers() []OrderLedger {
 
 func (l *OrderLedger) view() OrderLedger {
 	v := *l
-	v.ReservationOpen = l.open > 0
+	v.ReservationOpen, v.open = l.open > 0, 0
 	return v
 }
 
@@ -366,6 +368,7 @@ func (s *Sim) resetLocked() {
 	s.reservations = make(map[key]*reservation)
 	s.executions = make(map[key]*execution)
 	s.ledger = make(map[key]*OrderLedger)
+	s.byOrder = make(map[key][]string)
 	s.stats = Stats{}
 }
 
@@ -536,6 +539,8 @@ func (s *Sim) reserve(who caller, id, accountID string, amount float64) answer {
 	}
 	a.reserved += amount
 	*res = reservation{state: held, account: accountID, amount: amount, order: who.order}
+	ord := key{who.tenant, who.order}
+	s.byOrder[ord] = append(s.byOrder[ord], id)
 	l.Reservations++
 	l.open++
 	s.stats.Reservations++
@@ -710,6 +715,7 @@ func (s *Sim) execute(who caller, req *executeRequest, refuse []string) answer {
 	if l.AccountID == "" {
 		l.AccountID = req.AccountID
 	}
+	s.settle(who, l, req, price)
 	e.code = http.StatusCreated
 	e.body = map[string]any{
 		"execution_id": req.ExecutionID,
@@ -721,6 +727,30 @@ func (s *Sim) execute(who caller, req *executeRequest, refuse []string) answer {
 		"filled_at":    s.cfg.NowFunc().UTC().Format(time.RFC3339Nano),
 	}
 	return answer{code: e.code, body: e.body, required: "price"}
+}
+
+// settle books a fill: the order's held reservations stop counting as reserved (the fill
+// consumes them), the cash pays for a buy or receives a sale, and the position moves by
+// the quantity. s.mu must be held.
+func (s *Sim) settle(who caller, l *OrderLedger, req *executeRequest, price float64) {
+	for _, id := range s.byOrder[key{who.tenant, who.order}] {
+		res := s.reservations[key{who.tenant, id}]
+		if res.state != held {
+			continue
+		}
+		s.account(who.tenant, res.account).reserved -= res.amount
+		res.state = settled
+		l.open--
+		l.Settlements++
+		s.stats.Settlements++
+	}
+	a := s.account(who.tenant, req.AccountID)
+	qty := *req.Quantity
+	if req.Side == "sell" {
+		qty = -qty
+	}
+	a.cash -= qty * price
+	a.positions[req.Symbol] += qty
 }
 
 func requiredOf(code int) string {

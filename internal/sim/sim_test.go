@@ -429,6 +429,70 @@ func TestTenantsKeepSeparateBooks(t *testing.T) {
 	}
 }
 
+// TestFillSettlesReservation: a fill consumes its order's reservation (reserved goes back
+// down, the cash pays for the fill, the position moves), and a release afterwards finds
+// nothing to free.
+func TestFillSettlesReservation(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetTenantBalance("acme", "acc", 1000)
+	reserve := func(order string, amount float64) {
+		t.Helper()
+		wantCode(t, tb.doAs(t, "acme", order, "POST", "/reservations", map[string]any{"reservation_id": order, "account_id": "acc", "amount": amount}), http.StatusCreated)
+	}
+	execute := func(order, side string, qty float64) {
+		t.Helper()
+		body := map[string]any{"execution_id": order, "account_id": "acc", "symbol": "S", "side": side, "quantity": qty}
+		wantCode(t, tb.doAs(t, "acme", order, "POST", "/executions", body), http.StatusCreated)
+	}
+	account := func() sim.Account {
+		t.Helper()
+		a, _ := tb.sim.Account("acme", "acc")
+		return a
+	}
+
+	reserve("o1", 500)
+	if a := account(); a.Reserved != 500 || a.Cash != 1000 {
+		t.Fatalf("after reserve: %+v", a)
+	}
+	execute("o1", "buy", 5) // at the market price, 100
+	if diff := cmp.Diff(sim.Account{Cash: 500, Positions: map[string]float64{"S": 5}}, account()); diff != "" {
+		t.Errorf("after the buy (-want +got):\n%s", diff)
+	}
+	l, _ := tb.sim.Ledger("acme", "o1")
+	if l.ReservationOpen || l.Settlements != 1 || l.Executions != 1 || l.Releases != 0 {
+		t.Errorf("ledger after the fill: %+v", l)
+	}
+	if !tb.sim.Settled("o1") || tb.sim.Reserved("o1") {
+		t.Errorf("Settled = %v, Reserved = %v", tb.sim.Settled("o1"), tb.sim.Reserved("o1"))
+	}
+
+	// A release of a settled reservation frees nothing.
+	r := tb.doAs(t, "acme", "o1", "POST", "/reservations/o1/release", nil)
+	wantCode(t, r, http.StatusOK)
+	if r.body["status"] != "settled" {
+		t.Errorf("release after the fill: %v", r.body)
+	}
+	if a := account(); a.Cash != 500 || a.Reserved != 0 {
+		t.Errorf("after the late release: %+v", a)
+	}
+	// Retrying the fill settles nothing twice.
+	wantCode(t, tb.doAs(t, "acme", "o1", "POST", "/executions", map[string]any{"execution_id": "o1", "account_id": "acc", "symbol": "S", "side": "buy", "quantity": 5}), http.StatusOK)
+
+	reserve("o2", 200)
+	execute("o2", "sell", 2)
+	if diff := cmp.Diff(sim.Account{Cash: 700, Positions: map[string]float64{"S": 3}}, account()); diff != "" {
+		t.Errorf("after the sell (-want +got):\n%s", diff)
+	}
+	p := tb.doAs(t, "acme", "", "GET", "/portfolios/acc", nil)
+	if p.body["reserved"] != 0.0 || p.body["available"] != 700.0 || p.body["positions"].(map[string]any)["S"] != 3.0 {
+		t.Errorf("portfolio = %s", p.raw)
+	}
+	if got := tb.sim.Stats(); got.Settlements != 2 || got.Releases != 0 {
+		t.Errorf("stats = %+v", got)
+	}
+}
+
 // TestLedger: the simulator counts, per order, what the calls made for it did.
 func TestLedger(t *testing.T) {
 	t.Parallel()
@@ -613,6 +677,10 @@ func TestFaultLatency(t *testing.T) {
 		}
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v, want a deadline", err)
+		}
+		// The client may give up before the request even arrived: wait for it.
+		for deadline := time.Now().Add(10 * time.Second); tb.sim.ExecutionRequests("e1") == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
 		}
 		if tb.sim.Executions("e1") != 0 || tb.sim.ExecutionRequests("e1") != 1 {
 			t.Errorf("Executions = %d, requests = %d", tb.sim.Executions("e1"), tb.sim.ExecutionRequests("e1"))
