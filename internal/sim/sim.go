@@ -5,7 +5,9 @@
 // can point at it:
 //
 //	GET  /portfolios/{account}        cash, reserved, available funds and positions of an account
-//	POST /reservations                reserve funds, idempotent on reservation_id (409 insufficient_funds)
+//	                                  (404 unknown_account with Config.ClosedAccounts)
+//	POST /reservations                reserve funds, idempotent on reservation_id (409 insufficient_funds,
+//	                                  404 unknown_account)
 //	POST /reservations/{id}/release   release them, idempotent; an unknown id answers "unknown"
 //	POST /executions                  execute an order, idempotent on execution_id (422 refused)
 //
@@ -24,7 +26,8 @@
 // Every call to the services names its tenant in the [HeaderTenant] header; a call without
 // one is refused with 400. The books are kept per tenant and account: tenant B's "acc_1001"
 // is not tenant A's, and reservation and execution ids are idempotency keys within a tenant.
-// An account seen for the first time by a tenant starts with [Config.DefaultCash].
+// An account seen for the first time by a tenant starts with [Config.DefaultCash], unless
+// [Config].ClosedAccounts makes the tenant's accounts only those given a balance.
 //
 // A call made for an order names it in the [HeaderOrder] header (required on reservations
 // and executions). The simulator keeps a ledger per order from it, so that effects
@@ -72,6 +75,12 @@ import (
 type Config struct {
 	// DefaultCash is the cash of an account the first time it is seen. Defaults to 1,000,000.
 	DefaultCash float64
+
+	// ClosedAccounts makes a tenant's accounts only those opened by [Sim.SetTenantBalance]
+	// or [Sim.SetBalance]; any other answers 404 unknown_account, as a real portfolio
+	// service answers for an account that is not the tenant's. Defaults to false: an
+	// account opens on its tenant's first use, with DefaultCash.
+	ClosedAccounts bool
 
 	// MarketPrice is the fill price of an execution without a limit price. Defaults to 100.
 	MarketPrice float64
@@ -388,6 +397,22 @@ func (s *Sim) account(tenant, id string) *account {
 	return a
 }
 
+// openAccount returns the tenant's account with id, opening it on first use unless
+// ClosedAccounts is set and it was never given a balance. s.mu must be held.
+func (s *Sim) openAccount(tenant, id string) (*account, bool) {
+	if a, ok := s.accounts[key{tenant, id}]; ok {
+		return a, true
+	}
+	if _, set := s.balances[id]; s.cfg.ClosedAccounts && !set {
+		return nil, false
+	}
+	return s.account(tenant, id), true
+}
+
+func unknownAccount(id string) answer {
+	return errorAnswer(http.StatusNotFound, "unknown_account", fmt.Sprintf("the tenant has no account %q", id))
+}
+
 // order returns the ledger of the tenant's order, creating it; nil when the call named no
 // order. s.mu must be held.
 func (s *Sim) order(tenant, id string) *OrderLedger {
@@ -452,7 +477,12 @@ func (s *Sim) handlePortfolio(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	a := s.account(who.tenant, id)
+	a, ok := s.openAccount(who.tenant, id)
+	if !ok {
+		s.mu.Unlock()
+		s.reply(w, r, f, unknownAccount(id))
+		return
+	}
 	ans := answer{code: http.StatusOK, required: "available", body: map[string]any{
 		"account_id": id,
 		"cash":       a.cash,
@@ -532,7 +562,11 @@ func (s *Sim) reserve(who caller, id, accountID string, amount float64) answer {
 
 	l := s.order(who.tenant, who.order)
 	l.AccountID = accountID
-	a := s.account(who.tenant, accountID)
+	a, ok := s.openAccount(who.tenant, accountID)
+	if !ok {
+		delete(s.reservations, k) // nothing happened: the same id may be tried again
+		return unknownAccount(accountID)
+	}
 	if a.cash-a.reserved < amount {
 		res.state = refused
 		return errorAnswer(http.StatusConflict, "insufficient_funds", "")
@@ -698,9 +732,15 @@ func (s *Sim) execute(who caller, req *executeRequest, refuse []string) answer {
 		return answer{code: code, body: e.body, required: requiredOf(e.code)}
 	}
 
+	reason := ""
 	if slices.Contains(refuse, req.Symbol) {
+		reason = fmt.Sprintf("symbol %s is not tradable", req.Symbol)
+	} else if _, ok := s.openAccount(who.tenant, req.AccountID); !ok {
+		reason = fmt.Sprintf("the tenant has no account %q", req.AccountID)
+	}
+	if reason != "" {
 		e.code = http.StatusUnprocessableEntity
-		e.body = map[string]any{"error": "refused", "reason": fmt.Sprintf("symbol %s is not tradable", req.Symbol)}
+		e.body = map[string]any{"error": "refused", "reason": reason}
 		return answer{code: e.code, body: e.body, required: "error"}
 	}
 

@@ -429,6 +429,43 @@ func TestTenantsKeepSeparateBooks(t *testing.T) {
 	}
 }
 
+// TestClosedAccounts: with ClosedAccounts a tenant has only the accounts given a balance;
+// the others answer 404 unknown_account and change nothing.
+func TestClosedAccounts(t *testing.T) {
+	t.Parallel()
+	tb := setupWith(t, sim.Config{ClosedAccounts: true, NowFunc: func() time.Time { return fixedNow }})
+	tb.sim.SetTenantBalance("acme", "acc", 100)
+	reserve := map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 10}
+
+	wantCode(t, tb.doAs(t, "acme", "", "GET", "/portfolios/acc", nil), http.StatusOK)
+	for _, r := range []response{
+		tb.doAs(t, "globex", "", "GET", "/portfolios/acc", nil),
+		tb.doAs(t, "globex", "g1", "POST", "/reservations", reserve),
+	} {
+		wantCode(t, r, http.StatusNotFound)
+		if r.body["error"] != "unknown_account" {
+			t.Errorf("body = %s", r.raw)
+		}
+	}
+	r := tb.doAs(t, "globex", "g1", "POST", "/executions", execBody("g1", "S"))
+	wantCode(t, r, http.StatusUnprocessableEntity)
+	if _, ok := tb.sim.Account("globex", "acc"); ok {
+		t.Error("globex got an account")
+	}
+	if got := tb.sim.Stats(); got.Reservations != 0 || got.Executions != 0 {
+		t.Errorf("stats = %+v", got)
+	}
+
+	// Once opened, the same reservation id goes through: the 404 was not its final answer.
+	tb.sim.SetTenantBalance("globex", "acc", 50)
+	wantCode(t, tb.doAs(t, "globex", "g1", "POST", "/reservations", reserve), http.StatusCreated)
+	// SetBalance opens an account id in every tenant.
+	tb.sim.SetBalance("shared", 7)
+	if r := tb.doAs(t, "initech", "", "GET", "/portfolios/shared", nil); r.code != http.StatusOK || r.body["cash"] != 7.0 {
+		t.Errorf("initech's shared: %d %s", r.code, r.raw)
+	}
+}
+
 // TestFillSettlesReservation: a fill consumes its order's reservation (reserved goes back
 // down, the cash pays for the fill, the position moves), and a release afterwards finds
 // nothing to free.
