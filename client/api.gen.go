@@ -340,7 +340,7 @@ func (e WebhookEventType) Valid() bool {
 	}
 }
 
-// AccountId The account the order is for.
+// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 //
 // Example: acc-42
 type AccountId = string
@@ -394,7 +394,8 @@ type Event struct {
 	Order *Order `json:"order,omitempty"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -479,7 +480,7 @@ type Metadata map[string]string
 // Order An order and where it stands: the request's fields as accepted, plus
 // the status and its history's summary.
 type Order struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -531,7 +532,8 @@ type Order struct {
 	Quantity Quantity `json:"quantity"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -572,7 +574,7 @@ type OrderList struct {
 
 // OrderRequest What you ask for. Unknown fields are refused.
 type OrderRequest struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -629,7 +631,7 @@ type OrderType string
 
 // Portfolio An account's funds.
 type Portfolio struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -720,7 +722,8 @@ type ReadinessChecksRedis string
 type ReadinessStatus string
 
 // Reason Why the order ended other than executed, such as
-// `insufficient_funds`, `risk_limit`, `execution_refused`,
+// `insufficient_funds`, `unknown_account` (your tenant has no such
+// account), `risk_limit`, `execution_refused`,
 // `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 // `cancelled_by_client` or `internal_error`. More may be added.
 //
@@ -1498,10 +1501,18 @@ type ClientInterface interface {
 
 	// GetPortfolio Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1890,10 +1901,18 @@ func (c *RawClient) ListOrderEvents(ctx context.Context, id OrderId, params *Lis
 
 // GetPortfolio Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -3596,10 +3615,18 @@ type ClientWithResponsesInterface interface {
 
 	// GetPortfolioWithResponse Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -4961,6 +4988,12 @@ type GetPortfolioResponse401Headers struct {
 	XRequestId      string
 }
 
+// GetPortfolioResponse404Headers the declared response headers of an HTTP 404 response for GetPortfolio
+type GetPortfolioResponse404Headers struct {
+	IdempotentReplayed *string
+	XRequestId         string
+}
+
 // GetPortfolioResponse422Headers the declared response headers of an HTTP 422 response for GetPortfolio
 type GetPortfolioResponse422Headers struct {
 	XRequestId string
@@ -4994,6 +5027,8 @@ type GetPortfolioResponse struct {
 	JSON200 *Portfolio
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationproblemJSON422 *ValidationFailed
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -5006,6 +5041,8 @@ type GetPortfolioResponse struct {
 	Headers200 *GetPortfolioResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetPortfolioResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetPortfolioResponse404Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *GetPortfolioResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5024,6 +5061,11 @@ func (r GetPortfolioResponse) GetJSON200() *Portfolio {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetPortfolioResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPortfolioResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -6828,10 +6870,18 @@ func (c *ClientWithResponses) ListOrderEventsWithResponse(ctx context.Context, i
 
 // GetPortfolioWithResponse Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -8790,6 +8840,13 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8869,6 +8926,23 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetPortfolioResponse404Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
 	case rsp.StatusCode == 422:
 		var headers GetPortfolioResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {

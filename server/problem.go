@@ -113,6 +113,8 @@ func toProblem(err error) *Problem {
 		p = problemf("body_too_large", "the body exceeds %d bytes", mbe.Limit)
 	case errors.Is(err, orders.ErrNotFound):
 		p = newProblem("not_found", "no such order")
+	case errors.Is(err, ErrAccountNotFound):
+		p = newProblem("not_found", "no such account for your tenant")
 	case errors.Is(err, orders.ErrTooLate):
 		p = newProblem("too_late", "the order is already executing and can no longer be cancelled")
 	case errors.Is(err, orders.ErrTerminal):
