@@ -29,6 +29,9 @@ type options struct {
 	executionURL  string
 	orderDeadline time.Duration
 	concurrency   int
+	hookConc      int // --webhook-concurrency
+	endpointConc  int // --webhook-endpoint-concurrency
+	listen        listenOptions
 	logFormat     string
 	logLevel      string
 	metricsAddr   string
@@ -69,22 +72,7 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	// No default port: several workers may share a host (and the tests start
 	// many); a worker's metrics need --metrics-addr such as :9091.
 	str(&o.metricsAddr, "metrics-addr", "", "listen address serving only GET /metrics and /healthz, such as :9091 (what a worker needs to be scraped); empty: none, the API serves /metrics on --addr")
-	dur := func(p *time.Duration, n string, def time.Duration, usage string) {
-		fs.Func(n, usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+", default "+def.String()+")", func(s string) error {
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("want a positive duration such as 30s")
-			}
-			*p = d
-			return nil
-		})
-		*p = def
-		if v := env(n, ""); v != "" {
-			if err := fs.Set(n, v); err != nil {
-				o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_%s: %v", strings.ToUpper(strings.ReplaceAll(n, "-", "_")), err))
-			}
-		}
-	}
+	dur := durFlag(fs, env, &o.envErr)
 	dur(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an order may take before it fails")
 	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
 	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
@@ -104,12 +92,11 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_TRACE_STDOUT: %v", err))
 		}
 	}
-	fs.IntVar(&o.concurrency, "concurrency", 50, "order tasks run at once per worker (env ASYNCGATE_CONCURRENCY)")
-	if v := env("concurrency", ""); v != "" {
-		if err := fs.Set("concurrency", v); err != nil {
-			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_CONCURRENCY: %v", err))
-		}
-	}
+	integer := intFlag(fs, env, &o.envErr)
+	integer(&o.concurrency, "concurrency", 50, "order tasks run at once per worker")
+	integer(&o.hookConc, "webhook-concurrency", 50, "webhook tasks (fan-outs and deliveries) run at once per worker, in slots of their own: a slow receiver never takes an order's")
+	integer(&o.endpointConc, "webhook-endpoint-concurrency", 4, "deliveries in flight to one webhook endpoint (or one tenant's callback URLs), across all workers; the rest wait in Redis")
+	o.listen.register(dur, integer)
 	return fs
 }
 
@@ -181,8 +168,11 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config()}
 	var errs []error
+	if o.listen.maxConns < 0 || o.listen.maxConnsPerIP < 0 {
+		errs = append(errs, errors.New("--max-conns and --max-conns-per-ip must not be negative"))
+	}
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)
 	}
@@ -213,6 +203,13 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 			errs = append(errs, errors.New("--concurrency must be at least 1"))
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
+		if o.hookConc < 1 {
+			errs = append(errs, errors.New("--webhook-concurrency must be at least 1"))
+		}
+		if o.endpointConc < 1 {
+			errs = append(errs, errors.New("--webhook-endpoint-concurrency must be at least 1"))
+		}
+		cfg.WorkerPool.WebhookConcurrency = o.hookConc
 		cfg.Reconciler.Interval = o.reconcile
 	}
 	if err := o.resilienceConfig(&cfg, api, worker); err != nil {

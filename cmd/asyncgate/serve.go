@@ -56,6 +56,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if cfg.Webhooks, err = webhookConfig(getenv, false); err != nil {
 		return err
 	}
+	cfg.Webhooks.Deliverer.EndpointConcurrency = o.endpointConc
 	rdb, err := app.NewRedis(o.redisURL)
 	if err != nil {
 		return err
@@ -125,7 +126,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		o.adminKeys = adminKey + "=dev"
 	}
 	s := sim.New(sim.Config{Logger: log})
-	simSrv, err := s.Start("127.0.0.1:0")
+	simSrv, err := s.StartWith("127.0.0.1:0", o.listen.config())
 	if err != nil {
 		return err
 	}
@@ -157,6 +158,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if cfg.Webhooks, err = webhookConfig(getenv, true); err != nil {
 		return err
 	}
+	cfg.Webhooks.Deliverer.EndpointConcurrency = o.endpointConc
 	cfg.Redis = rdb
 	cfg.Server.AdminInsecureCookies = true // plain http on 127.0.0.1
 	return runApp(ctx, cfg, log, func(a *app.App) {
@@ -199,10 +201,20 @@ func runSim(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", envOr(getenv, "ASYNCGATE_SIM_ADDR", ":9090"), "listen address (env ASYNCGATE_SIM_ADDR)")
+	var lo listenOptions
+	var envErr error
+	env := func(n, def string) string { return envOr(getenv, envName(n), def) }
+	lo.register(durFlag(fs, env, &envErr), intFlag(fs, env, &envErr))
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	srv, err := sim.New(sim.Config{}).Start(*addr)
+	if envErr != nil {
+		return envErr
+	}
+	if lo.maxConns < 0 || lo.maxConnsPerIP < 0 {
+		return errors.New("--max-conns and --max-conns-per-ip must not be negative")
+	}
+	srv, err := sim.New(sim.Config{}).StartWith(*addr, lo.config())
 	if err != nil {
 		return err
 	}
