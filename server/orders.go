@@ -186,6 +186,7 @@ func (s *Server) getOrder(c *gin.Context) {
 	var o *orders.Order
 	var err error
 	if wait > 0 {
+		outlast(c, wait)
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		o, err = s.deps.Orders.WaitForChange(wctx, tenant, id, "")

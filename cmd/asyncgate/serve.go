@@ -206,7 +206,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		o.adminKeys = adminKey + "=dev"
 	}
 	s := sim.New(sim.Config{Logger: log})
-	simSrv, err := s.Start("127.0.0.1:0")
+	simSrv, err := s.StartWith("127.0.0.1:0", o.listen.config())
 	if err != nil {
 		return err
 	}
@@ -280,13 +280,15 @@ func runSim(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	cf.Group("Simulator").String(&addr, "sim-addr", "ADDR", ":9090", "listen address (--addr works too)")
 	// --addr is the name the simulator's flag has always had; --sim-addr matches its variable.
 	cf.fs.Var(cf.fs.Lookup("sim-addr").Value, "addr", "listen address (same as --sim-addr)")
+	var lo listenOptions
+	lo.register(cf)
 	if err := cf.Parse(args, stdout, simSynopsis); err != nil {
 		return err
 	}
 	if cf.envErr != nil {
 		return cf.envErr
 	}
-	srv, err := sim.New(sim.Config{}).Start(addr)
+	srv, err := sim.New(sim.Config{}).StartWith(addr, lo.config())
 	if err != nil {
 		return err
 	}
