@@ -112,14 +112,21 @@ func MaskURL(raw string) string {
 		}
 		return raw
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "***")
+	user := u.User
+	var masked string
+	if _, ok := user.Password(); ok {
+		masked = url.User(user.Username()).String() + ":***@"
 	} else if u.Scheme == "nats" || u.Scheme == "tls" || !isBrokerScheme(u.Scheme) {
 		// A NATS user without a password is a token; an http(s) user info is
 		// refused at registration but may come from elsewhere.
-		u.User = url.User("***")
+		masked = "***@"
+	} else {
+		return raw
 	}
-	return u.String()
+	// Written by hand: url.URL.String would escape the asterisks.
+	u.User = nil
+	rest := strings.TrimPrefix(u.String(), u.Scheme+"://")
+	return u.Scheme + "://" + masked + rest
 }
 
 // redactURL removes what the URL u holds as credentials from the text s,
@@ -206,7 +213,7 @@ func parseTarget(u *url.URL) (target, error) {
 		case len(t.routingKey) > 255 || !utf8.ValidString(t.routingKey):
 			return t, fmt.Errorf("%w: routing_key must be at most 255 bytes of UTF-8", ErrInvalidURL)
 		}
-		if strings.Contains(strings.TrimPrefix(u.Path, "/"), "/") {
+		if strings.Contains(strings.TrimPrefix(u.EscapedPath(), "/"), "/") {
 			return t, fmt.Errorf("%w: the path is the vhost, one segment (write / inside it as %%2F)", ErrInvalidURL)
 		}
 		if _, err := amqp.ParseURI(connURL(u)); err != nil {
@@ -253,4 +260,26 @@ func validSubject(s string) bool {
 		}
 	}
 	return true
+}
+
+// NewAMQPSender returns the Sender of amqp and amqps URLs that a Deliverer
+// uses by default, configured by cfg's Guard (default: the strict guard),
+// Timeout and BrokerIdle, for callers that wrap it (DelivererConfig.AMQP).
+func NewAMQPSender(cfg DelivererConfig) Sender { return newAMQPSender(cfg.senderDefaults()) }
+
+// NewNATSSender returns the Sender of nats and tls URLs that a Deliverer
+// uses by default; see NewAMQPSender.
+func NewNATSSender(cfg DelivererConfig) Sender { return newNATSSender(cfg.senderDefaults()) }
+
+func (c DelivererConfig) senderDefaults() DelivererConfig {
+	if c.Guard == nil {
+		c.Guard = NewGuard(GuardConfig{})
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 15 * time.Second
+	}
+	if c.BrokerIdle == 0 {
+		c.BrokerIdle = 2 * time.Minute
+	}
+	return c
 }
