@@ -477,13 +477,13 @@ func TestBrokerURLsAreCheckedAtRegistration(t *testing.T) {
 func TestMaskURL(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"amqp://user:pass@host:5672/vh?exchange=x":  "amqp://user:***@host:5672/vh?exchange=x",
-		"amqps://u:p%40ss@host/?exchange=x":         "amqps://u:***@host/?exchange=x",
-		"nats://s3cr3ttoken@host:4222?subject=a.b":  "nats://***@host:4222?subject=a.b",
-		"tls://user:pw@host?subject=a":              "tls://user:***@host?subject=a",
-		"https://example.com/hook?x=1":              "https://example.com/hook?x=1",
-		"amqp://host/?exchange=x":                   "amqp://host/?exchange=x",
-		"amqp://u:p w@[::1/?exchange=x":             "***",
+		"amqp://user:pass@host:5672/vh?exchange=x": "amqp://user:***@host:5672/vh?exchange=x",
+		"amqps://u:p%40ss@host/?exchange=x":        "amqps://u:***@host/?exchange=x",
+		"nats://s3cr3ttoken@host:4222?subject=a.b": "nats://***@host:4222?subject=a.b",
+		"tls://user:pw@host?subject=a":             "tls://user:***@host?subject=a",
+		"https://example.com/hook?x=1":             "https://example.com/hook?x=1",
+		"amqp://host/?exchange=x":                  "amqp://host/?exchange=x",
+		"amqp://u:p w@[::1/?exchange=x":            "***",
 	} {
 		if got := webhooks.MaskURL(in); got != want {
 			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)
