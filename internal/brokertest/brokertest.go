@@ -280,3 +280,26 @@ func redact(raw string) string {
 	}
 	return u.String()
 }
+
+// User adds a RabbitMQ user with a password of its own, allowed everything
+// on the default vhost, deleted when the test ends, and returns the URL of
+// exchange on the test broker as that user, with the password apart, so
+// that a test can look for the password where it must not be.
+func (r *Rabbit) User(t testing.TB, exchange string) (destURL, password string) {
+	t.Helper()
+	user := Name("user")
+	password = "pw-" + uuid.NewString()
+	ctl := func(args ...string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput(); err != nil {
+			t.Skipf("brokertest: rabbitmqctl %s: %v: %s", args[0], err, out)
+		}
+	}
+	ctl("add_user", user, password)
+	t.Cleanup(func() { ctl("delete_user", user) })
+	ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	u, _ := url.Parse(r.DestURL(exchange))
+	u.User = url.UserPassword(user, password)
+	return u.String(), password
+}
