@@ -229,7 +229,8 @@ func TestAMQPDestinationRefusedLoginIsAFailedAttemptWithoutThePassword(t *testin
 }
 
 func TestAMQPDestinationLosesNothingWhenConnectionsAreClosed(t *testing.T) {
-	r := brokertest.RabbitMQ(t)
+	t.Parallel()
+	r := brokertest.RabbitMQ(t).VHost(t)
 	b := setup(t, func(o *options) { o.store.MaxAttempts = 20 })
 	exchange, queue := r.Exchange(t)
 	b.endpoint(t, "t1", r.DestURL(exchange))
@@ -290,7 +291,7 @@ func TestAMQPDestinationLosesNothingWhenConnectionsAreClosed(t *testing.T) {
 		})
 	}
 	<-started
-	brokertest.CloseAllConnections(t)
+	r.CloseAllConnections(t)
 	mu.Lock()
 	closedAt = len(refs)
 	mu.Unlock()
@@ -489,4 +490,39 @@ func TestMaskURL(t *testing.T) {
 			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// MaskURL never shows a password, whatever the URL; the guard's parse of
+// broker URLs never panics and never repeats the URL in its errors.
+func FuzzMaskURL(f *testing.F) {
+	for _, s := range []string{
+		"amqp://user:pass@host:5672/vh?exchange=x", "nats://tok@h:4222?subject=a.b", "tls://u:p@h?subject=a",
+		"amqps://u:p%40ss@host/?exchange=x&routing_key=k", "https://example.com/x", "amqp://u:p w@[::1/?exchange=x",
+		"amqp://u:@h/?exchange=x", "nats://:pw@h?subject=x",
+	} {
+		f.Add(s)
+	}
+	// No DNS leaves the machine: every name is unknown.
+	g := webhooks.NewGuard(webhooks.GuardConfig{AllowHTTP: true, AllowPrivate: true, Resolver: newResolver(nil)})
+	f.Fuzz(func(t *testing.T, raw string) {
+		masked := webhooks.MaskURL(raw)
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			return
+		}
+		p, ok := u.User.Password()
+		if !ok || len(p) < 3 || strings.Contains(p, "***") {
+			return
+		}
+		u.User = url.User(u.User.Username())
+		if strings.Contains(u.String(), p) || strings.Contains(url.PathEscape(u.User.Username()), p) {
+			return // the same text is elsewhere in the URL
+		}
+		if strings.Contains(masked, p) {
+			t.Fatalf("MaskURL(%q) = %q shows the password", raw, masked)
+		}
+		if err := g.CheckURL(context.Background(), raw); err != nil && strings.Contains(err.Error(), p) {
+			t.Fatalf("CheckURL(%q) = %v repeats the password", raw, err)
+		}
+	})
 }

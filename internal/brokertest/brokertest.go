@@ -75,7 +75,10 @@ func Name(prefix string) string {
 // Rabbit is a connection to the test RabbitMQ. Its channel is opened
 // again when a test closed it (CloseAllConnections).
 type Rabbit struct {
-	URL  string
+	URL string
+	// VHostName is the vhost of the test's own, if VHost made it.
+	VHostName string
+
 	mu   sync.Mutex
 	conn *amqp.Connection
 	ch   *amqp.Channel
@@ -183,16 +186,48 @@ func (r *Rabbit) DestURL(exchange string, extra ...string) string {
 	return u.String()
 }
 
-// CloseAllConnections has RabbitMQ close every client connection, as a
-// broker restart would (rabbitmqctl close_all_connections).
-func CloseAllConnections(t testing.TB) {
+// rabbitmqctl runs rabbitmqctl, skipping the test when it cannot.
+func rabbitmqctl(t testing.TB, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "rabbitmqctl", "close_all_connections", "closed by a test").CombinedOutput()
-	if err != nil {
-		t.Skipf("brokertest: rabbitmqctl close_all_connections: %v: %s", err, out)
+	if out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput(); err != nil {
+		t.Skipf("brokertest: rabbitmqctl %s: %v: %s", args[0], err, out)
 	}
+}
+
+// VHost adds a vhost of the test's own, open to the test user and deleted
+// when the test ends, and returns a connection to it: a test that closes
+// connections (CloseAllConnections) closes only those to its vhost.
+func (r *Rabbit) VHost(t testing.TB) *Rabbit {
+	t.Helper()
+	vhost := Name("vh")
+	u, _ := url.Parse(r.URL)
+	rabbitmqctl(t, "add_vhost", vhost)
+	t.Cleanup(func() { rabbitmqctl(t, "delete_vhost", vhost) })
+	rabbitmqctl(t, "set_permissions", "-p", vhost, u.User.Username(), ".*", ".*", ".*")
+	u.Path, u.RawPath = "/"+vhost, ""
+	conn, err := amqp.DialConfig(u.String(), amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Fatalf("brokertest: connect to vhost %s: %v", vhost, err)
+	}
+	v := &Rabbit{URL: u.String(), conn: conn, VHostName: vhost}
+	t.Cleanup(func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.conn.Close()
+	})
+	return v
+}
+
+// CloseAllConnections has RabbitMQ close every client connection to the
+// vhost, as a broker restart would (rabbitmqctl close_all_connections).
+func (r *Rabbit) CloseAllConnections(t testing.TB) {
+	t.Helper()
+	if r.VHostName == "" {
+		t.Fatal("brokertest: CloseAllConnections needs a vhost of the test's own (Rabbit.VHost): others' tests share the default one")
+	}
+	rabbitmqctl(t, "close_all_connections", "-p", r.VHostName, "closed by a test")
 }
 
 // NATS is a connection to the test NATS server.
@@ -289,16 +324,9 @@ func (r *Rabbit) User(t testing.TB, exchange string) (destURL, password string) 
 	t.Helper()
 	user := Name("user")
 	password = "pw-" + uuid.NewString()
-	ctl := func(args ...string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput(); err != nil {
-			t.Skipf("brokertest: rabbitmqctl %s: %v: %s", args[0], err, out)
-		}
-	}
-	ctl("add_user", user, password)
-	t.Cleanup(func() { ctl("delete_user", user) })
-	ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	rabbitmqctl(t, "add_user", user, password)
+	t.Cleanup(func() { rabbitmqctl(t, "delete_user", user) })
+	rabbitmqctl(t, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
 	u, _ := url.Parse(r.DestURL(exchange))
 	u.User = url.UserPassword(user, password)
 	return u.String(), password
