@@ -2,6 +2,8 @@ package webhooks
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -48,8 +50,8 @@ func TestAMQPPoolReconnectsAndClosesWhenIdle(t *testing.T) {
 		t.Fatalf("after two sends the pool holds %d connections", s.pool.size())
 	}
 	current := func() *amqp.Connection {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+		c.lock <- struct{}{}
+		defer func() { <-c.lock }()
 		return c.conn
 	}
 	first := current()
@@ -100,8 +102,8 @@ func TestNATSPoolReconnectsAndClosesWhenIdle(t *testing.T) {
 	c := s.pool.entries[connURL(dest)].e
 	s.pool.mu.Unlock()
 	current := func() *nats.Conn {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+		c.lock <- struct{}{}
+		defer func() { <-c.lock }()
 		return c.nc
 	}
 	first := current()
@@ -121,5 +123,67 @@ func TestNATSPoolReconnectsAndClosesWhenIdle(t *testing.T) {
 	send("evt_2") // again, on a new connection: the stream drops the duplicate
 	if msgs := brokertest.Messages(t, st); len(msgs) != 2 {
 		t.Fatalf("the stream holds %d messages, want 2", len(msgs))
+	}
+}
+
+// blackHole accepts connections and never answers: a broker that hangs.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Attempts to a broker that hangs each end within their own timeout; they
+// do not queue behind one another's dial.
+func TestBrokerSendersToAHangingBrokerGiveUpInTime(t *testing.T) {
+	t.Parallel()
+	addr := blackHole(t)
+	cfg := DelivererConfig{Guard: NewGuard(GuardConfig{AllowPrivate: true}), Timeout: time.Second, BrokerIdle: time.Minute}
+	for _, tt := range []struct {
+		name   string
+		sender Sender
+		url    string
+	}{
+		{"amqp", newAMQPSender(cfg), "amqp://guest:guest@" + addr + "/?exchange=x"},
+		{"nats", newNATSSender(cfg), "nats://" + addr + "?subject=x"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			defer tt.sender.Close()
+			dest, _ := url.Parse(tt.url)
+			const n = 8
+			start := time.Now()
+			errs := make(chan string, n)
+			for i := range n {
+				go func() { errs <- tt.sender.Send(context.Background(), dest, testMessage(fmt.Sprintf("evt_%d", i))).Err }()
+			}
+			for range n {
+				if e := <-errs; e == "" {
+					t.Error("a send to a hanging broker succeeded")
+				}
+			}
+			// One after another they would take n seconds.
+			if took := time.Since(start); took > n*time.Second/2 {
+				t.Errorf("%d sends with a 1s timeout took %s", n, took)
+			}
+		})
 	}
 }

@@ -34,7 +34,7 @@ type amqpSender struct {
 func newAMQPSender(cfg DelivererConfig) *amqpSender {
 	s := &amqpSender{guard: cfg.Guard, timeout: cfg.Timeout}
 	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *amqpConn {
-		return &amqpConn{url: url, chans: map[string]*confirmChan{}}
+		return &amqpConn{url: url, lock: make(chan struct{}, 1), chans: map[string]*confirmChan{}}
 	})
 	return s
 }
@@ -43,10 +43,25 @@ func newAMQPSender(cfg DelivererConfig) *amqpSender {
 type amqpConn struct {
 	url string
 
-	mu    sync.Mutex // dialling, opening channels
+	// lock guards conn and chans (dialling, opening channels). It is a
+	// channel so that an attempt waiting behind a slow dial gives up when
+	// its own time is out: attempts to a dead broker hold their delivery
+	// slots no longer than attempts to a dead HTTP receiver.
+	lock  chan struct{}
 	conn  *amqp.Connection
 	chans map[string]*confirmChan
 }
+
+func (c *amqpConn) acquire(ctx context.Context) error {
+	select {
+	case c.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *amqpConn) unlock() { <-c.lock }
 
 // confirmChan is a channel in confirm mode, publishing to one exchange.
 type confirmChan struct {
@@ -79,7 +94,7 @@ func (s *amqpSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 	slot := s.pool.acquire(connURL(dest))
 	defer s.pool.release(slot)
 	c := slot.e
-	cc, err := c.channel(s, t.exchange)
+	cc, err := c.channel(ctx, s, t.exchange)
 	if err != nil {
 		return Sent{Err: describeAMQP(err, s.timeout)}
 	}
@@ -136,9 +151,11 @@ func (s *amqpSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 
 // channel returns the open confirm channel for exchange, dialling and
 // opening what is closed.
-func (c *amqpConn) channel(s *amqpSender, exchange string) (*confirmChan, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *amqpConn) channel(ctx context.Context, s *amqpSender, exchange string) (*confirmChan, error) {
+	if err := c.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	defer c.unlock()
 	if cc := c.chans[exchange]; cc != nil && !cc.ch.IsClosed() && c.conn != nil && !c.conn.IsClosed() {
 		return cc, nil
 	}
@@ -184,16 +201,16 @@ func (c *amqpConn) channel(s *amqpSender, exchange string) (*confirmChan, error)
 // drop forgets cc if it is still exchange's channel and is closed, so that
 // the next attempt opens another.
 func (c *amqpConn) drop(cc *confirmChan, exchange string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock <- struct{}{}
+	defer c.unlock()
 	if c.chans[exchange] == cc && cc.ch.IsClosed() {
 		delete(c.chans, exchange)
 	}
 }
 
 func (c *amqpConn) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock <- struct{}{}
+	defer c.unlock()
 	if c.conn != nil {
 		_ = c.conn.Close() // closing: nothing to do with an error
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,7 +34,7 @@ type natsSender struct {
 
 func newNATSSender(cfg DelivererConfig) *natsSender {
 	s := &natsSender{guard: cfg.Guard, timeout: cfg.Timeout}
-	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *natsConn { return &natsConn{url: url} })
+	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *natsConn { return &natsConn{url: url, lock: make(chan struct{}, 1)} })
 	return s
 }
 
@@ -43,9 +42,9 @@ func newNATSSender(cfg DelivererConfig) *natsSender {
 type natsConn struct {
 	url string
 
-	mu sync.Mutex
-	nc *nats.Conn
-	js jetstream.JetStream
+	lock chan struct{} // guards nc and js; see amqpConn.lock
+	nc   *nats.Conn
+	js   jetstream.JetStream
 }
 
 // Close closes every pooled connection.
@@ -61,7 +60,7 @@ func (s *natsSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 	defer cancel()
 	slot := s.pool.acquire(connURL(dest))
 	defer s.pool.release(slot)
-	js, err := slot.e.jetStream(s)
+	js, err := slot.e.jetStream(ctx, s)
 	if err != nil {
 		return Sent{Err: "nats: connect: " + describeNATS(err, s.timeout)}
 	}
@@ -84,9 +83,13 @@ func (s *natsSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 
 // jetStream returns the connection's JetStream context, dialling when the
 // connection is new or ended for good.
-func (c *natsConn) jetStream(s *natsSender) (jetstream.JetStream, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *natsConn) jetStream(ctx context.Context, s *natsSender) (jetstream.JetStream, error) {
+	select {
+	case c.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.lock }()
 	if c.nc != nil && !c.nc.IsClosed() {
 		return c.js, nil
 	}
@@ -112,8 +115,8 @@ func (c *natsConn) jetStream(s *natsSender) (jetstream.JetStream, error) {
 }
 
 func (c *natsConn) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock <- struct{}{}
+	defer func() { <-c.lock }()
 	if c.nc != nil {
 		c.nc.Close()
 	}
