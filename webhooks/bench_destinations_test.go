@@ -252,3 +252,62 @@ func (h *destBench) runDeliveries(b *testing.B) float64 {
 	b.ReportMetric(perSec, "deliveries/s")
 	return perSec
 }
+
+// BenchmarkBrokerDestinationsSteady publishes 200 events a second through
+// the whole delivery path (store, Asynq on Redis, Deliverer) to a RabbitMQ
+// exchange and to a JetStream stream, and reports the latency from
+// publishing the event to a consumer's receipt of the message.
+func BenchmarkBrokerDestinationsSteady(b *testing.B) {
+	b.Run("rabbitmq", func(b *testing.B) {
+		r := brokertest.RabbitMQ(b)
+		exchange, queue := r.Exchange(b)
+		h := newBenchHarness(b)
+		h.tenant = "bench-amqp"
+		msgs, err := r.Ch(b).Consume(queue, "", true, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			for m := range msgs {
+				h.received(m.MessageId)
+			}
+		}()
+		if _, _, err := h.store.CreateEndpoint(context.Background(), h.tenant, webhooks.EndpointInput{URL: r.DestURL(exchange)}); err != nil {
+			b.Fatal(err)
+		}
+		b.Run("steady-200/s", h.steady)
+	})
+	b.Run("jetstream", func(b *testing.B) {
+		n := brokertest.JetStream(b)
+		st, subject := n.Stream(b)
+		h := newBenchHarness(b)
+		h.tenant = "bench-nats"
+		cons, err := st.CreateOrUpdateConsumer(context.Background(), jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) { h.received(m.Headers().Get("webhook-id")) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(cc.Stop)
+		if _, _, err := h.store.CreateEndpoint(context.Background(), h.tenant, webhooks.EndpointInput{URL: n.DestURL(subject)}); err != nil {
+			b.Fatal(err)
+		}
+		b.Run("steady-200/s", h.steady)
+	})
+}
+
+// received records the arrival of message id at a consumer.
+func (h *benchHarness) received(id string) {
+	h.mu.Lock()
+	t0, ok := h.sentAt[id]
+	if ok {
+		h.lat = append(h.lat, time.Since(t0))
+		delete(h.sentAt, id)
+	}
+	h.mu.Unlock()
+	if ok {
+		h.count()
+	}
+}
