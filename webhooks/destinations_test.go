@@ -13,8 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel"
 
 	"github.com/asyncgate/asyncgate/internal/brokertest"
+	"github.com/asyncgate/asyncgate/internal/oteltest"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -525,4 +527,43 @@ func FuzzMaskURL(f *testing.F) {
 			t.Fatalf("CheckURL(%q) = %v repeats the password", raw, err)
 		}
 	})
+}
+
+// A publish to a broker is a client span naming the messaging system and
+// the exchange, never the password, and the message carries its
+// traceparent. Not parallel: it installs a global tracer provider.
+func TestBrokerDestinationTraceSpan(t *testing.T) {
+	r := brokertest.RabbitMQ(t)
+	exp := oteltest.Install(t)
+	b := setup(t)
+	exchange, queue := r.Exchange(t)
+	b.endpoint(t, "t1", r.DestURL(exchange))
+	_, refs := b.publishType(t, "t1", webhooks.EventOrderExecuted)
+	ctx, parent := otel.Tracer("test").Start(context.Background(), "asynq.process webhook:deliver")
+	if res, err := b.deliverer.Deliver(ctx, one(t, refs)); err != nil || res.Status != webhooks.DeliveryDelivered {
+		t.Fatalf("deliver: %+v, %v", res, err)
+	}
+	parent.End()
+	spans := exp.GetSpans()
+	if len(spans) != 2 { // ours and the test's parent
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	s := spans[0]
+	attrs := map[string]string{}
+	for _, kv := range s.Attributes {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if s.Name != "webhook.deliver" || attrs["messaging.system"] != "rabbitmq" || attrs["messaging.destination.name"] != exchange || attrs["http.request.method"] != "" {
+		t.Fatalf("span %q attributes %v", s.Name, attrs)
+	}
+	for k, v := range attrs {
+		if strings.Contains(v, "guest:guest") {
+			t.Errorf("attribute %s carries the credentials", k)
+		}
+	}
+	m := waitMessages(t, r, queue, 1)[0]
+	want := "00-" + s.SpanContext.TraceID().String() + "-" + s.SpanContext.SpanID().String() + "-01"
+	if got := m.Headers["traceparent"]; got != want {
+		t.Fatalf("message traceparent %v, want %q", got, want)
+	}
 }
