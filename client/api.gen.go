@@ -795,9 +795,14 @@ type WebhookDelivery struct {
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -853,9 +858,14 @@ type WebhookEndpoint struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -879,9 +889,14 @@ type WebhookEndpointRequest struct {
 	// Events The event types to receive; absent or empty, all of them.
 	Events *[]WebhookEventType `json:"events,omitempty"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -925,9 +940,14 @@ type WebhookEndpointWithSecret struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -965,9 +985,14 @@ type WebhookEventType string
 // Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 type WebhookSecret = string
 
-// WebhookUrl Where events go: an absolute `https` URL (plain `http` only where
-// the operator allows it), without credentials or fragment, whose host
-// is a public address (see `POST /v1/webhook-endpoints`).
+// WebhookUrl Where events go, by scheme (see Event destinations in the
+// introduction): an absolute `https` URL (plain `http` only where the
+// operator allows it), without credentials or fragment; a RabbitMQ
+// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+// (or `amqps://`); or a NATS JetStream subject,
+// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+// In answers, a password or token is shown as `***`.
 //
 // Example: https://example.com/hooks/asyncgate
 type WebhookUrl = string
@@ -1552,7 +1577,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1575,7 +1603,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1992,7 +2023,10 @@ func (c *RawClient) ListWebhookEndpoints(ctx context.Context, params *ListWebhoo
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -2025,7 +2059,10 @@ func (c *RawClient) CreateWebhookEndpointWithBody(ctx context.Context, params *C
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3674,7 +3711,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3697,7 +3737,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -6953,7 +6996,10 @@ func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Conte
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -6982,7 +7028,10 @@ func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx cont
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
