@@ -220,7 +220,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		return err
 	}
 	cfg.Redis = rdb
-	cfg.Server.AdminInsecureCookies = true // plain http on 127.0.0.1
+	cfg.Admin.InsecureCookies = true // plain http on 127.0.0.1
 	return runApp(ctx, cfg, log, func() error { return waitRedis(ctx, rdb, redisURL, o.redisWait, log) }, func(a *app.App) {
 		fmt.Fprintf(stdout, `
 asyncgate dev is running.

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
@@ -35,6 +36,7 @@ type Config struct {
 	Addr string
 
 	Server     server.Config
+	Admin      admin.Config
 	Portfolio  downstream.Config
 	Execution  downstream.Config
 	Enqueuer   jobs.EnqueuerConfig
@@ -142,12 +144,21 @@ func New(cfg Config) (*App, error) {
 		scfg.Logger = cfg.Logger
 		scfg.Metrics = cfg.Metrics
 		a.Keys = apikeys.NewStore(cfg.Redis, apikeys.Config{})
+		acfg := cfg.Admin
+		acfg.Logger = cfg.Logger
+		if acfg.MaxBodyBytes == 0 {
+			acfg.MaxBodyBytes = scfg.MaxBodyBytes
+		}
+		dash, err := admin.New(acfg, admin.Deps{Orders: a.Store, Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
+			Queues: queueInspector{a.Inspector()}, Breakers: breakerReport{a},
+			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), Redis: cfg.Redis})
+		if err != nil {
+			return nil, err
+		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
 			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
-			AdminOrders: a.Store, AdminWebhooks: a.Webhooks, Queues: queueInspector{a.Inspector()},
-			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), MetricsHandler: cfg.Metrics.Handler()}
-		var err error
+			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
 		}

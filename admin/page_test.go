@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 // Tests of the dashboard's own pages (/admin/…, HTML), on the real App,
 // through apitest so that every answer is validated against openapi.yaml.
@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/admin"
+	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -86,7 +87,7 @@ func TestAdminPages(t *testing.T) {
 	epGone := b.createEndpoint(t, keyB, gone.URL, "retired")
 	ob := b.place(t, keyB, marketOrder())
 	b.waitTerminal(t, keyB, ob.ID)
-	list := adminGet[server.AdminOrderList](t, b, "/admin/api/orders")
+	list := adminGet[admin.OrderList](t, b, "/admin/api/orders")
 	if len(list.Data) != 3 {
 		t.Fatalf("%d orders, want 3", len(list.Data))
 	}
@@ -146,9 +147,9 @@ func TestAdminPages(t *testing.T) {
 	page(t, b, "/admin/deliveries?limit=500", http.StatusUnprocessableEntity)
 
 	// Endpoints: the disabled one says why and can be enabled.
-	var eps server.AdminEndpointList
+	var eps admin.EndpointList
 	waitFor(t, 20*time.Second, "tenant-b's endpoint disabled", func() bool {
-		eps = adminGet[server.AdminEndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b")
+		eps = adminGet[admin.EndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b")
 		return len(eps.Data) == 1 && eps.Data[0].Health == webhooks.HealthDisabled
 	})
 	html = page(t, b, "/admin/endpoints", http.StatusOK)
@@ -170,4 +171,80 @@ func TestAdminPages(t *testing.T) {
 	// A tenant's key is not an admin key.
 	resp, body = b.do(t, "GET", "/admin/orders", keyA, "")
 	wantProblem(t, resp, body, http.StatusForbidden, "forbidden")
+}
+
+// cssOf returns the declarations of the layout's rule whose selectors
+// include sel ("" for none).
+func cssOf(html, sel string) string {
+	style := html[strings.Index(html, "<style>")+len("<style>") : strings.Index(html, "</style>")]
+	for rule := range strings.SplitSeq(style, "}") {
+		sels, decl, ok := strings.Cut(rule, "{")
+		if !ok {
+			continue
+		}
+		for s := range strings.SplitSeq(sels, ",") {
+			if strings.TrimSpace(s) == sel {
+				return strings.TrimSpace(decl)
+			}
+		}
+	}
+	return ""
+}
+
+// TestAdminPagesFigures: numbers with thousands separators and no
+// exponent, durations as people read them, a paused column that always
+// says something, and cancelled orders not painted as failed ones.
+func TestAdminPagesFigures(t *testing.T) {
+	t.Parallel()
+	b := setupAdmin(t)
+	req := marketOrder()
+	req.Quantity = 100_000_000
+	big := b.place(t, keyA, req)
+	req = marketOrder()
+	req.Type, req.LimitPrice = orders.Limit, new(float64)
+	*req.LimitPrice = 1234567.25
+	limit := b.place(t, keyA, req)
+
+	html := page(t, b, "/admin/orders", http.StatusOK)
+	wantIn(t, "the orders page", html, `<td class="num">100,000,000</td>`)
+	if strings.Contains(html, "e+") {
+		t.Errorf("the orders page shows a number with an exponent:\n%s", html)
+	}
+	wantIn(t, "the order page", page(t, b, "/admin/orders/tenant-a/"+big.ID, http.StatusOK), "buy 100,000,000 ACME")
+	wantIn(t, "the order page", page(t, b, "/admin/orders/tenant-a/"+limit.ID, http.StatusOK), "at 1,234,567.25")
+
+	// Every queue says whether it is paused; the latency of the orders
+	// waiting in the queue (no worker runs) reads as a duration.
+	cell := regexp.MustCompile(`<tr data-queue="(\w+)">.*?<td class="num">([^<]*)</td>.*<td class="paused">(.*?)</td></tr>`)
+	queues := func() map[string][2]string {
+		out := map[string][2]string{}
+		for _, m := range cell.FindAllStringSubmatch(page(t, b, "/admin/", http.StatusOK), -1) {
+			out[m[1]] = [2]string{m[2], m[3]}
+		}
+		return out
+	}
+	got := queues()
+	if len(got) < 3 {
+		t.Fatalf("the overview shows %d queues, want 3 or more: %v", len(got), got)
+	}
+	latency := regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(ms|s|m[0-9]{2}s|m)$`)
+	for q, c := range got {
+		if c[1] != "running" {
+			t.Errorf("queue %s: paused cell %q, want running", q, c[1])
+		}
+		if !latency.MatchString(c[0]) {
+			t.Errorf("queue %s: latency %q, want a duration such as 340ms or 1.5s", q, c[0])
+		}
+	}
+	if err := b.app.Inspector().PauseQueue("orders"); err != nil {
+		t.Fatal(err)
+	}
+	if c := queues()["orders"]; !strings.Contains(c[1], "paused") {
+		t.Errorf("paused queue orders: paused cell %q", c[1])
+	}
+
+	// Cancelled is an outcome the caller asked for, not a failure.
+	if c, f := cssOf(html, ".s-cancelled"), cssOf(html, ".s-failed"); c == "" || c == f {
+		t.Errorf("cancelled is painted %q, failed %q: want a style of its own", c, f)
+	}
 }

@@ -1,4 +1,4 @@
-package server
+package admin
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/asyncgate/asyncgate/orders"
+	"github.com/asyncgate/asyncgate/server"
 )
 
 // The dashboard's own pages: server-rendered with html/template, which
@@ -22,13 +23,13 @@ import (
 // elsewhere. The queues half of the dashboard is asynqmon's, at
 // /admin/queues.
 
-//go:embed admin_html/*.html
+//go:embed html/*.html
 var adminHTML embed.FS
 
 var adminFuncs = template.FuncMap{
-	"ts":    formatTime,
-	"ms":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + " ms" },
-	"deref": func(p *float64) float64 { return *p },
+	"ts":  formatTime,
+	"ms":  formatMillis,
+	"num": formatNumber,
 }
 
 // adminPages are the parsed pages, by file name: each is the layout with
@@ -36,7 +37,7 @@ var adminFuncs = template.FuncMap{
 var adminPages = func() map[string]*template.Template {
 	out := make(map[string]*template.Template)
 	for _, name := range []string{"overview", "orders", "order", "endpoints", "deliveries", "delivery", "error"} {
-		out[name] = template.Must(template.New(name).Funcs(adminFuncs).ParseFS(adminHTML, "admin_html/layout.html", "admin_html/"+name+".html"))
+		out[name] = template.Must(template.New(name).Funcs(adminFuncs).ParseFS(adminHTML, "html/layout.html", "html/"+name+".html"))
 	}
 	return out
 }()
@@ -73,29 +74,29 @@ type pageData struct {
 
 // adminPageRoutes registers the dashboard's HTML pages under /admin.
 // Authentication and CSRF are applied by the group.
-func (s *Server) adminPageRoutes(g *gin.RouterGroup) {
-	if s.deps.AdminOrders == nil {
+func (a *Dashboard) adminPageRoutes(g *gin.RouterGroup) {
+	if a.deps.Orders == nil {
 		return
 	}
 	g.GET("", func(c *gin.Context) { c.Redirect(http.StatusFound, "/admin/") })
-	g.GET("/", s.overviewPage)
-	g.GET("/orders", s.ordersPage)
-	g.GET("/orders/:tenant/:id", s.orderPage)
-	if !s.hasWebhookAdmin() {
+	g.GET("/", a.overviewPage)
+	g.GET("/orders", a.ordersPage)
+	g.GET("/orders/:tenant/:id", a.orderPage)
+	if !a.hasWebhookAdmin() {
 		return
 	}
-	g.GET("/endpoints", s.endpointsPage)
-	g.POST("/endpoints/:tenant/:id/enable", s.enablePage)
-	g.GET("/deliveries/:tenant/:id", s.deliveryPage)
-	g.POST("/deliveries/:tenant/:id/redeliver", s.redeliverPage)
-	if s.deps.Queues != nil {
-		g.GET("/deliveries", s.deliveriesPage)
+	g.GET("/endpoints", a.endpointsPage)
+	g.POST("/endpoints/:tenant/:id/enable", a.enablePage)
+	g.GET("/deliveries/:tenant/:id", a.deliveryPage)
+	g.POST("/deliveries/:tenant/:id/redeliver", a.redeliverPage)
+	if a.deps.Queues != nil {
+		g.GET("/deliveries", a.deliveriesPage)
 	}
 }
 
 // render sends the page, or a 500 page when it fails to render.
-func (s *Server) render(c *gin.Context, status int, page string, d pageData) {
-	d.CSRF = s.csrfToken(c)
+func (a *Dashboard) render(c *gin.Context, status int, page string, d pageData) {
+	d.CSRF = a.csrfToken(c)
 	var buf bytes.Buffer
 	if err := adminPages[page].ExecuteTemplate(&buf, "layout", d); err != nil {
 		c.Error(fmt.Errorf("render %s: %w", page, err))
@@ -113,37 +114,37 @@ func (s *Server) render(c *gin.Context, status int, page string, d pageData) {
 }
 
 // pageError shows err as an HTML page with the status of its problem.
-func (s *Server) pageError(c *gin.Context, nav string, err error) {
-	p := toProblem(err)
+func (a *Dashboard) pageError(c *gin.Context, nav string, err error) {
+	p := server.AsProblem(err)
 	c.Error(p) // the request log shows the cause
 	msg := p.Detail
 	for _, f := range p.Errors {
 		msg += "; " + f.Field + ": " + f.Reason
 	}
-	s.render(c, p.Status, "error", pageData{Title: p.Title, Nav: nav, Error: msg})
+	a.render(c, p.Status, "error", pageData{Title: p.Title, Nav: nav, Error: msg})
 	c.Abort()
 }
 
-func (s *Server) overviewPage(c *gin.Context) {
-	st, err := s.stats(c.Request.Context())
+func (a *Dashboard) overviewPage(c *gin.Context) {
+	st, err := a.stats(c.Request.Context())
 	if err != nil {
-		s.pageError(c, "overview", err)
+		a.pageError(c, "overview", err)
 		return
 	}
-	s.render(c, http.StatusOK, "overview", pageData{Title: "Overview", Nav: "overview", Data: st, Statuses: orders.Statuses})
+	a.render(c, http.StatusOK, "overview", pageData{Title: "Overview", Nav: "overview", Data: st, Statuses: orders.Statuses})
 }
 
-func (s *Server) ordersPage(c *gin.Context) {
+func (a *Dashboard) ordersPage(c *gin.Context) {
 	d := pageData{Title: "Orders", Nav: "orders", Statuses: orders.Statuses}
 	q, p := parseOrderQuery(c)
 	d.Query = q
 	if p != nil {
-		s.pageError(c, "orders", p)
+		a.pageError(c, "orders", p)
 		return
 	}
-	list, err := s.searchOrders(c.Request.Context(), q)
+	list, err := a.searchOrders(c.Request.Context(), q)
 	if err != nil {
-		s.pageError(c, "orders", err)
+		a.pageError(c, "orders", err)
 		return
 	}
 	d.List = list
@@ -160,49 +161,49 @@ func (s *Server) ordersPage(c *gin.Context) {
 		}
 		d.NextURL = "/admin/orders?" + v.Encode()
 	}
-	s.render(c, http.StatusOK, "orders", d)
+	a.render(c, http.StatusOK, "orders", d)
 }
 
-func (s *Server) orderPage(c *gin.Context) {
-	o, err := s.orderDetail(c.Request.Context(), c.Param("tenant"), c.Param("id"))
+func (a *Dashboard) orderPage(c *gin.Context) {
+	o, err := a.orderDetail(c.Request.Context(), c.Param("tenant"), c.Param("id"))
 	if err != nil {
-		s.pageError(c, "orders", err)
+		a.pageError(c, "orders", err)
 		return
 	}
-	s.render(c, http.StatusOK, "order", pageData{Title: "Order " + o.Order.ID, Nav: "orders", Data: o})
+	a.render(c, http.StatusOK, "order", pageData{Title: "Order " + o.Order.ID, Nav: "orders", Data: o})
 }
 
-func (s *Server) endpointsPage(c *gin.Context) {
+func (a *Dashboard) endpointsPage(c *gin.Context) {
 	tenant, p := parseTenantQuery(c)
 	if p != nil {
-		s.pageError(c, "endpoints", p)
+		a.pageError(c, "endpoints", p)
 		return
 	}
-	list, err := s.endpoints(c.Request.Context(), tenant)
+	list, err := a.endpoints(c.Request.Context(), tenant)
 	if err != nil {
-		s.pageError(c, "endpoints", err)
+		a.pageError(c, "endpoints", err)
 		return
 	}
-	s.render(c, http.StatusOK, "endpoints", pageData{Title: "Webhook endpoints", Nav: "endpoints", Tenant: tenant, List: list})
+	a.render(c, http.StatusOK, "endpoints", pageData{Title: "Webhook endpoints", Nav: "endpoints", Tenant: tenant, List: list})
 }
 
-func (s *Server) enablePage(c *gin.Context) {
-	if _, err := s.adminEnableEndpoint(c.Request.Context(), c.Param("tenant"), c.Param("id")); err != nil {
-		s.pageError(c, "endpoints", err)
+func (a *Dashboard) enablePage(c *gin.Context) {
+	if _, err := a.adminEnableEndpoint(c.Request.Context(), c.Param("tenant"), c.Param("id")); err != nil {
+		a.pageError(c, "endpoints", err)
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/endpoints")
 }
 
-func (s *Server) deliveriesPage(c *gin.Context) {
+func (a *Dashboard) deliveriesPage(c *gin.Context) {
 	q, p := parseDeliveryQuery(c)
 	if p != nil {
-		s.pageError(c, "deliveries", p)
+		a.pageError(c, "deliveries", p)
 		return
 	}
-	list, err := s.failedDeliveries(c.Request.Context(), q)
+	list, err := a.failedDeliveries(c.Request.Context(), q)
 	if err != nil {
-		s.pageError(c, "deliveries", err)
+		a.pageError(c, "deliveries", err)
 		return
 	}
 	d := pageData{Title: "Failed deliveries", Nav: "deliveries", Tenant: q.Tenant, List: list}
@@ -216,22 +217,22 @@ func (s *Server) deliveriesPage(c *gin.Context) {
 		}
 		d.NextURL = "/admin/deliveries?" + v.Encode()
 	}
-	s.render(c, http.StatusOK, "deliveries", d)
+	a.render(c, http.StatusOK, "deliveries", d)
 }
 
-func (s *Server) deliveryPage(c *gin.Context) {
-	d, err := s.adminDelivery(c.Request.Context(), c.Param("tenant"), c.Param("id"))
+func (a *Dashboard) deliveryPage(c *gin.Context) {
+	d, err := a.adminDelivery(c.Request.Context(), c.Param("tenant"), c.Param("id"))
 	if err != nil {
-		s.pageError(c, "deliveries", err)
+		a.pageError(c, "deliveries", err)
 		return
 	}
-	s.render(c, http.StatusOK, "delivery", pageData{Title: "Delivery " + d.Delivery.ID, Nav: "deliveries", Data: d})
+	a.render(c, http.StatusOK, "delivery", pageData{Title: "Delivery " + d.Delivery.ID, Nav: "deliveries", Data: d})
 }
 
-func (s *Server) redeliverPage(c *gin.Context) {
+func (a *Dashboard) redeliverPage(c *gin.Context) {
 	tenant, id := c.Param("tenant"), c.Param("id")
-	if _, err := s.redeliver(c.Request.Context(), tenant, id); err != nil {
-		s.pageError(c, "deliveries", err)
+	if _, err := a.redeliver(c.Request.Context(), tenant, id); err != nil {
+		a.pageError(c, "deliveries", err)
 		return
 	}
 	c.Redirect(http.StatusSeeOther, "/admin/deliveries/"+tenant+"/"+id)

@@ -1,4 +1,4 @@
-package server
+package admin
 
 // Authentication of the /admin routes: an admin key as a Bearer token (API
 // clients), or a session cookie issued by the login form (browsers), with
@@ -6,12 +6,12 @@ package server
 //
 // The session cookie is stateless: "v1.<payload>.<mac>", the payload a
 // base64url JSON object {sid, kid, kh, iat, exp} and mac its HMAC-SHA256
-// under a key derived from the server secret (Config.AdminSessionSecret, or
+// under a key derived from the server secret (Config.SessionSecret, or
 // one shared by every API process through Redis, see sessionKeys). kh is
 // the admin key's SHA-256, masked with HMAC(secret, sid) so that the
 // cookie does not carry an offline-guessable hash of a configured key; on
 // every request the key is looked up again (through the key cache), so a
-// revoked key ends its sessions within Config.KeyCacheTTL.
+// revoked key ends its sessions within server.Config.KeyCacheTTL.
 //
 // CSRF: a state-changing request authenticated by the cookie must carry
 // the session's token (HMAC(secret, sid)) in the form field csrf_token or
@@ -44,6 +44,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/asyncgate/asyncgate/apikeys"
+	"github.com/asyncgate/asyncgate/server"
 )
 
 const (
@@ -97,8 +98,8 @@ type adminAuth struct {
 
 func newAdminAuth(cfg Config) *adminAuth {
 	a := &adminAuth{cop: http.NewCrossOriginProtection()}
-	if len(cfg.AdminSessionSecret) > 0 {
-		a.keys = deriveKeys(cfg.AdminSessionSecret)
+	if len(cfg.SessionSecret) > 0 {
+		a.keys = deriveKeys(cfg.SessionSecret)
 	}
 	return a
 }
@@ -108,16 +109,16 @@ func newAdminAuth(cfg Config) *adminAuth {
 // bytes in Redis (SET NX), and every process uses what Redis holds, so a
 // cookie issued by one works on all. Without Redis, the secret is random
 // per process (sessions end with the process).
-func (s *Server) sessionKeys(ctx context.Context) (*sessionKeys, error) {
-	a := s.adminAuth
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.keys != nil {
-		return a.keys, nil
+func (a *Dashboard) sessionKeys(ctx context.Context) (*sessionKeys, error) {
+	st := a.adminAuth
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.keys != nil {
+		return st.keys, nil
 	}
 	secret := make([]byte, minSecret)
 	rand.Read(secret)
-	if rdb := s.deps.RedisClient; rdb != nil {
+	if rdb := a.deps.Redis; rdb != nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if err := rdb.SetNX(ctx, secretRedis, secret, 0).Err(); err != nil {
@@ -132,8 +133,8 @@ func (s *Server) sessionKeys(ctx context.Context) (*sessionKeys, error) {
 		}
 		secret = got
 	}
-	a.keys = deriveKeys(secret)
-	return a.keys, nil
+	st.keys = deriveKeys(secret)
+	return st.keys, nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -199,7 +200,7 @@ type adminSession struct{ csrf string }
 // state-changing request (form field "csrf_token" or header
 // "X-CSRF-Token"); "" when the request is not authenticated by the session
 // cookie (a Bearer key needs none).
-func (s *Server) csrfToken(c *gin.Context) string {
+func (a *Dashboard) csrfToken(c *gin.Context) string {
 	if v, ok := c.Get(ctxSession); ok {
 		return v.(*adminSession).csrf
 	}
@@ -230,43 +231,42 @@ func adminHeaders(c *gin.Context) {
 // requireAdminAuth is the middleware of the /admin group (but the login
 // page): a Bearer admin key, or a valid session cookie of an admin key
 // still valid, with a CSRF token on state-changing requests.
-func (s *Server) requireAdminAuth(c *gin.Context) {
+func (a *Dashboard) requireAdminAuth(c *gin.Context) {
 	adminHeaders(c)
 	if c.GetHeader("Authorization") != "" {
-		s.adminBearer(c)
+		a.adminBearer(c)
 		return
 	}
-	p, sess, err := s.cookiePrincipal(c)
+	p, sess, err := a.cookiePrincipal(c)
 	if err != nil {
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
 	if p == nil {
-		s.noCredentials(c)
+		a.noCredentials(c)
 		return
 	}
-	c.Set(ctxPrincipal, p)
-	c.Set(ctxTenant, p.tenant)
+	server.SetCaller(c, p)
 	c.Set(ctxSession, sess)
 	if !safeMethod(c.Request.Method) {
-		if err := s.checkCSRF(c, sess.csrf); err != nil {
-			writeProblem(c, err)
+		if err := a.checkCSRF(c, sess.csrf); err != nil {
+			server.WriteProblem(c, err)
 			return
 		}
 	} else if ck, err := c.Request.Cookie(XSRFCookie); err != nil || ck.Value != sess.csrf {
-		s.setCookie(c, XSRFCookie, sess.csrf, int(s.cfg.AdminSessionTTL/time.Second), false)
+		a.setCookie(c, XSRFCookie, sess.csrf, int(a.cfg.SessionTTL/time.Second), false)
 	}
 	c.Next()
 }
 
 // adminBearer authenticates "Authorization: Bearer <admin key>".
-func (s *Server) adminBearer(c *gin.Context) {
-	p := s.bearer(c, "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login")
+func (a *Dashboard) adminBearer(c *gin.Context) {
+	p := a.api.Bearer(c, "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login")
 	if p == nil {
 		return
 	}
-	if !p.admin {
-		writeProblem(c, newProblem("forbidden", "this route needs an admin key"))
+	if !p.Admin {
+		server.WriteProblem(c, server.NewProblem("forbidden", "this route needs an admin key"))
 		return
 	}
 	c.Next()
@@ -274,21 +274,21 @@ func (s *Server) adminBearer(c *gin.Context) {
 
 // cookiePrincipal returns the admin principal of the request's session
 // cookie; nil when there is no cookie, or a forged, expired or revoked one.
-func (s *Server) cookiePrincipal(c *gin.Context) (*principal, *adminSession, error) {
+func (a *Dashboard) cookiePrincipal(c *gin.Context) (*server.Caller, *adminSession, error) {
 	ck, err := c.Request.Cookie(SessionCookie)
 	if err != nil || ck.Value == "" {
 		return nil, nil, nil
 	}
-	k, err := s.sessionKeys(c.Request.Context())
+	k, err := a.sessionKeys(c.Request.Context())
 	if err != nil {
 		return nil, nil, err
 	}
-	sess, hash, ok := decodeSession(k, ck.Value, s.cfg.Now())
+	sess, hash, ok := decodeSession(k, ck.Value, a.cfg.Now())
 	if !ok {
 		return nil, nil, nil
 	}
-	p, err := s.principal(c.Request.Context(), hash)
-	if err != nil || p == nil || !p.admin || p.id != sess.KeyID {
+	p, err := a.api.KeyCaller(c.Request.Context(), hash)
+	if err != nil || p == nil || !p.Admin || p.KeyID != sess.KeyID {
 		return nil, nil, err
 	}
 	return p, &adminSession{csrf: csrfFor(k, sess.ID)}, nil
@@ -296,20 +296,20 @@ func (s *Server) cookiePrincipal(c *gin.Context) (*principal, *adminSession, err
 
 // checkCSRF refuses a cross-origin request, and one without the session's
 // token.
-func (s *Server) checkCSRF(c *gin.Context, want string) error {
-	if err := s.adminAuth.cop.Check(c.Request); err != nil {
-		return newProblem("csrf_failed", "cross-origin requests are refused")
+func (a *Dashboard) checkCSRF(c *gin.Context, want string) error {
+	if err := a.adminAuth.cop.Check(c.Request); err != nil {
+		return server.NewProblem("csrf_failed", "cross-origin requests are refused")
 	}
 	got := c.GetHeader(CSRFHeader)
 	if got == "" {
 		got = c.GetHeader(xsrfHeader)
 	}
 	if got == "" && isForm(c.Request) {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, a.cfg.MaxBodyBytes)
 		got = c.PostForm(CSRFField)
 	}
 	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		return newProblem("csrf_failed", "the CSRF token is missing or wrong: reload the page and try again")
+		return server.NewProblem("csrf_failed", "the CSRF token is missing or wrong: reload the page and try again")
 	}
 	return nil
 }
@@ -322,10 +322,10 @@ func isForm(r *http.Request) bool {
 // noCredentials answers a request without valid credentials: a 401
 // problem for the JSON APIs, else a redirect to the login page that comes
 // back here.
-func (s *Server) noCredentials(c *gin.Context) {
+func (a *Dashboard) noCredentials(c *gin.Context) {
 	if isAdminAPI(c.Request.URL.Path) {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate"`)
-		writeProblem(c, newProblem("unauthorized", "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login"))
+		server.WriteProblem(c, server.NewProblem("unauthorized", "send an admin key as 'Authorization: Bearer <key>', or log in at /admin/login"))
 		return
 	}
 	next := "/admin/"
@@ -333,7 +333,7 @@ func (s *Server) noCredentials(c *gin.Context) {
 		next = c.Request.URL.RequestURI()
 	}
 	if _, err := c.Request.Cookie(SessionCookie); err == nil {
-		s.clearCookies(c) // forged, expired or revoked
+		a.clearCookies(c) // forged, expired or revoked
 	}
 	c.Redirect(http.StatusSeeOther, loginPath+"?next="+url.QueryEscape(safeNext(next)))
 	c.Abort()
@@ -361,19 +361,19 @@ func safeNext(next string) string {
 	return out.RequestURI()
 }
 
-func (s *Server) setCookie(c *gin.Context, name, value string, maxAge int, httpOnly bool) {
+func (a *Dashboard) setCookie(c *gin.Context, name, value string, maxAge int, httpOnly bool) {
 	http.SetCookie(c.Writer, &http.Cookie{
 		Name: name, Value: value, Path: adminPath, MaxAge: maxAge,
-		HttpOnly: httpOnly, Secure: !s.cfg.AdminInsecureCookies, SameSite: http.SameSiteStrictMode,
+		HttpOnly: httpOnly, Secure: !a.cfg.InsecureCookies, SameSite: http.SameSiteStrictMode,
 	})
 }
 
-func (s *Server) clearCookies(c *gin.Context) {
-	s.setCookie(c, SessionCookie, "", -1, true)
-	s.setCookie(c, XSRFCookie, "", -1, false)
+func (a *Dashboard) clearCookies(c *gin.Context) {
+	a.setCookie(c, SessionCookie, "", -1, true)
+	a.setCookie(c, XSRFCookie, "", -1, false)
 }
 
-//go:embed admin_login.html.tmpl
+//go:embed login.html.tmpl
 var loginHTML string
 
 var loginTmpl = template.Must(template.New("login").Parse(loginHTML))
@@ -383,12 +383,12 @@ type loginPage struct {
 	Error string
 }
 
-func (s *Server) renderLogin(c *gin.Context, status int, page loginPage) {
+func (a *Dashboard) renderLogin(c *gin.Context, status int, page loginPage) {
 	adminHeaders(c)
 	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	var b strings.Builder
 	if err := loginTmpl.Execute(&b, page); err != nil {
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
 	c.Data(status, "text/html; charset=utf-8", []byte(b.String()))
@@ -396,11 +396,11 @@ func (s *Server) renderLogin(c *gin.Context, status int, page loginPage) {
 
 // loginForm is GET /admin/login: the form, or straight on when the
 // browser has a valid session already.
-func (s *Server) loginForm(c *gin.Context) {
+func (a *Dashboard) loginForm(c *gin.Context) {
 	next := safeNext(c.Query("next"))
-	p, _, err := s.cookiePrincipal(c)
+	p, _, err := a.cookiePrincipal(c)
 	if err != nil {
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
 	if p != nil {
@@ -408,73 +408,73 @@ func (s *Server) loginForm(c *gin.Context) {
 		c.Redirect(http.StatusSeeOther, next)
 		return
 	}
-	s.renderLogin(c, http.StatusOK, loginPage{Next: next})
+	a.renderLogin(c, http.StatusOK, loginPage{Next: next})
 }
 
 // login is POST /admin/login: checks the admin key of the form and starts
 // a session.
-func (s *Server) login(c *gin.Context) {
-	if err := s.adminAuth.cop.Check(c.Request); err != nil {
+func (a *Dashboard) login(c *gin.Context) {
+	if err := a.adminAuth.cop.Check(c.Request); err != nil {
 		adminHeaders(c)
-		writeProblem(c, newProblem("csrf_failed", "cross-origin requests are refused"))
+		server.WriteProblem(c, server.NewProblem("csrf_failed", "cross-origin requests are refused"))
 		return
 	}
-	if err := s.limitLogin(c); err != nil {
+	if err := a.limitLogin(c); err != nil {
 		adminHeaders(c)
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, loginBody)
 	key, next := c.PostForm("key"), safeNext(c.PostForm("next"))
 	if key == "" {
-		s.renderLogin(c, http.StatusUnauthorized, loginPage{Next: next, Error: "Enter an admin key."})
+		a.renderLogin(c, http.StatusUnauthorized, loginPage{Next: next, Error: "Enter an admin key."})
 		return
 	}
-	p, err := s.principal(c.Request.Context(), apikeys.Hash(key))
+	p, err := a.api.KeyCaller(c.Request.Context(), apikeys.Hash(key))
 	if err != nil {
 		adminHeaders(c)
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
-	if p == nil || !p.admin {
-		s.log.WarnContext(c, "admin login refused", "remote", c.RemoteIP(), "known_key", p != nil, "request_id", c.GetString(ctxRequestID))
-		s.renderLogin(c, http.StatusUnauthorized, loginPage{Next: next, Error: "That is not a valid admin key."})
+	if p == nil || !p.Admin {
+		a.log.WarnContext(c, "admin login refused", "remote", c.RemoteIP(), "known_key", p != nil, "request_id", server.RequestID(c))
+		a.renderLogin(c, http.StatusUnauthorized, loginPage{Next: next, Error: "That is not a valid admin key."})
 		return
 	}
-	k, err := s.sessionKeys(c.Request.Context())
+	k, err := a.sessionKeys(c.Request.Context())
 	if err != nil {
 		adminHeaders(c)
-		writeProblem(c, err)
+		server.WriteProblem(c, err)
 		return
 	}
-	now := s.cfg.Now()
+	now := a.cfg.Now()
 	var sid [16]byte
 	rand.Read(sid[:])
 	hash := apikeys.Hash(key)
-	sess := session{ID: b64(sid[:]), KeyID: p.id, IssuedAt: now.Unix(), Expires: now.Add(s.cfg.AdminSessionTTL).Unix()}
+	sess := session{ID: b64(sid[:]), KeyID: p.KeyID, IssuedAt: now.Unix(), Expires: now.Add(a.cfg.SessionTTL).Unix()}
 	sess.KeyHash = b64(maskHash(k, sess.ID, hash[:]))
-	maxAge := int(s.cfg.AdminSessionTTL / time.Second)
+	maxAge := int(a.cfg.SessionTTL / time.Second)
 	adminHeaders(c)
-	s.setCookie(c, SessionCookie, encodeSession(k, sess), maxAge, true)
-	s.setCookie(c, XSRFCookie, csrfFor(k, sess.ID), maxAge, false)
-	s.log.InfoContext(c, "admin login", "key_id", p.id, "tenant", p.tenant, "remote", c.RemoteIP(), "request_id", c.GetString(ctxRequestID))
+	a.setCookie(c, SessionCookie, encodeSession(k, sess), maxAge, true)
+	a.setCookie(c, XSRFCookie, csrfFor(k, sess.ID), maxAge, false)
+	a.log.InfoContext(c, "admin login", "key_id", p.KeyID, "tenant", p.Tenant, "remote", c.RemoteIP(), "request_id", server.RequestID(c))
 	c.Redirect(http.StatusSeeOther, next)
 }
 
-// limitLogin allows Config.AdminLoginRateLimit attempts per client
+// limitLogin allows Config.LoginRateLimit attempts per client
 // address, across processes (with Redis).
-func (s *Server) limitLogin(c *gin.Context) error {
-	rdb := s.deps.RedisClient
+func (a *Dashboard) limitLogin(c *gin.Context) error {
+	rdb := a.deps.Redis
 	if rdb == nil {
 		return nil
 	}
-	res, err := redis_rate.NewLimiter(rdb).Allow(c.Request.Context(), "ag:admin:login:"+clientBucket(c.RemoteIP()), s.cfg.AdminLoginRateLimit.gcra())
+	res, err := redis_rate.NewLimiter(rdb).Allow(c.Request.Context(), "ag:admin:login:"+clientBucket(c.RemoteIP()), a.loginLimit)
 	if err != nil {
 		return fmt.Errorf("login rate limit: %w", err)
 	}
 	if res.Allowed == 0 {
 		c.Header("Retry-After", fmt.Sprint(max(1, int((res.RetryAfter+time.Second-1)/time.Second))))
-		return newProblem("rate_limited", "too many login attempts from your address; wait a minute")
+		return server.NewProblem("rate_limited", "too many login attempts from your address; wait a minute")
 	}
 	return nil
 }
@@ -497,7 +497,7 @@ func clientBucket(ip string) string {
 // logout is POST /admin/logout: the session cookie is dropped. The cookie
 // is stateless, so a copy taken before stays valid until it expires or its
 // key is revoked.
-func (s *Server) logout(c *gin.Context) {
-	s.clearCookies(c)
+func (a *Dashboard) logout(c *gin.Context) {
+	a.clearCookies(c)
 	c.Redirect(http.StatusSeeOther, loginPath)
 }

@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/orders"
@@ -33,8 +34,12 @@ func BenchmarkAdminOrdersNewestPage(b *testing.B) {
 	rdb := redistest.Shared(b).NewClient(b)
 	store := orders.NewStore(rdb, orders.StoreConfig{})
 	storeOrders(b, store, total, tenants)
+	dash, err := admin.New(admin.Config{Logger: slog.New(slog.DiscardHandler)}, admin.Deps{Orders: store})
+	if err != nil {
+		b.Fatal(err)
+	}
 	api, err := server.New(server.Config{APIKeys: apiKeys, AdminKeys: map[string]string{adminKey: "ops"}, Logger: slog.New(slog.DiscardHandler)},
-		server.Deps{Orders: store, AdminOrders: store, Queue: contractQueue{}, Redis: okPinger{}})
+		server.Deps{Orders: store, Queue: nopQueue{}, Redis: okPinger{}, Dashboard: dash})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 // Tests of the admin authentication: Bearer admin keys, the login page's
 // session cookie, CSRF, logout, and the authorization of every /admin
@@ -20,11 +20,13 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
+	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
 )
 
@@ -47,15 +49,19 @@ func newAuthEnv(t *testing.T, mut ...func(*app.Config)) *authEnv {
 func newAuthEnvOn(t *testing.T, rdb *redis.Client, mut ...func(*app.Config)) *authEnv {
 	t.Helper()
 	skew := new(atomic.Int64)
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	cfg := app.Config{
 		Redis: rdb,
 		API:   true,
 		Server: server.Config{
 			APIKeys:   apiKeys,
 			AdminKeys: map[string]string{adminKey: "ops"},
+			Now:       now,
+		},
+		Admin: admin.Config{
 			// Tests log in more than a person would.
-			AdminLoginRateLimit: server.RateLimit{Rate: 1000, Period: time.Second},
-			Now:                 func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
+			LoginRateLimit: server.RateLimit{Rate: 1000, Period: time.Second},
+			Now:            now,
 		},
 		Logger: slog.New(slog.DiscardHandler),
 	}
@@ -93,10 +99,10 @@ func (e *authEnv) do(r req) answer {
 		hr.Header.Set("Authorization", "Bearer "+r.bearer)
 	}
 	if r.cookie != "" {
-		hr.AddCookie(&http.Cookie{Name: server.SessionCookie, Value: r.cookie})
+		hr.AddCookie(&http.Cookie{Name: admin.SessionCookie, Value: r.cookie})
 	}
 	if r.csrf != "" {
-		hr.Header.Set(server.CSRFHeader, r.csrf)
+		hr.Header.Set(admin.CSRFHeader, r.csrf)
 	}
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
@@ -131,7 +137,7 @@ func (e *authEnv) login(key string) session {
 	e.t.Helper()
 	a := e.do(req{method: "POST", path: "/admin/login", form: url.Values{"key": {key}}})
 	a.want(e.t, http.StatusSeeOther)
-	s, x := a.cookie(server.SessionCookie), a.cookie(server.XSRFCookie)
+	s, x := a.cookie(admin.SessionCookie), a.cookie(admin.XSRFCookie)
 	if s == nil || x == nil || s.Value == "" || x.Value == "" {
 		e.t.Fatalf("login set no session or CSRF cookie: %v", a.header["Set-Cookie"])
 	}
@@ -167,7 +173,7 @@ func TestAdminLoginLogout(t *testing.T) {
 	for _, key := range []string{"", "not-a-key-0123456789abcdef", keyA} {
 		a := e.do(req{method: "POST", path: "/admin/login", form: url.Values{"key": {key}, "next": {"/admin/orders"}}})
 		a.want(t, http.StatusUnauthorized)
-		if !strings.Contains(string(a.body), `id="login-error"`) || a.cookie(server.SessionCookie) != nil {
+		if !strings.Contains(string(a.body), `id="login-error"`) || a.cookie(admin.SessionCookie) != nil {
 			t.Fatalf("login with %q: no error shown, or a cookie set:\n%s", key, a.body)
 		}
 	}
@@ -177,7 +183,7 @@ func TestAdminLoginLogout(t *testing.T) {
 	if got := a.header.Get("Location"); got != "/admin/orders?status=failed" {
 		t.Fatalf("Location %q", got)
 	}
-	sc, xc := a.cookie(server.SessionCookie), a.cookie(server.XSRFCookie)
+	sc, xc := a.cookie(admin.SessionCookie), a.cookie(admin.XSRFCookie)
 	if sc == nil || !sc.HttpOnly || !sc.Secure || sc.SameSite != http.SameSiteStrictMode || sc.Path != "/admin" || sc.MaxAge != 8*3600 {
 		t.Fatalf("session cookie %+v: want HttpOnly, Secure, SameSite=Strict, Path=/admin, Max-Age 8h", sc)
 	}
@@ -188,7 +194,7 @@ func TestAdminLoginLogout(t *testing.T) {
 
 	w := e.do(req{method: "GET", path: "/admin/api/whoami", cookie: s.cookie})
 	w.want(t, http.StatusOK)
-	if who := decode[server.Whoami](t, w.body); who.Tenant != "ops" || !who.Admin {
+	if who := decode[admin.Whoami](t, w.body); who.Tenant != "ops" || !who.Admin {
 		t.Fatalf("whoami %+v", who)
 	}
 	// A live session skips the form.
@@ -205,7 +211,7 @@ func TestAdminLoginLogout(t *testing.T) {
 	if got := out.header.Get("Location"); got != "/admin/login" {
 		t.Fatalf("Location %q", got)
 	}
-	if c := out.cookie(server.SessionCookie); c == nil || c.MaxAge >= 0 || c.Value != "" {
+	if c := out.cookie(admin.SessionCookie); c == nil || c.MaxAge >= 0 || c.Value != "" {
 		t.Fatalf("logout left the session cookie: %+v", c)
 	}
 }
@@ -282,7 +288,7 @@ func TestAdminSessionEndsWithItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := e.login(secret.Reveal())
-	w := decode[server.Whoami](t, e.do(req{method: "GET", path: "/admin/api/whoami", cookie: s.cookie}).body)
+	w := decode[admin.Whoami](t, e.do(req{method: "GET", path: "/admin/api/whoami", cookie: s.cookie}).body)
 	if w.KeyID != k.ID {
 		t.Fatalf("whoami %+v, want key %s", w, k.ID)
 	}
@@ -313,7 +319,7 @@ func TestAdminSessionSharedAcrossProcesses(t *testing.T) {
 	one, two := newAuthEnvOn(t, rdb), newAuthEnvOn(t, rdb)
 	s := one.login(adminKey)
 	two.do(req{method: "GET", path: "/admin/api/whoami", cookie: s.cookie}).want(t, http.StatusOK)
-	three := newAuthEnvOn(t, rdb, func(c *app.Config) { c.Server.AdminSessionSecret = []byte(strings.Repeat("s", 32)) })
+	three := newAuthEnvOn(t, rdb, func(c *app.Config) { c.Admin.SessionSecret = []byte(strings.Repeat("s", 32)) })
 	three.do(req{method: "GET", path: "/admin/api/whoami", cookie: s.cookie}).wantCode(t, http.StatusUnauthorized, "unauthorized")
 	s3 := three.login(adminKey)
 	three.do(req{method: "GET", path: "/admin/api/whoami", cookie: s3.cookie}).want(t, http.StatusOK)
@@ -361,7 +367,7 @@ func TestAdminRouteAuthorization(t *testing.T) {
 	forged := live.cookie[:len(live.cookie)-4] + "AAAA"
 
 	seen := map[string]bool{}
-	for _, r := range server.RoutesOf(e.app.API) {
+	for _, r := range e.app.API.Routes() {
 		if !strings.HasPrefix(r.Path, "/admin") || r.Path == "/admin/login" {
 			continue
 		}
@@ -415,7 +421,7 @@ func TestAdminRouteAuthorization(t *testing.T) {
 
 func TestAdminLoginIsRateLimited(t *testing.T) {
 	t.Parallel()
-	e := newAuthEnv(t, func(c *app.Config) { c.Server.AdminLoginRateLimit = server.RateLimit{Rate: 3, Period: time.Minute} })
+	e := newAuthEnv(t, func(c *app.Config) { c.Admin.LoginRateLimit = server.RateLimit{Rate: 3, Period: time.Minute} })
 	for i := range 3 {
 		e.do(req{method: "POST", path: "/admin/login", form: url.Values{"key": {"guess-" + strconv.Itoa(i) + "-0123456789abcdef"}}}).want(t, http.StatusUnauthorized)
 	}
@@ -431,13 +437,13 @@ func TestAdminLoginIsRateLimited(t *testing.T) {
 
 func TestAdminSessionConfig(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []server.Config{
-		{AdminSessionSecret: []byte("too short")},
-		{AdminSessionTTL: time.Second},
+	rdb := redistest.Shared(t).NewClient(t)
+	for _, cfg := range []admin.Config{
+		{SessionSecret: []byte("too short")},
+		{SessionTTL: time.Second},
 	} {
-		cfg.APIKeys = apiKeys
-		if _, err := server.New(cfg, server.Deps{Redis: okPinger{}}); err == nil || !strings.Contains(err.Error(), "admin session") {
-			t.Errorf("server.New(%+v) = %v, want an admin session error", cfg, err)
+		if _, err := admin.New(cfg, admin.Deps{Orders: orders.NewStore(rdb, orders.StoreConfig{})}); err == nil || !strings.Contains(err.Error(), "admin: the session") {
+			t.Errorf("admin.New(%+v) = %v, want a session error", cfg, err)
 		}
 	}
 }

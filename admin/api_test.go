@@ -1,4 +1,4 @@
-package server_test
+package admin_test
 
 // Tests of the admin API (/admin/api/…), on the real App (API, worker,
 // stores, queues, the simulator and a webhook receiver on a real
@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/redistest"
@@ -97,7 +98,7 @@ func adminGet[T any](t *testing.T, b *testBundle, path string) T {
 	return decode[T](t, body)
 }
 
-func ids(list server.AdminOrderList) []string {
+func ids(list admin.OrderList) []string {
 	var out []string
 	for _, o := range list.Data {
 		out = append(out, o.Tenant+"/"+o.Order.ID)
@@ -124,19 +125,19 @@ func TestAdminAPIOrders(t *testing.T) {
 	slices.Reverse(newest)
 	id := func(i int) string { return placed[i][strings.Index(placed[i], "/")+1:] }
 
-	all := adminGet[server.AdminOrderList](t, b, "/admin/api/orders")
+	all := adminGet[admin.OrderList](t, b, "/admin/api/orders")
 	if diff := cmp.Diff(newest, ids(all)); diff != "" || all.NextCursor != "" {
 		t.Errorf("every order, newest first (-want +got):\n%s\nnext_cursor %q", diff, all.NextCursor)
 	}
 
 	// Pages across tenants, then within one.
-	p1 := adminGet[server.AdminOrderList](t, b, "/admin/api/orders?limit=3")
-	p2 := adminGet[server.AdminOrderList](t, b, "/admin/api/orders?limit=3&cursor="+p1.NextCursor)
+	p1 := adminGet[admin.OrderList](t, b, "/admin/api/orders?limit=3")
+	p2 := adminGet[admin.OrderList](t, b, "/admin/api/orders?limit=3&cursor="+p1.NextCursor)
 	if got := append(ids(p1), ids(p2)...); !slices.Equal(got, newest) || p1.NextCursor == "" || p2.NextCursor != "" {
 		t.Errorf("pages %v (next %q) + %v (next %q), want %v", ids(p1), p1.NextCursor, ids(p2), p2.NextCursor, newest)
 	}
-	b1 := adminGet[server.AdminOrderList](t, b, "/admin/api/orders?tenant=tenant-b&limit=1")
-	b2 := adminGet[server.AdminOrderList](t, b, "/admin/api/orders?tenant=tenant-b&limit=1&cursor="+b1.NextCursor)
+	b1 := adminGet[admin.OrderList](t, b, "/admin/api/orders?tenant=tenant-b&limit=1")
+	b2 := adminGet[admin.OrderList](t, b, "/admin/api/orders?tenant=tenant-b&limit=1&cursor="+b1.NextCursor)
 	if got := append(ids(b1), ids(b2)...); !slices.Equal(got, []string{placed[4], placed[1]}) {
 		t.Errorf("tenant-b's pages: %v, want %v", got, []string{placed[4], placed[1]})
 	}
@@ -157,7 +158,7 @@ func TestAdminAPIOrders(t *testing.T) {
 		{"id=0190f1a2-7b3c-7d4e-8f90-123456789abc", nil},
 	}
 	for _, tt := range tests {
-		got := adminGet[server.AdminOrderList](t, b, "/admin/api/orders?"+tt.query)
+		got := adminGet[admin.OrderList](t, b, "/admin/api/orders?"+tt.query)
 		if !slices.Equal(ids(got), tt.want) {
 			t.Errorf("?%s: %v, want %v", tt.query, ids(got), tt.want)
 		}
@@ -189,9 +190,9 @@ func TestAdminAPIOrderDetailAndStats(t *testing.T) {
 	other := b.place(t, keyB, marketOrder())
 	b.waitTerminal(t, keyB, other.ID)
 
-	var d server.AdminOrderDetail
+	var d admin.OrderDetail
 	waitFor(t, 20*time.Second, "both deliveries delivered", func() bool {
-		d = adminGet[server.AdminOrderDetail](t, b, "/admin/api/orders/tenant-a/"+o.ID)
+		d = adminGet[admin.OrderDetail](t, b, "/admin/api/orders/tenant-a/"+o.ID)
 		return len(d.Deliveries) == 2 && d.Deliveries[0].Status == webhooks.DeliveryDelivered && d.Deliveries[1].Status == webhooks.DeliveryDelivered
 	})
 	if d.Tenant != "tenant-a" || d.Order.ID != o.ID || d.Order.Status != orders.Executed {
@@ -218,7 +219,7 @@ func TestAdminAPIOrderDetailAndStats(t *testing.T) {
 		wantProblem(t, resp, body, http.StatusNotFound, "not_found")
 	}
 
-	st := adminGet[server.AdminStats](t, b, "/admin/api/stats")
+	st := adminGet[admin.Stats](t, b, "/admin/api/stats")
 	want := map[orders.Status]int64{orders.Executed: 2}
 	for _, s := range orders.Statuses {
 		if s != orders.Executed {
@@ -238,7 +239,7 @@ func TestAdminAPIOrderDetailAndStats(t *testing.T) {
 	if st.Breakers["portfolio"].State != "closed" || st.Breakers["execution"].State != "closed" {
 		t.Errorf("breakers %+v", st.Breakers)
 	}
-	br := adminGet[server.AdminBreakers](t, b, "/admin/api/breakers")
+	br := adminGet[admin.Breakers](t, b, "/admin/api/breakers")
 	if diff := cmp.Diff(st.Breakers, br.Breakers); diff != "" {
 		t.Errorf("/admin/api/breakers vs /admin/api/stats (-stats +breakers):\n%s", diff)
 	}
@@ -256,9 +257,9 @@ func TestAdminAPIEndpointsEnable(t *testing.T) {
 	b.waitTerminal(t, keyA, o.ID)
 	b.waitTerminal(t, keyB, b.place(t, keyB, marketOrder()).ID) // a tenant without endpoints
 
-	var list server.AdminEndpointList
+	var list admin.EndpointList
 	waitFor(t, 20*time.Second, "the 410 endpoint disabled", func() bool {
-		list = adminGet[server.AdminEndpointList](t, b, "/admin/api/endpoints")
+		list = adminGet[admin.EndpointList](t, b, "/admin/api/endpoints")
 		return len(list.Data) == 2 && list.Data[0].Health == webhooks.HealthDisabled
 	})
 	got := list.Data[0]
@@ -268,7 +269,7 @@ func TestAdminAPIEndpointsEnable(t *testing.T) {
 	if h := list.Data[1]; h.Endpoint.ID != epOK.ID || h.Health != webhooks.HealthHealthy || h.Endpoint.Description != "live" {
 		t.Errorf("healthy endpoint: %+v %+v", h, h.Endpoint)
 	}
-	if only := adminGet[server.AdminEndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b"); len(only.Data) != 0 {
+	if only := adminGet[admin.EndpointList](t, b, "/admin/api/endpoints?tenant=tenant-b"); len(only.Data) != 0 {
 		t.Errorf("tenant-b has endpoints %+v", only.Data)
 	}
 	resp, body := b.do(t, "GET", "/admin/api/endpoints?tenant=A", adminKey, "")
@@ -279,7 +280,7 @@ func TestAdminAPIEndpointsEnable(t *testing.T) {
 	hits := gone.hits.Load()
 	resp, body = b.do(t, "POST", "/admin/api/endpoints/tenant-a/"+epGone.ID+"/enable", adminKey, "")
 	wantStatus(t, resp, body, http.StatusOK)
-	if e := decode[server.AdminEndpoint](t, body); e.Health != webhooks.HealthHealthy || e.Endpoint.Status != webhooks.EndpointEnabled || e.FailureStreak != 0 {
+	if e := decode[admin.Endpoint](t, body); e.Health != webhooks.HealthHealthy || e.Endpoint.Status != webhooks.EndpointEnabled || e.FailureStreak != 0 {
 		t.Errorf("enabled endpoint: %+v %+v", e, e.Endpoint)
 	}
 	waitFor(t, 20*time.Second, "the held event redelivered", func() bool { return gone.hits.Load() > hits })
@@ -322,7 +323,7 @@ func TestAdminAPIFailedDeliveriesRedeliver(t *testing.T) {
 	rcv := newReceiver(t, http.StatusInternalServerError)
 	failed := failAll(t, b, rcv, 3)
 
-	list := adminGet[server.AdminDeliveryList](t, b, "/admin/api/deliveries?status=failed")
+	list := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?status=failed")
 	if len(list.Data) != 3 || list.NextCursor != "" {
 		t.Fatalf("failed deliveries: %d, next %q; want 3", len(list.Data), list.NextCursor)
 	}
@@ -334,26 +335,26 @@ func TestAdminAPIFailedDeliveriesRedeliver(t *testing.T) {
 			t.Errorf("delivery %s is not one of %v", d.Delivery.ID, failed)
 		}
 	}
-	p1 := adminGet[server.AdminDeliveryList](t, b, "/admin/api/deliveries?limit=2&tenant=tenant-a")
-	p2 := adminGet[server.AdminDeliveryList](t, b, "/admin/api/deliveries?limit=2&tenant=tenant-a&cursor="+p1.NextCursor)
+	p1 := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?limit=2&tenant=tenant-a")
+	p2 := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?limit=2&tenant=tenant-a&cursor="+p1.NextCursor)
 	if len(p1.Data) != 2 || p1.NextCursor == "" || len(p2.Data) != 1 || p2.NextCursor != "" {
 		t.Errorf("pages of 2: %d (next %q), %d (next %q)", len(p1.Data), p1.NextCursor, len(p2.Data), p2.NextCursor)
 	}
-	if none := adminGet[server.AdminDeliveryList](t, b, "/admin/api/deliveries?tenant=tenant-b"); len(none.Data) != 0 {
+	if none := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?tenant=tenant-b"); len(none.Data) != 0 {
 		t.Errorf("tenant-b has failed deliveries: %+v", none.Data)
 	}
 	resp, body := b.do(t, "GET", "/admin/api/deliveries?status=pending&cursor=-1", adminKey, "")
 	wantProblem(t, resp, body, http.StatusUnprocessableEntity, "validation_failed",
 		orders.FieldError{Field: "status", Reason: "must be failed"}, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
 
-	eps := adminGet[server.AdminEndpointList](t, b, "/admin/api/endpoints")
+	eps := adminGet[admin.EndpointList](t, b, "/admin/api/endpoints")
 	if len(eps.Data) != 1 || eps.Data[0].Health != webhooks.HealthFailing || eps.Data[0].FailureStreak != 6 || eps.Data[0].Endpoint.FailingSince == nil {
 		t.Errorf("the failing endpoint: %+v", eps.Data)
 	}
 
 	// One delivery's detail, then its redelivery to the mended receiver.
 	id := failed[0]
-	one := adminGet[server.AdminDelivery](t, b, "/admin/api/deliveries/tenant-a/"+id)
+	one := adminGet[admin.Delivery](t, b, "/admin/api/deliveries/tenant-a/"+id)
 	if one.Delivery.ID != id || len(one.Delivery.Attempts) != 2 || one.Delivery.Attempts[1].StatusCode != 500 {
 		t.Errorf("delivery %s: %+v", id, one.Delivery)
 	}
@@ -363,14 +364,14 @@ func TestAdminAPIFailedDeliveriesRedeliver(t *testing.T) {
 	if loc := resp.Header.Get("Location"); loc != "/admin/api/deliveries/tenant-a/"+id {
 		t.Errorf("Location %q", loc)
 	}
-	if d := decode[server.AdminDelivery](t, body); d.Delivery.Status != webhooks.DeliveryPending && d.Delivery.Status != webhooks.DeliveryDelivered {
+	if d := decode[admin.Delivery](t, body); d.Delivery.Status != webhooks.DeliveryPending && d.Delivery.Status != webhooks.DeliveryDelivered {
 		t.Errorf("after redeliver: %s", d.Delivery.Status)
 	}
 	waitFor(t, 20*time.Second, "the redelivery delivered", func() bool {
-		return adminGet[server.AdminDelivery](t, b, "/admin/api/deliveries/tenant-a/"+id).Delivery.Status == webhooks.DeliveryDelivered
+		return adminGet[admin.Delivery](t, b, "/admin/api/deliveries/tenant-a/"+id).Delivery.Status == webhooks.DeliveryDelivered
 	})
 	waitFor(t, 20*time.Second, "the delivery out of the dead-letter queue", func() bool {
-		return len(adminGet[server.AdminDeliveryList](t, b, "/admin/api/deliveries").Data) == 2
+		return len(adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries").Data) == 2
 	})
 
 	for _, path := range []string{"/admin/api/deliveries/tenant-b/" + id, "/admin/api/deliveries/tenant-a/dlv_nope", "/admin/api/deliveries/x!/" + id} {

@@ -1,15 +1,19 @@
-package server_test
+package admin_test
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/internal/app"
-	"github.com/asyncgate/asyncgate/server"
 )
 
 func TestRedactPayload(t *testing.T) {
@@ -32,7 +36,7 @@ func TestRedactPayload(t *testing.T) {
 		{`{"a":1}]`, `(8 bytes, not JSON: hidden)`},
 		{"\xff\xfe", `(2 bytes, not JSON: hidden)`},
 	} {
-		if got := server.RedactPayload("order:process", []byte(c.in)); got != c.want {
+		if got := admin.RedactPayload("order:process", []byte(c.in)); got != c.want {
 			t.Errorf("RedactPayload(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
@@ -45,7 +49,7 @@ func FuzzRedactPayload(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		out := server.RedactPayload("t", in)
+		out := admin.RedactPayload("t", in)
 		if out == "" || strings.HasPrefix(out, "(") && strings.HasSuffix(out, "hidden)") {
 			return
 		}
@@ -60,7 +64,7 @@ func FuzzRedactPayload(f *testing.F) {
 				for k, e := range x {
 					l := strings.ToLower(k)
 					for _, s := range []string{"secret", "token", "password", "key", "signature", "authorization"} {
-						if strings.Contains(l, s) && e != server.Redacted {
+						if strings.Contains(l, s) && e != admin.Redacted {
 							t.Fatalf("RedactPayload(%q) = %q: %q is shown", in, out, k)
 						}
 					}
@@ -91,6 +95,9 @@ func TestAdminQueues(t *testing.T) {
 		if !strings.Contains(string(ui.body), `window.FLAG_ROOT_PATH="\/admin\/queues"`) {
 			t.Fatalf("no asynqmon page at /admin/queues:\n%s", ui.body)
 		}
+		wantOfflinePage(t, e, ui)
+		// A route of the page (reloaded in the browser) is the same page.
+		wantOfflinePage(t, e, uiGet(t, e, "/admin/queues/queues/orders"))
 		list := e.do(req{method: "GET", path: "/admin/queues/api/queues", bearer: adminKey})
 		list.want(t, http.StatusOK)
 		if !strings.Contains(string(list.body), `"queue":"orders"`) {
@@ -112,4 +119,68 @@ func TestAdminQueues(t *testing.T) {
 			run.want(t, http.StatusOK)
 		}
 	}
+}
+
+// externalRef matches a src or href to another site.
+var externalRef = regexp.MustCompile(`(?i)(src|href)\s*=\s*"?(https?:)?//`)
+
+// wantOfflinePage checks that asynqmon's page loads nothing from elsewhere
+// (it used to load Google Fonts), that its Content-Security-Policy allows
+// only this site and the page's own inline scripts, that its scripts are
+// still served, and that it links back to the dashboard.
+func wantOfflinePage(t *testing.T, e *authEnv, ui answer) {
+	t.Helper()
+	ui.want(t, http.StatusOK)
+	page := string(ui.body)
+	if m := externalRef.FindString(page); m != "" || strings.Contains(page, "googleapis") {
+		t.Errorf("asynqmon's page refers to another site (%q):\n%s", m, page)
+	}
+	if !strings.Contains(page, `<a id="asyncgate-back" href="/admin/"`) {
+		t.Errorf("asynqmon's page has no link back to /admin/:\n%s", page)
+	}
+	if ct := ui.header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	csp := ui.header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "http") || strings.Contains(csp, "script-src 'self' 'unsafe-inline'") {
+		t.Errorf("Content-Security-Policy %q, want this site only and no unsafe-inline script", csp)
+	}
+	for _, m := range regexp.MustCompile(`<script>([^<]*)</script>`).FindAllStringSubmatch(page, -1) {
+		sum := sha256.Sum256([]byte(m[1]))
+		if h := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"; !strings.Contains(csp, h) {
+			t.Errorf("the policy does not allow the inline script %.40q… (%s)", m[1], h)
+		}
+	}
+	srcs := regexp.MustCompile(`<script src="([^"]+)"`).FindAllStringSubmatch(page, -1)
+	if len(srcs) == 0 {
+		t.Fatal("asynqmon's page loads no script")
+	}
+	for _, m := range srcs {
+		js := uiGet(t, e, m[1])
+		js.want(t, http.StatusOK)
+		if ct := js.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/javascript") {
+			t.Errorf("%s: Content-Type %q", m[1], ct)
+		}
+	}
+}
+
+// uiGet GETs a file or route of asynqmon's page with the admin key, with a
+// plain client: they are asynqmon's, not routes of openapi.yaml.
+func uiGet(t *testing.T, e *authEnv, path string) answer {
+	t.Helper()
+	r, err := http.NewRequestWithContext(t.Context(), "GET", e.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Header, body}
 }
