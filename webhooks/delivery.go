@@ -528,11 +528,8 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 	if rec.secret, err = ParseSecret(res[3]); err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
-	if res[4] != "" {
-		if rec.prev, err = ParseSecret(res[4]); err != nil {
-			return nil, fmt.Errorf("begin delivery: %w", err)
-		}
-		rec.prevUntil = msTime(res[5])
+	if err := rec.setPrev(res[4], res[5]); err != nil {
+		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a.secrets = rec.secrets(now)
 	return a, nil
