@@ -165,6 +165,9 @@ type Deps struct {
 	// redelivers; nil Webhooks leaves the webhook routes out.
 	Webhooks     WebhookStore
 	WebhookQueue WebhookQueue
+	// Events is the tenant's event feed (GET /v1/events); nil leaves the
+	// route out.
+	Events EventFeed
 	// Dashboard is the operators' dashboard (package admin) at /admin;
 	// nil leaves it out.
 	Dashboard Dashboard
@@ -231,6 +234,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 	if deps.Webhooks != nil {
 		s.webhookRoutes(v1)
+	}
+	if deps.Events != nil {
+		v1.GET("/events", s.listEvents)
 	}
 
 	if deps.Dashboard != nil {

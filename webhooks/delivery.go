@@ -76,7 +76,7 @@ func (d *Delivery) Ref(tenant string) Ref {
 	return Ref{Tenant: tenant, DeliveryID: d.ID, EventID: d.EventID, EndpointID: d.EndpointID}
 }
 
-var publishScript = redis.NewScript(`
+var publishScript = redis.NewScript(luaFeedAdd + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local now, ret, n = ARGV[3], ARGV[4], tonumber(ARGV[8])
 local ids, out = {}, {'ok'}
@@ -106,7 +106,9 @@ for i = 1, n do
   end
 end
 redis.call('HSET', KEYS[1], 'body', ARGV[1], 'type', ARGV[2], 'deliveries', table.concat(ids, ','), 'created', now)
-redis.call('PEXPIRE', KEYS[1], ret)
+local f = 10 + 3*n
+redis.call('PEXPIRE', KEYS[1], ARGV[f+3])
+feedAdd(KEYS[#KEYS], ARGV[9], ARGV[f], ARGV[f+1], ARGV[f+2])
 return out
 `)
 
@@ -164,6 +166,9 @@ func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackU
 	if callbackURL != "" {
 		add("", callbackURL)
 	}
+	// The feed: its key last, its arguments after the deliveries'.
+	keys = append(keys, s.k.feed(tenant))
+	args = append(append(args, s.feedArgs(tenant, now)...), s.eventTTL())
 	res, err := publishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("publish event: %w", err)

@@ -19,6 +19,8 @@ package webhooks
 //	ag:{T}:wh:evt:ID         hash   an event: the body as sent, its type, its delivery ids
 //	ag:{T}:wh:dlv:ID         hash   a delivery: event, target, status, attempt count and budget, next attempt
 //	ag:{T}:wh:dlv:ID:att     list   the delivery's attempt log (JSON), oldest first, capped
+//	ag:{T}:wh:feed           stream the tenant's event feed: one entry {e: event id} per stored event, trimmed by EventRetention
+//	ag:wh:feed               pub/sub channel, message "T" after each event stored (wakes feed long-polls)
 //
 // Events, deliveries and attempt logs expire after StoreConfig.Retention;
 // index entries whose delivery expired are skipped on read and trimmed on
@@ -36,6 +38,8 @@ func (k keys) callback(t string) string               { return k.tenant(t) + "cb
 func (k keys) callbackDeliveries(t string) string     { return k.tenant(t) + "cb:dlv" }
 func (k keys) event(t, id string) string              { return k.tenant(t) + "evt:" + id }
 func (k keys) delivery(t, id string) string           { return k.tenant(t) + "dlv:" + id }
+func (k keys) feed(t string) string                   { return k.tenant(t) + "feed" }
+func (k keys) feedChannel() string                    { return k.prefix + "wh:feed" }
 func (k keys) attempts(t, id string) string           { return k.tenant(t) + "dlv:" + id + ":att" }
 
 // targetSlots is the slot set of a delivery to target: the endpoint's, or

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,12 @@ type StoreConfig struct {
 	// Retention is how long events, deliveries and their attempt logs are
 	// kept after their last change. Defaults to 30 days.
 	Retention time.Duration
+	// EventRetention is how long the event feed lists an event. Defaults
+	// to 7 days. Events are stored for the longer of it and Retention.
+	EventRetention time.Duration
+	// FeedPoll is how often a long-poll of the feed reads again in case an
+	// announcement was lost. Defaults to 1s.
+	FeedPoll time.Duration
 	// MaxEventBytes caps an event's body. Defaults to 256 KiB.
 	MaxEventBytes int
 	// MaxAttemptLog is how many attempts a delivery's log keeps (the newest).
@@ -59,6 +66,12 @@ func (c StoreConfig) withDefaults() StoreConfig {
 	if c.Retention == 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
+	if c.EventRetention == 0 {
+		c.EventRetention = 7 * 24 * time.Hour
+	}
+	if c.FeedPoll == 0 {
+		c.FeedPoll = time.Second
+	}
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = 256 << 10
 	}
@@ -77,6 +90,8 @@ type Store struct {
 	rdb redis.UniversalClient
 	k   keys
 	cfg StoreConfig
+
+	feedWatcher atomic.Pointer[FeedWatcher]
 }
 
 // NewStore returns a store on rdb.
@@ -476,23 +491,4 @@ func (s *Store) EnableEndpoint(ctx context.Context, tenant, id string) (*Endpoin
 	}
 	ep, err := s.Endpoint(ctx, tenant, id)
 	return ep, slices.Clone(res[1:]), err
-}
-
-var dropIfUnsubscribedScript = redis.NewScript(`
-if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-`)
-
-// DropIfUnsubscribed removes orderID from outboxKey (a key of the same
-// tenant, hence the same slot) when the tenant has no endpoint at all, and
-// reports whether it did: such an end needs no fan-out. Checking and
-// removing in one script means an endpoint registered a moment later is
-// not owed this event, exactly as if the fan-out had run first.
-func (s *Store) DropIfUnsubscribed(ctx context.Context, tenant, outboxKey, orderID string) (bool, error) {
-	n, err := dropIfUnsubscribedScript.Run(ctx, s.rdb, []string{s.k.subscriptions(tenant), outboxKey}, orderID).Int()
-	if err != nil {
-		return false, fmt.Errorf("check subscriptions: %w", err)
-	}
-	return n == 1, nil
 }

@@ -35,6 +35,7 @@ func TestBadConfigFailsClearly(t *testing.T) {
 		{"bad int names the flag", []string{"asyncgate", "worker", "--concurrency", "many"}, nil, "--concurrency: want a whole number"},
 		{"bad bool names the flag", []string{"asyncgate", "api", "--webhook-allow-private=perhaps"}, nil, "--webhook-allow-private: want true or false"},
 		{"bad webhook cidr", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--webhook-allow-cidrs", "10.1/x"}, nil, "--webhook-allow-cidrs"},
+		{"bad event retention", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--event-retention", "0s"}, nil, "--event-retention"},
 		{"bad env bool", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1"}, map[string]string{"ASYNCGATE_WEBHOOK_ALLOW_PRIVATE": "maybe"}, "ASYNCGATE_WEBHOOK_ALLOW_PRIVATE"},
 		{"short admin session secret", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--admin-session-secret", "short"}, nil, "--admin-session-secret"},
 		{"bad admin queues read-only", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1"}, map[string]string{"ASYNCGATE_ADMIN_QUEUES_READONLY": "maybe"}, "ASYNCGATE_ADMIN_QUEUES_READONLY"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/asyncgate/asyncgate/internal/app"
 )
@@ -21,6 +22,7 @@ import (
 type webhookOptions struct {
 	allowHTTP, allowPrivate bool
 	allowCIDRs              string
+	eventRetention          time.Duration // --event-retention
 }
 
 func (w *webhookOptions) register(cf *cmdFlags, r role) {
@@ -30,6 +32,8 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 		"accept webhook destinations on loopback and private addresses (10/8, 192.168/16, 127/8, …)")
 	g.String(&w.allowCIDRs, "webhook-allow-cidrs", "CIDR,...", "",
 		"address ranges accepted whatever their kind, such as 10.1.0.0/16 (link-local and metadata addresses need one)")
+	g.Duration(&w.eventRetention, "event-retention", 7*24*time.Hour,
+		"how long GET /v1/events (and asyncgate listen) lists an event; set the same on every API and worker")
 }
 
 func (w *webhookOptions) config() (app.WebhooksConfig, error) {
@@ -37,6 +41,10 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 	var errs []error
 	cfg.Guard.AllowHTTP = w.allowHTTP
 	cfg.Guard.AllowPrivate = w.allowPrivate
+	if w.eventRetention <= 0 {
+		errs = append(errs, errors.New("--event-retention: want a positive duration such as 168h"))
+	}
+	cfg.Store.EventRetention = w.eventRetention
 	for c := range strings.SplitSeq(w.allowCIDRs, ",") {
 		if c = strings.TrimSpace(c); c == "" {
 			continue

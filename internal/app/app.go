@@ -95,6 +95,7 @@ type App struct {
 	worker    *jobs.Worker
 	recon     *jobs.Reconciler
 	watcher   *orders.Watcher
+	feedWatch *webhooks.FeedWatcher
 	httpSrv   *http.Server
 	ln        net.Listener
 	cancel    context.CancelFunc
@@ -166,7 +167,7 @@ func New(cfg Config) (*App, error) {
 		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
+			Webhooks: a.Webhooks, WebhookQueue: a.Notifier, Events: a.Webhooks,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
 		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
@@ -243,6 +244,7 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	}
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
+		a.feedWatch = a.Webhooks.WatchFeed(ctx)
 		if listen {
 			ln, err := a.cfg.Listen.Listen(a.cfg.Addr)
 			if err != nil {
@@ -299,6 +301,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.feedWatch != nil {
+		a.feedWatch.Close()
 	}
 	if a.watcher != nil {
 		a.watcher.Close()

@@ -1,0 +1,76 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/asyncgate/asyncgate/client"
+	"github.com/asyncgate/asyncgate/webhooks"
+)
+
+// FeedEvents reads the feed to its end; FollowEvents then long-polls and
+// yields the event of an order that ends later, with its raw bytes and a
+// cursor to resume from.
+func TestEventFeedMethods(t *testing.T) {
+	ctx := ctxFor(t)
+	c := newClient(t, serverURL)
+	cursor := ""
+	n := 0
+	for ev, err := range c.FeedEvents(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Cursor == "" || len(ev.Raw) == 0 || ev.Event.Id == "" {
+			t.Fatalf("feed event %+v", ev)
+		}
+		cursor = ev.Cursor
+		n++
+	}
+	_, end, err := c.EventPage(ctx, cursor, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end == "" {
+		t.Fatal("no cursor at the feed's end")
+	}
+
+	o, err := c.PlaceOrder(ctx, marketOrder("acc-sdk-feed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var got client.FeedEvent
+	for ev, err := range c.FollowEvents(fctx, end) {
+		if err != nil {
+			t.Fatalf("follow: %v (after %d events of other tests)", err, n)
+		}
+		if ev.Event.Data.Id == o.Id {
+			got = ev
+			break
+		}
+	}
+	done, err := c.WaitForOrder(ctx, o.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := webhooks.EventID("acme", o.Id.String(), done.Version); got.Event.Id != want {
+		t.Fatalf("followed event %s, want %s", got.Event.Id, want)
+	}
+	// Resuming from its cursor does not yield it again.
+	evs, _, err := c.EventPage(ctx, got.Cursor, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Event.Id == got.Event.Id && got.Cursor != end {
+			t.Fatalf("event %s read again after its cursor", ev.Event.Id)
+		}
+	}
+	if _, _, err := c.EventPage(ctx, "not-a-cursor", 0, 0); err == nil {
+		t.Fatal("a bad cursor was accepted")
+	} else if p, ok := err.(*client.Problem); !ok || p.Status != 422 {
+		t.Fatalf("bad cursor: %v, want a 422 problem", err)
+	}
+}
