@@ -47,7 +47,7 @@ lint-spec: ## lint openapi.yaml with Redocly (installed from npm on first use)
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps brokers ## load and speed figures (long): accept path, end to end, baselines
+bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/

@@ -157,6 +157,7 @@ const (
 	ProblemCodeInternal               ProblemCode = "internal"
 	ProblemCodeMalformedRequest       ProblemCode = "malformed_request"
 	ProblemCodeMethodNotAllowed       ProblemCode = "method_not_allowed"
+	ProblemCodeNotDurable             ProblemCode = "not_durable"
 	ProblemCodeNotFound               ProblemCode = "not_found"
 	ProblemCodePortfolioUnavailable   ProblemCode = "portfolio_unavailable"
 	ProblemCodeRateLimited            ProblemCode = "rate_limited"
@@ -191,6 +192,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMalformedRequest:
 		return true
 	case ProblemCodeMethodNotAllowed:
+		return true
+	case ProblemCodeNotDurable:
 		return true
 	case ProblemCodeNotFound:
 		return true
@@ -337,7 +340,7 @@ func (e WebhookEventType) Valid() bool {
 	}
 }
 
-// AccountId The account the order is for.
+// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 //
 // Example: acc-42
 type AccountId = string
@@ -391,7 +394,8 @@ type Event struct {
 	Order *Order `json:"order,omitempty"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -476,7 +480,7 @@ type Metadata map[string]string
 // Order An order and where it stands: the request's fields as accepted, plus
 // the status and its history's summary.
 type Order struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -528,7 +532,8 @@ type Order struct {
 	Quantity Quantity `json:"quantity"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -569,7 +574,7 @@ type OrderList struct {
 
 // OrderRequest What you ask for. Unknown fields are refused.
 type OrderRequest struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -626,7 +631,7 @@ type OrderType string
 
 // Portfolio An account's funds.
 type Portfolio struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -717,7 +722,8 @@ type ReadinessChecksRedis string
 type ReadinessStatus string
 
 // Reason Why the order ended other than executed, such as
-// `insufficient_funds`, `risk_limit`, `execution_refused`,
+// `insufficient_funds`, `unknown_account` (your tenant has no such
+// account), `risk_limit`, `execution_refused`,
 // `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 // `cancelled_by_client` or `internal_error`. More may be added.
 //
@@ -1060,6 +1066,9 @@ type WebhookConflict = Problem
 
 // WebhookEndpointUnprocessable An RFC 9457 problem detail.
 type WebhookEndpointUnprocessable = Problem
+
+// WriteUnavailable An RFC 9457 problem detail.
+type WriteUnavailable = Problem
 
 // GetDocsParams defines parameters for GetDocs.
 type GetDocsParams struct {
@@ -1517,10 +1526,18 @@ type ClientInterface interface {
 
 	// GetPortfolio Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1915,10 +1932,18 @@ func (c *RawClient) ListOrderEvents(ctx context.Context, id OrderId, params *Lis
 
 // GetPortfolio Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -3627,10 +3652,18 @@ type ClientWithResponsesInterface interface {
 
 	// GetPortfolioWithResponse Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -4104,6 +4137,7 @@ type RotateCallbackSecretResponse500Headers struct {
 
 // RotateCallbackSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateCallbackSecret
 type RotateCallbackSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4126,7 +4160,7 @@ type RotateCallbackSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateCallbackSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4181,7 +4215,7 @@ func (r RotateCallbackSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4404,6 +4438,7 @@ type PlaceOrderResponse500Headers struct {
 
 // PlaceOrderResponse503Headers the declared response headers of an HTTP 503 response for PlaceOrder
 type PlaceOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4430,7 +4465,7 @@ type PlaceOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *PlaceOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4499,7 +4534,7 @@ func (r PlaceOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r PlaceOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r PlaceOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4733,6 +4768,7 @@ type CancelOrderResponse500Headers struct {
 
 // CancelOrderResponse503Headers the declared response headers of an HTTP 503 response for CancelOrder
 type CancelOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4757,7 +4793,7 @@ type CancelOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *CancelOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4819,7 +4855,7 @@ func (r CancelOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CancelOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CancelOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4995,6 +5031,12 @@ type GetPortfolioResponse401Headers struct {
 	XRequestId      string
 }
 
+// GetPortfolioResponse404Headers the declared response headers of an HTTP 404 response for GetPortfolio
+type GetPortfolioResponse404Headers struct {
+	IdempotentReplayed *string
+	XRequestId         string
+}
+
 // GetPortfolioResponse422Headers the declared response headers of an HTTP 422 response for GetPortfolio
 type GetPortfolioResponse422Headers struct {
 	XRequestId string
@@ -5028,6 +5070,8 @@ type GetPortfolioResponse struct {
 	JSON200 *Portfolio
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationproblemJSON422 *ValidationFailed
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -5040,6 +5084,8 @@ type GetPortfolioResponse struct {
 	Headers200 *GetPortfolioResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetPortfolioResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetPortfolioResponse404Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *GetPortfolioResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5058,6 +5104,11 @@ func (r GetPortfolioResponse) GetJSON200() *Portfolio {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetPortfolioResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPortfolioResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -5294,6 +5345,7 @@ type RetryWebhookDeliveryResponse500Headers struct {
 
 // RetryWebhookDeliveryResponse503Headers the declared response headers of an HTTP 503 response for RetryWebhookDelivery
 type RetryWebhookDeliveryResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5318,7 +5370,7 @@ type RetryWebhookDeliveryResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *RetryWebhookDeliveryResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5380,7 +5432,7 @@ func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5587,6 +5639,7 @@ type CreateWebhookEndpointResponse500Headers struct {
 
 // CreateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for CreateWebhookEndpoint
 type CreateWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5613,7 +5666,7 @@ type CreateWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateWebhookEndpointResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5682,7 +5735,7 @@ func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5752,6 +5805,7 @@ type DeleteWebhookEndpointResponse500Headers struct {
 
 // DeleteWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DeleteWebhookEndpoint
 type DeleteWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5768,7 +5822,7 @@ type DeleteWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers204 the parsed response headers for an HTTP 204 response
 	Headers204 *DeleteWebhookEndpointResponse204Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5804,7 +5858,7 @@ func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6164,6 +6218,7 @@ type DisableWebhookEndpointResponse500Headers struct {
 
 // DisableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DisableWebhookEndpoint
 type DisableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6188,7 +6243,7 @@ type DisableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DisableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6250,7 +6305,7 @@ func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6338,6 +6393,7 @@ type EnableWebhookEndpointResponse500Headers struct {
 
 // EnableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for EnableWebhookEndpoint
 type EnableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6362,7 +6418,7 @@ type EnableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *EnableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6424,7 +6480,7 @@ func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6512,6 +6568,7 @@ type RotateWebhookSecretResponse500Headers struct {
 
 // RotateWebhookSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateWebhookSecret
 type RotateWebhookSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6536,7 +6593,7 @@ type RotateWebhookSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateWebhookSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6598,7 +6655,7 @@ func (r RotateWebhookSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6856,10 +6913,18 @@ func (c *ClientWithResponses) ListOrderEventsWithResponse(ctx context.Context, i
 
 // GetPortfolioWithResponse Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -7379,7 +7444,7 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -7544,6 +7609,13 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateCallbackSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -7836,7 +7908,7 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8042,6 +8114,13 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers PlaceOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8358,7 +8437,7 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8554,6 +8633,13 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CancelOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8803,6 +8889,13 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8882,6 +8975,23 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetPortfolioResponse404Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
 	case rsp.StatusCode == 422:
 		var headers GetPortfolioResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -9241,7 +9351,7 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9430,6 +9540,13 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RetryWebhookDeliveryResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9705,7 +9822,7 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9897,6 +10014,13 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CreateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9963,7 +10087,7 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10094,6 +10218,13 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DeleteWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10604,7 +10735,7 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10786,6 +10917,13 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DisableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10877,7 +11015,7 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11059,6 +11197,13 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers EnableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -11150,7 +11295,7 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11332,6 +11477,13 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateWebhookSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

@@ -51,6 +51,15 @@ type DelivererConfig struct {
 	// BreakerMaxCooldown. Then one attempt probes the endpoint. Default to
 	// 30s and 1h.
 	BreakerCooldown, BreakerMaxCooldown time.Duration
+	// EndpointConcurrency caps the attempts in flight to one endpoint (and
+	// to one tenant's callback URLs, together), across every worker: one
+	// slow or dead receiver holds at most this many delivery slots, and its
+	// other deliveries wait in Redis. Defaults to 4; negative: no cap.
+	EndpointConcurrency int
+	// SlotWait is how long a delivery that found its endpoint's slots all
+	// taken waits before it looks again (the queue adds backoff and
+	// jitter). Defaults to 1s.
+	SlotWait time.Duration
 	// DisableAfter disables an endpoint whose attempts have all failed for
 	// this long. Defaults to 5 days.
 	DisableAfter time.Duration
@@ -99,6 +108,12 @@ func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
 	if c.BreakerMaxCooldown == 0 {
 		c.BreakerMaxCooldown = time.Hour
 	}
+	if c.EndpointConcurrency == 0 {
+		c.EndpointConcurrency = 4
+	}
+	if c.SlotWait == 0 {
+		c.SlotWait = time.Second
+	}
 	if c.DisableAfter == 0 {
 		c.DisableAfter = 5 * 24 * time.Hour
 	}
@@ -144,6 +159,7 @@ type Deliverer struct {
 	cfg     DelivererConfig
 	senders senders
 	breaker breakerConfig
+	slots   slotConfig
 }
 
 // NewDeliverer returns a deliverer recording into store.
@@ -164,6 +180,9 @@ func NewDeliverer(store *Store, cfg DelivererConfig) (*Deliverer, error) {
 		threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, maxCool: cfg.BreakerMaxCooldown,
 		disableAfter: cfg.DisableAfter,
 	}
+	// A slot outlives the longest attempt (the client's timeout) by a
+	// margin; it is given back as soon as the attempt is recorded.
+	d.slots = slotConfig{max: max(cfg.EndpointConcurrency, 0), ttl: cfg.Timeout + 15*time.Second}
 	return d, nil
 }
 
@@ -186,9 +205,9 @@ const (
 	// Retry: the attempt failed; try again after Result.Delay. It spent
 	// one attempt of the budget.
 	Retry
-	// Postpone: no attempt was made (the endpoint's breaker is open, or the
-	// delivery is not due yet); try again after Result.Delay. It spent
-	// nothing.
+	// Postpone: no attempt was made (the endpoint's breaker is open, its
+	// delivery slots are all taken, or the delivery is not due yet); try
+	// again after Result.Delay. It spent nothing.
 	Postpone
 	// Exhausted: the last attempt of the budget failed; the delivery is
 	// marked failed. Send the task to the dead-letter queue.
@@ -229,7 +248,7 @@ type Result struct {
 // runs again elsewhere, with the same webhook-id.
 func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	now := d.cfg.Now()
-	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown)
+	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown, d.slots)
 	if err != nil {
 		return Result{}, err
 	}
@@ -242,6 +261,11 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		// Spread the endpoint's waiting deliveries over a tenth of the wait.
 		wait += rand.N(wait/10 + 1)
 		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: errors.New("the endpoint's breaker is open")}, nil
+	case "busy":
+		// Look again soon, spread so that the waiting deliveries do not
+		// come back together; the queue backs off further on each return.
+		wait := d.cfg.SlotWait + rand.N(d.cfg.SlotWait/2+1)
+		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: ErrEndpointBusy}, nil
 	case "held":
 		return Result{Outcome: Done, Status: DeliveryHeld}, nil
 	case "deleted":
@@ -254,6 +278,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 
 	att, retryAfter := d.tracedPost(ctx, r, a, now)
 	if ctx.Err() != nil {
+		d.releaseSlot(ctx, r)
 		return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
 	}
 	made := a.attempts + 1
@@ -277,6 +302,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	}
 	status, err := d.store.finish(context.WithoutCancel(ctx), r, d.cfg.Now(), o, d.breaker)
 	if err != nil {
+		d.releaseSlot(ctx, r)
 		return Result{}, err
 	}
 	d.cfg.Metrics.ObserveWebhookAttempt(o.kind, attemptLatency(att))
@@ -293,6 +319,19 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		res.Outcome = Done
 	}
 	return res, nil
+}
+
+// releaseSlot gives back the slot of an attempt that could not be
+// recorded. Should Redis not answer, the slot expires by itself.
+func (d *Deliverer) releaseSlot(ctx context.Context, r Ref) {
+	if d.slots.max == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := d.store.releaseSlot(ctx, r); err != nil {
+		d.cfg.Logger.WarnContext(ctx, "webhook delivery slot not released; it expires by itself", "delivery_id", r.DeliveryID, "tenant", r.Tenant, "err", err)
+	}
 }
 
 // retryDelay is the wait after the made-th attempt, with jitter.
