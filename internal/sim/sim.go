@@ -143,6 +143,7 @@ type Sim struct {
 	executions   map[key]*execution
 	ledger       map[key]*OrderLedger
 	byOrder      map[key][]string // the ids of each order's reservations
+	orderTenants map[string][]string // the tenants that sent each order id
 	stats        Stats
 }
 
@@ -378,6 +379,7 @@ func (s *Sim) resetLocked() {
 	s.executions = make(map[key]*execution)
 	s.ledger = make(map[key]*OrderLedger)
 	s.byOrder = make(map[key][]string)
+	s.orderTenants = make(map[string][]string)
 	s.stats = Stats{}
 }
 
@@ -424,6 +426,7 @@ func (s *Sim) order(tenant, id string) *OrderLedger {
 	if !ok {
 		l = &OrderLedger{OrderID: id, Tenant: tenant}
 		s.ledger[k] = l
+		s.orderTenants[id] = append(s.orderTenants[id], tenant)
 	}
 	return l
 }
@@ -529,7 +532,10 @@ func (s *Sim) handleReserve(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReserveRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReserveRequests++
 		}
 	})
@@ -598,7 +604,10 @@ func (s *Sim) handleRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReleaseRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReleaseRequests++
 		}
 	})
@@ -840,9 +849,9 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 	id, tenant := r.PathValue("order_id"), r.URL.Query().Get("tenant")
 	s.mu.Lock()
 	var found []OrderLedger
-	for k, l := range s.ledger {
-		if k.id == id && (tenant == "" || k.tenant == tenant) {
-			found = append(found, l.view())
+	for _, t := range s.orderTenants[id] {
+		if tenant == "" || t == tenant {
+			found = append(found, s.ledger[key{t, id}].view())
 		}
 	}
 	s.mu.Unlock()

@@ -382,6 +382,9 @@ func TestCallsNameTheirTenant(t *testing.T) {
 	if _, ok := tb.sim.Account("", "acc"); ok {
 		t.Error("a call without tenant created an account")
 	}
+	if l := tb.sim.Ledgers(); len(l) != 0 {
+		t.Errorf("ledgers = %+v, want none: no call named both tenant and order", l)
+	}
 }
 
 // TestTenantsKeepSeparateBooks: two tenants with an account of the same id have two
