@@ -142,7 +142,7 @@ type Sim struct {
 	reservations map[key]*reservation
 	executions   map[key]*execution
 	ledger       map[key]*OrderLedger
-	byOrder      map[key][]string // the ids of each order's reservations
+	byOrder      map[key][]string    // the ids of each order's reservations
 	orderTenants map[string][]string // the tenants that sent each order id
 	stats        Stats
 }
