@@ -53,6 +53,23 @@ func TestReaderFallsBackToLastView(t *testing.T) {
 	}
 }
 
+// TestReaderReadsTheTenantsAccount: the fresh read asks the portfolio service for the
+// tenant's account, not for whichever account has that id (before, only the cached view
+// was per tenant, and the read showed every tenant the same account).
+func TestReaderReadsTheTenantsAccount(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, nil, nil)
+	r := NewReader(tb.portfolio, redistest.Shared(t).NewClient(t), ReaderConfig{})
+	tb.sim.SetTenantBalance("acme", "acc_1001", 5000)
+	tb.sim.SetTenantBalance("globex", "acc_1001", 20)
+	for tenant, cash := range map[string]float64{"acme": 5000, "globex": 20} {
+		v, err := r.Read(t.Context(), tenant, "acc_1001")
+		if err != nil || v.Cash != cash {
+			t.Errorf("%s reads %+v, %v; want its own cash %v", tenant, v, err, cash)
+		}
+	}
+}
+
 func TestReaderPassesOtherErrors(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Shared(t).NewClient(t)
