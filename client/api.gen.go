@@ -157,6 +157,7 @@ const (
 	ProblemCodeInternal               ProblemCode = "internal"
 	ProblemCodeMalformedRequest       ProblemCode = "malformed_request"
 	ProblemCodeMethodNotAllowed       ProblemCode = "method_not_allowed"
+	ProblemCodeNotDurable             ProblemCode = "not_durable"
 	ProblemCodeNotFound               ProblemCode = "not_found"
 	ProblemCodePortfolioUnavailable   ProblemCode = "portfolio_unavailable"
 	ProblemCodeRateLimited            ProblemCode = "rate_limited"
@@ -191,6 +192,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMalformedRequest:
 		return true
 	case ProblemCodeMethodNotAllowed:
+		return true
+	case ProblemCodeNotDurable:
 		return true
 	case ProblemCodeNotFound:
 		return true
@@ -792,9 +795,14 @@ type WebhookDelivery struct {
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -850,9 +858,14 @@ type WebhookEndpoint struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -876,9 +889,14 @@ type WebhookEndpointRequest struct {
 	// Events The event types to receive; absent or empty, all of them.
 	Events *[]WebhookEventType `json:"events,omitempty"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -922,9 +940,14 @@ type WebhookEndpointWithSecret struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -962,9 +985,14 @@ type WebhookEventType string
 // Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 type WebhookSecret = string
 
-// WebhookUrl Where events go: an absolute `https` URL (plain `http` only where
-// the operator allows it), without credentials or fragment, whose host
-// is a public address (see `POST /v1/webhook-endpoints`).
+// WebhookUrl Where events go, by scheme (see Event destinations in the
+// introduction): an absolute `https` URL (plain `http` only where the
+// operator allows it), without credentials or fragment; a RabbitMQ
+// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+// (or `amqps://`); or a NATS JetStream subject,
+// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+// In answers, a password or token is shown as `***`.
 //
 // Example: https://example.com/hooks/asyncgate
 type WebhookUrl = string
@@ -1038,6 +1066,9 @@ type WebhookConflict = Problem
 
 // WebhookEndpointUnprocessable An RFC 9457 problem detail.
 type WebhookEndpointUnprocessable = Problem
+
+// WriteUnavailable An RFC 9457 problem detail.
+type WriteUnavailable = Problem
 
 // GetDocsParams defines parameters for GetDocs.
 type GetDocsParams struct {
@@ -1546,7 +1577,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1569,7 +1603,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1986,7 +2023,10 @@ func (c *RawClient) ListWebhookEndpoints(ctx context.Context, params *ListWebhoo
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -2019,7 +2059,10 @@ func (c *RawClient) CreateWebhookEndpointWithBody(ctx context.Context, params *C
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3668,7 +3711,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3691,7 +3737,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -4088,6 +4137,7 @@ type RotateCallbackSecretResponse500Headers struct {
 
 // RotateCallbackSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateCallbackSecret
 type RotateCallbackSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4110,7 +4160,7 @@ type RotateCallbackSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateCallbackSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4165,7 +4215,7 @@ func (r RotateCallbackSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4388,6 +4438,7 @@ type PlaceOrderResponse500Headers struct {
 
 // PlaceOrderResponse503Headers the declared response headers of an HTTP 503 response for PlaceOrder
 type PlaceOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4414,7 +4465,7 @@ type PlaceOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *PlaceOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4483,7 +4534,7 @@ func (r PlaceOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r PlaceOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r PlaceOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4717,6 +4768,7 @@ type CancelOrderResponse500Headers struct {
 
 // CancelOrderResponse503Headers the declared response headers of an HTTP 503 response for CancelOrder
 type CancelOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4741,7 +4793,7 @@ type CancelOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *CancelOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4803,7 +4855,7 @@ func (r CancelOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CancelOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CancelOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5293,6 +5345,7 @@ type RetryWebhookDeliveryResponse500Headers struct {
 
 // RetryWebhookDeliveryResponse503Headers the declared response headers of an HTTP 503 response for RetryWebhookDelivery
 type RetryWebhookDeliveryResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5317,7 +5370,7 @@ type RetryWebhookDeliveryResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *RetryWebhookDeliveryResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5379,7 +5432,7 @@ func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5586,6 +5639,7 @@ type CreateWebhookEndpointResponse500Headers struct {
 
 // CreateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for CreateWebhookEndpoint
 type CreateWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5612,7 +5666,7 @@ type CreateWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateWebhookEndpointResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5681,7 +5735,7 @@ func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5751,6 +5805,7 @@ type DeleteWebhookEndpointResponse500Headers struct {
 
 // DeleteWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DeleteWebhookEndpoint
 type DeleteWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5767,7 +5822,7 @@ type DeleteWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers204 the parsed response headers for an HTTP 204 response
 	Headers204 *DeleteWebhookEndpointResponse204Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5803,7 +5858,7 @@ func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6163,6 +6218,7 @@ type DisableWebhookEndpointResponse500Headers struct {
 
 // DisableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DisableWebhookEndpoint
 type DisableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6187,7 +6243,7 @@ type DisableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DisableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6249,7 +6305,7 @@ func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6337,6 +6393,7 @@ type EnableWebhookEndpointResponse500Headers struct {
 
 // EnableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for EnableWebhookEndpoint
 type EnableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6361,7 +6418,7 @@ type EnableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *EnableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6423,7 +6480,7 @@ func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6511,6 +6568,7 @@ type RotateWebhookSecretResponse500Headers struct {
 
 // RotateWebhookSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateWebhookSecret
 type RotateWebhookSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6535,7 +6593,7 @@ type RotateWebhookSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateWebhookSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6597,7 +6655,7 @@ func (r RotateWebhookSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6938,7 +6996,10 @@ func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Conte
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -6967,7 +7028,10 @@ func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx cont
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -7380,7 +7444,7 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -7545,6 +7609,13 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateCallbackSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -7837,7 +7908,7 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8043,6 +8114,13 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers PlaceOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8359,7 +8437,7 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8555,6 +8633,13 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CancelOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9266,7 +9351,7 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9455,6 +9540,13 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RetryWebhookDeliveryResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9730,7 +9822,7 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9922,6 +10014,13 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CreateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9988,7 +10087,7 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10119,6 +10218,13 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DeleteWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10629,7 +10735,7 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10811,6 +10917,13 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DisableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10902,7 +11015,7 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11084,6 +11197,13 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers EnableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -11175,7 +11295,7 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11357,6 +11477,13 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateWebhookSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

@@ -66,6 +66,7 @@ var problemKinds = map[string]struct {
 	"rate_limited":              {http.StatusTooManyRequests, "Too many requests"},
 	"unavailable":               {http.StatusServiceUnavailable, "Service unavailable"},
 	"portfolio_unavailable":     {http.StatusServiceUnavailable, "Portfolio unavailable"},
+	"not_durable":               {http.StatusServiceUnavailable, "Not confirmed durable"},
 	"internal":                  {http.StatusInternalServerError, "Internal error"},
 	"url_not_allowed":           {http.StatusUnprocessableEntity, "URL not allowed"},
 	"endpoint_disabled":         {http.StatusConflict, "Endpoint disabled"},
