@@ -17,6 +17,7 @@
 //	GET|PUT /_sim/faults/{service}    faults of one service ("portfolio" or "execution")
 //	GET     /_sim/stats               the counters of [Stats]
 //	GET     /_sim/orders/{order_id}   the ledger of one order: [OrderLedger] (404 for an order never seen)
+//	GET     /_sim/orders              every order's ledger, {"data": [...]}, oldest first; ?tenant= filters
 //
 // Tests serve it with httptest.NewServer(s); `asyncgate sim` and `asyncgate dev` with
 // [Sim.Start].
@@ -144,6 +145,7 @@ type Sim struct {
 	ledger       map[key]*OrderLedger
 	byOrder      map[key][]string    // the ids of each order's reservations
 	orderTenants map[string][]string // the tenants that sent each order id
+	orderSeen    []key               // the ledger's keys, in the order first seen
 	stats        Stats
 }
 
@@ -222,6 +224,7 @@ func New(cfg Config) *Sim {
 	s.mux.HandleFunc("PUT /_sim/faults/{service}", s.handlePutServiceFaults)
 	s.mux.HandleFunc("GET /_sim/stats", s.handleStats)
 	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleLedger)
+	s.mux.HandleFunc("GET /_sim/orders", s.handleLedgers)
 	return s
 }
 
@@ -283,13 +286,20 @@ func (s *Sim) Ledger(tenant, orderID string) (OrderLedger, bool) {
 	return l.view(), true
 }
 
-// Ledgers returns the ledgers of every order the simulator saw, in no particular order.
+// Ledgers returns the ledgers of every order the simulator saw, oldest first.
 func (s *Sim) Ledgers() []OrderLedger {
+	return s.ledgers("")
+}
+
+// ledgers returns the ledgers of tenant's orders (of all with ""), oldest first.
+func (s *Sim) ledgers(tenant string) []OrderLedger {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]OrderLedger, 0, len(s.ledger))
-	for _, l := range s.ledger {
-		out = append(out, l.view())
+	out := make([]OrderLedger, 0, len(s.orderSeen))
+	for _, k := range s.orderSeen {
+		if tenant == "" || k.tenant == tenant {
+			out = append(out, s.ledger[k].view())
+		}
 	}
 	return out
 }
@@ -380,6 +390,7 @@ func (s *Sim) resetLocked() {
 	s.ledger = make(map[key]*OrderLedger)
 	s.byOrder = make(map[key][]string)
 	s.orderTenants = make(map[string][]string)
+	s.orderSeen = nil
 	s.stats = Stats{}
 }
 
@@ -427,6 +438,7 @@ func (s *Sim) order(tenant, id string) *OrderLedger {
 		l = &OrderLedger{OrderID: id, Tenant: tenant}
 		s.ledger[k] = l
 		s.orderTenants[id] = append(s.orderTenants[id], tenant)
+		s.orderSeen = append(s.orderSeen, k)
 	}
 	return l
 }
@@ -864,6 +876,12 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusConflict, "ambiguous",
 			fmt.Sprintf("%d tenants sent order %q; name one with ?tenant=", len(found), id))
 	}
+}
+
+// handleLedgers is GET /_sim/orders: every order's ledger, or one tenant's with ?tenant=,
+// so that a checker can also find effects of orders it never heard of.
+func (s *Sim) handleLedgers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"data": s.ledgers(r.URL.Query().Get("tenant"))})
 }
 
 // writeProblem writes an RFC 9457 problem.

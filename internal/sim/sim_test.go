@@ -599,6 +599,24 @@ func TestLedger(t *testing.T) {
 	if n := len(tb.sim.Ledgers()); n != 3 {
 		t.Errorf("Ledgers() has %d orders, want 3", n)
 	}
+	var list struct{ Data []sim.OrderLedger }
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{{"", []string{"acme/o1", "acme/o2", "globex/o1"}}, {"?tenant=globex", []string{"globex/o1"}}, {"?tenant=initech", nil}} {
+		r := tb.doAs(t, "", "", "GET", "/_sim/orders"+c.query, nil)
+		wantCode(t, r, http.StatusOK)
+		if err := json.Unmarshal(r.raw, &list); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range list.Data {
+			got = append(got, l.Tenant+"/"+l.OrderID)
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("GET /_sim/orders%s (-want +got):\n%s", c.query, diff)
+		}
+	}
 
 	tb.sim.Reset()
 	wantCode(t, tb.doAs(t, "", "", "GET", "/_sim/orders/o2", nil), http.StatusNotFound)
