@@ -1130,7 +1130,10 @@ type RotateCallbackSecretParams struct {
 
 // ListEventsParams defines parameters for ListEvents.
 type ListEventsParams struct {
-	// After The `next` of the previous page, unchanged; absent to start with the oldest event kept.
+	// After The `next` of the previous page, unchanged; absent to start with
+	// the oldest event kept. A cursor is `<ms>-<n>`, the time an event
+	// was stored (Unix milliseconds) and a counter, so `<ms>-0` reads
+	// the events stored after a time of your choosing.
 	After *string `form:"after,omitempty" json:"after,omitempty"`
 
 	// Limit The page size.
