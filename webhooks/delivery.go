@@ -158,7 +158,7 @@ func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackU
 		_, rest, _ := strings.Cut(subs[id], "|")
 		events, url, _ := strings.Cut(rest, "|")
 		if strings.Contains(events, ","+ev.Type+",") {
-			add(id, url)
+			add(id, MaskURL(url)) // the delivery's record shows where it went; its attempts read the endpoint's URL
 		}
 	}
 	if callbackURL != "" {
@@ -228,7 +228,7 @@ func decodeDelivery(h map[string]string, log []string) *Delivery {
 		return nil
 	}
 	d := &Delivery{
-		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: h["url"], Status: h["status"],
+		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: MaskURL(h["url"]), Status: h["status"],
 		CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]), Attempts: make([]Attempt, 0, len(log)),
 	}
 	d.AttemptCount, _ = strconv.Atoi(h["attempts"])
@@ -528,11 +528,8 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 	if rec.secret, err = ParseSecret(res[3]); err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
-	if res[4] != "" {
-		if rec.prev, err = ParseSecret(res[4]); err != nil {
-			return nil, fmt.Errorf("begin delivery: %w", err)
-		}
-		rec.prevUntil = msTime(res[5])
+	if err := rec.setPrev(res[4], res[5]); err != nil {
+		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a.secrets = rec.secrets(now)
 	return a, nil

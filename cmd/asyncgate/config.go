@@ -40,6 +40,7 @@ type options struct {
 	downTimeout   time.Duration
 	reconcile     time.Duration
 	resilience    resilienceOptions
+	durability    durabilityOptions
 	webhooks      webhookOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
@@ -73,6 +74,7 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (required)")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+	o.durability.register(cf, r)
 
 	if r.api {
 		g := cf.Group("HTTP API")

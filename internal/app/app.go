@@ -59,6 +59,11 @@ type Config struct {
 	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
 	AdminQueuesReadOnly bool
 
+	// Durability is the barrier the API passes before it acknowledges a
+	// write (a *durability.Barrier from durability.Check); nil waits for
+	// nothing, as under --durability relaxed.
+	Durability server.Durability
+
 	Logger *slog.Logger
 	// Metrics are the process's Prometheus metrics, served at /metrics by
 	// the API and on MetricsAddr. Nil: a registry of the App's own.
@@ -163,6 +168,7 @@ func New(cfg Config) (*App, error) {
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
 			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
+		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
 		}
