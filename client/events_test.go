@@ -74,3 +74,33 @@ func TestEventFeedMethods(t *testing.T) {
 		t.Fatalf("bad cursor: %v, want a 422 problem", err)
 	}
 }
+
+func TestUpdateWebhookEndpointAndEventTypes(t *testing.T) {
+	ctx := ctxFor(t)
+	c := newClient(t, serverURL)
+	ep, err := c.CreateWebhookEndpoint(ctx, client.WebhookEndpointRequest{Url: "http://127.0.0.1:9/sdk-patch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.DeleteWebhookEndpoint(ctx, ep.Id) })
+	desc, mps := "patched", 7
+	events := []client.WebhookEventType{client.WebhookEventTypeOrderFailed}
+	got, err := c.UpdateWebhookEndpoint(ctx, ep.Id, client.WebhookEndpointPatch{Description: &desc, MaxPerSecond: &mps, Events: &events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Description != desc || got.MaxPerSecond == nil || *got.MaxPerSecond != 7 || len(got.Events) != 1 || got.Events[0] != client.WebhookEventTypeOrderFailed {
+		t.Fatalf("patched: %+v", got)
+	}
+	bad := -1
+	if _, err := c.UpdateWebhookEndpoint(ctx, ep.Id, client.WebhookEndpointPatch{MaxPerSecond: &bad}); err == nil {
+		t.Fatal("max_per_second -1 accepted")
+	}
+	types, err := c.EventTypes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(types) != 4 || types[0].Type != client.WebhookEventTypeOrderExecuted || types[0].Schema["$defs"] == nil {
+		t.Fatalf("event types: %+v", types)
+	}
+}

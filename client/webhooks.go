@@ -171,3 +171,30 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id WebhookDeliveryId) (*W
 	}
 	return &d, nil
 }
+
+// UpdateWebhookEndpoint changes the fields of the endpoint that patch sets
+// (url, events, description, max_per_second) and returns it. Repeated, a
+// PATCH sets the same values again, so transient failures are retried.
+func (c *Client) UpdateWebhookEndpoint(ctx context.Context, id WebhookEndpointId, patch WebhookEndpointPatch) (*WebhookEndpoint, error) {
+	var ep WebhookEndpoint
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.UpdateWebhookEndpoint(ctx, id, nil, patch)
+	}, &ep)
+	if err != nil {
+		return nil, err
+	}
+	return &ep, nil
+}
+
+// EventTypes returns the catalog of event types, each with the JSON Schema
+// of its body.
+func (c *Client) EventTypes(ctx context.Context) ([]EventTypeInfo, error) {
+	var l EventTypeList
+	err := c.call(ctx, false, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.ListEventTypes(ctx, nil)
+	}, &l)
+	if err != nil {
+		return nil, err
+	}
+	return l.Data, nil
+}

@@ -28,6 +28,8 @@ type WebhookStore interface {
 	DeleteEndpoint(ctx context.Context, tenant, id string) error
 	RotateSecret(ctx context.Context, tenant, id string) (*webhooks.Endpoint, webhooks.Secret, error)
 	DisableEndpoint(ctx context.Context, tenant, id, reason string) (*webhooks.Endpoint, error)
+	// UpdateEndpoint also returns what CreateEndpoint does for bad fields.
+	UpdateEndpoint(ctx context.Context, tenant, id string, p webhooks.EndpointPatch) (*webhooks.Endpoint, error)
 	Deliveries(ctx context.Context, tenant, endpointID string, p webhooks.DeliveryListParams) ([]*webhooks.Delivery, string, error)
 	// Delivery returns webhooks.ErrDeliveryNotFound.
 	Delivery(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
@@ -52,6 +54,7 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.POST("/webhook-endpoints", s.createEndpoint)
 	v1.GET("/webhook-endpoints", s.listEndpoints)
 	v1.GET("/webhook-endpoints/:id", s.getEndpoint)
+	v1.PATCH("/webhook-endpoints/:id", s.updateEndpoint)
 	v1.DELETE("/webhook-endpoints/:id", s.deleteEndpoint)
 	v1.POST("/webhook-endpoints/:id/rotate-secret", s.rotateSecret)
 	v1.POST("/webhook-endpoints/:id/disable", s.disableEndpoint)
@@ -60,6 +63,7 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.GET("/webhook-deliveries/:id", s.getDelivery)
 	v1.POST("/webhook-deliveries/:id/retry", s.retryDelivery)
 	v1.POST("/callback-secret/rotate", s.rotateCallbackSecret)
+	v1.GET("/event-types", s.listEventTypes)
 }
 
 // EndpointWithSecret is an endpoint with its secret, shown once: when the
@@ -159,6 +163,24 @@ func (s *Server) rotateSecret(c *gin.Context) {
 		return
 	}
 	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()}) })
+}
+
+func (s *Server) updateEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	var p webhooks.EndpointPatch
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &p); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	ep, err := s.deps.Webhooks.UpdateEndpoint(c.Request.Context(), c.GetString(ctxTenant), id, p)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
 }
 
 func (s *Server) disableEndpoint(c *gin.Context) {

@@ -437,7 +437,7 @@ func (s *Store) eventOrderID(ctx context.Context, tenant, eventID string) string
 // half-open once its wait ends: the attempt that finds it so (and gets a
 // slot) is the probe, and the endpoint's other deliveries wait out the
 // probe window behind it.
-var beginScript = redis.NewScript(`
+var beginScript = redis.NewScript(luaRateLimit + `
 local d = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'limit', 'url', 'next')
 if not d[1] then return {'gone'} end
 if d[1] == 'delivered' or d[1] == 'failed' then return {d[1]} end
@@ -445,9 +445,9 @@ local body = redis.call('HGET', KEYS[2], 'body')
 if not body then return {'gone'} end
 local now = tonumber(ARGV[1])
 if d[5] and tonumber(d[5]) > now then return {'early', d[5]} end
-local url, s, probe = d[4], nil, false
+local url, s, probe, rate = d[4], nil, false, 0
 if ARGV[2] == '1' then
-  local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until')
+  local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until', 'mps')
   if not e[1] then
     redis.call('HSET', KEYS[1], 'status', 'failed', 'updated', ARGV[1])
     redis.call('HDEL', KEYS[1], 'next')
@@ -463,6 +463,8 @@ if ARGV[2] == '1' then
     redis.call('HSET', KEYS[1], 'next', e[7])
     return {'open', e[7]}
   end
+  rate = luaRate(KEYS[6], tonumber(e[8] or '0') or 0, now)
+  if rate < 0 then return {'rate', string.format('%d', math.ceil(-rate))} end
   probe = tonumber(e[6] or '0') >= tonumber(ARGV[3])
   url, s = e[1], {e[2], e[3] or '', e[4] or '0'}
 else
@@ -481,6 +483,7 @@ end
 if probe then
   redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
 end
+if rate > 0 then redis.call('SET', KEYS[6], string.format('%.3f', rate), 'PX', math.ceil(rate - now) + 1000) end
 return {'ok', body, url, s[1], s[2], s[3], d[2], d[3]}
 `)
 
@@ -512,14 +515,14 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 		isEndpoint = "1"
 	}
 	res, err := beginScript.Run(ctx, s.rdb,
-		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held, s.k.targetSlots(r.Tenant, r.EndpointID)},
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held, s.k.targetSlots(r.Tenant, r.EndpointID), s.k.rate(r.Tenant, r.EndpointID)},
 		now.UnixMilli(), isEndpoint, threshold, probe.Milliseconds(), r.DeliveryID, sl.max, now.Add(sl.ttl).UnixMilli()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a := &attempt{verdict: res[0], endpoints: r.EndpointID != ""}
 	switch a.verdict {
-	case "early", "open", "busy":
+	case "early", "open", "busy", "rate":
 		a.until = msTime(res[1])
 		return a, nil
 	case "ok":

@@ -13,6 +13,7 @@ package webhooks
 //	ag:{T}:wh:ep:ID:dlv      zset   the endpoint's delivery ids, score 0, lex order = creation order
 //	ag:{T}:wh:ep:ID:held     zset   deliveries held while the endpoint is disabled, score = ms when held
 //	ag:{T}:wh:ep:ID:slots    zset   the endpoint's delivery slots: delivery ids attempting now, score = ms when the slot expires
+//	ag:{T}:wh:ep:ID:rate     string the endpoint's max_per_second limiter: its GCRA theoretical arrival time, ms
 //	ag:{T}:wh:cb             hash   the tenant's callback_url secrets (current, previous and its end)
 //	ag:{T}:wh:cb:slots       zset   the delivery slots of the tenant's callback_url deliveries, as ep:ID:slots
 //	ag:{T}:wh:cb:dlv         zset   the tenant's callback_url delivery ids, same shape as ep:ID:dlv
@@ -38,9 +39,15 @@ func (k keys) callback(t string) string               { return k.tenant(t) + "cb
 func (k keys) callbackDeliveries(t string) string     { return k.tenant(t) + "cb:dlv" }
 func (k keys) event(t, id string) string              { return k.tenant(t) + "evt:" + id }
 func (k keys) delivery(t, id string) string           { return k.tenant(t) + "dlv:" + id }
-func (k keys) feed(t string) string                   { return k.tenant(t) + "feed" }
-func (k keys) feedChannel() string                    { return k.prefix + "wh:feed" }
-func (k keys) attempts(t, id string) string           { return k.tenant(t) + "dlv:" + id + ":att" }
+func (k keys) rate(t, endpointID string) string {
+	if endpointID == "" {
+		return k.tenant(t) + "cb:rate" // unused: callback URLs have no cap; a key of the same slot
+	}
+	return k.tenant(t) + "ep:" + endpointID + ":rate"
+}
+func (k keys) feed(t string) string         { return k.tenant(t) + "feed" }
+func (k keys) feedChannel() string          { return k.prefix + "wh:feed" }
+func (k keys) attempts(t, id string) string { return k.tenant(t) + "dlv:" + id + ":att" }
 
 // targetSlots is the slot set of a delivery to target: the endpoint's, or
 // the tenant's callback_url deliveries' (all callback URLs of a tenant

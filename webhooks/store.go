@@ -114,7 +114,7 @@ func (s *Store) CheckURL(ctx context.Context, raw string) error {
 var createEndpointScript = redis.NewScript(`
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 'full' end
 redis.call('HSET', KEYS[1], 'id', ARGV[2], 'url', ARGV[3], 'desc', ARGV[4], 'events', ARGV[5],
-  'created', ARGV[6], 'updated', ARGV[6], 'secret', ARGV[7])
+  'created', ARGV[6], 'updated', ARGV[6], 'secret', ARGV[7], 'mps', ARGV[8])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], '0|' .. ARGV[5] .. '|' .. ARGV[3])
 return 'ok'
@@ -138,7 +138,7 @@ func (s *Store) CreateEndpoint(ctx context.Context, tenant string, in EndpointIn
 	id := "ep_" + uuid.Must(uuid.NewV7()).String()
 	now := s.cfg.Now()
 	res, err := createEndpointScript.Run(ctx, s.rdb, []string{s.k.endpoint(tenant, id), s.k.endpoints(tenant), s.k.subscriptions(tenant)},
-		s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String()).Text()
+		s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String(), in.MaxPerSecond).Text()
 	if err != nil {
 		return nil, Secret{}, fmt.Errorf("create webhook endpoint: %w", err)
 	}
@@ -146,7 +146,8 @@ func (s *Store) CreateEndpoint(ctx context.Context, tenant string, in EndpointIn
 		return nil, Secret{}, fmt.Errorf("%w: at most %d per tenant", ErrTooManyEndpoints, s.cfg.MaxEndpoints)
 	}
 	at := time.UnixMilli(now.UnixMilli()).UTC()
-	return &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
+	return &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at,
+		MaxPerSecond: in.MaxPerSecond}, secret, nil
 }
 
 // joinEvents stores a subscription as ",a,b,", so that a script can test
@@ -232,6 +233,7 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 		r.DisabledAt = msTimePtr(h["disabled_at"])
 	}
 	r.FailingSince = msTimePtr(h["fail_since"])
+	r.MaxPerSecond, _ = strconv.Atoi(h["mps"])
 	var err error
 	if r.secret, err = ParseSecret(h["secret"]); err != nil {
 		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
