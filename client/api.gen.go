@@ -368,7 +368,13 @@ type CallbackSecret struct {
 }
 
 // CallbackUrl An http(s) URL that receives the order's signed webhook events
-// (Standard Webhooks).
+// (Standard Webhooks). It is checked at placement as a webhook
+// endpoint's URL is at registration: it must parse strictly (no
+// spaces or other characters RFC 3986 forbids; escape them), be https
+// (unless the server allows http), and its host must not be, or
+// resolve to, a loopback, private, link-local or cloud metadata
+// address. A refused URL is a `422` (`url_not_allowed` or
+// `validation_failed`) naming `callback_url`.
 //
 // Example: https://example.com/hooks/asyncgate
 type CallbackUrl = string
@@ -465,13 +471,17 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
-// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+// LimitPrice The worst acceptable price. Required for limit orders; absent for
+// market orders. Bounded like `quantity`: more than 0 and at most
+// 10^12, with at most 8 decimal places and 15 significant digits.
 //
 // Example: 101.25
 type LimitPrice = float64
 
 // Metadata Your own key-value pairs, returned as given: at most 16 keys of
-// 1-64 bytes, values of at most 512 bytes (UTF-8).
+// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+// string: `null` is refused with `422`. `"metadata": null` is the
+// same as leaving it out.
 //
 // Example: {"strategy":"rebalance"}
 type Metadata map[string]string
@@ -485,7 +495,13 @@ type Order struct {
 	AccountId AccountId `json:"account_id"`
 
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
-	// (Standard Webhooks).
+	// (Standard Webhooks). It is checked at placement as a webhook
+	// endpoint's URL is at registration: it must parse strictly (no
+	// spaces or other characters RFC 3986 forbids; escape them), be https
+	// (unless the server allows http), and its host must not be, or
+	// resolve to, a loopback, private, link-local or cloud metadata
+	// address. A refused URL is a `422` (`url_not_allowed` or
+	// `validation_failed`) naming `callback_url`.
 	//
 	//
 	// Example: https://example.com/hooks/asyncgate
@@ -516,19 +532,29 @@ type Order struct {
 	// Example: 0190f1a2-7b3c-7d4e-8f90-123456789abc
 	Id openapi_types.UUID `json:"id"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for
+	// market orders. Bounded like `quantity`: more than 0 and at most
+	// 10^12, with at most 8 decimal places and 15 significant digits.
+	//
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
 
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
-	// 1-64 bytes, values of at most 512 bytes (UTF-8).
+	// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+	// string: `null` is refused with `422`. `"metadata": null` is the
+	// same as leaving it out.
 	//
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell.
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+	// most 8 decimal places and 15 significant digits as written (so that
+	// the value is exact in a double, the downstream's number type): a
+	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+	// `0.100000000000000001` are refused with `422` naming the field.
+	//
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -582,7 +608,13 @@ type OrderRequest struct {
 	AccountId AccountId `json:"account_id"`
 
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
-	// (Standard Webhooks).
+	// (Standard Webhooks). It is checked at placement as a webhook
+	// endpoint's URL is at registration: it must parse strictly (no
+	// spaces or other characters RFC 3986 forbids; escape them), be https
+	// (unless the server allows http), and its host must not be, or
+	// resolve to, a loopback, private, link-local or cloud metadata
+	// address. A refused URL is a `422` (`url_not_allowed` or
+	// `validation_failed`) naming `callback_url`.
 	//
 	//
 	// Example: https://example.com/hooks/asyncgate
@@ -595,19 +627,29 @@ type OrderRequest struct {
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for
+	// market orders. Bounded like `quantity`: more than 0 and at most
+	// 10^12, with at most 8 decimal places and 15 significant digits.
+	//
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
 
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
-	// 1-64 bytes, values of at most 512 bytes (UTF-8).
+	// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+	// string: `null` is refused with `422`. `"metadata": null` is the
+	// same as leaving it out.
 	//
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell.
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+	// most 8 decimal places and 15 significant digits as written (so that
+	// the value is exact in a double, the downstream's number type): a
+	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+	// `0.100000000000000001` are refused with `422` naming the field.
+	//
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -700,7 +742,11 @@ type Problem struct {
 // ProblemCode The stable, machine-readable kind of problem; see the table in the introduction.
 type ProblemCode string
 
-// Quantity How much to buy or sell.
+// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+// most 8 decimal places and 15 significant digits as written (so that
+// the value is exact in a double, the downstream's number type): a
+// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+// `0.100000000000000001` are refused with `422` naming the field.
 //
 // Example: 10
 type Quantity = float64

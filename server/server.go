@@ -37,6 +37,13 @@ type Enqueuer interface {
 	EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error
 }
 
+// URLChecker checks a webhook target URL: it returns an error wrapping
+// webhooks.ErrInvalidURL or webhooks.ErrURLNotAllowed for one that is
+// refused, another error when it could not tell (DNS unavailable).
+type URLChecker interface {
+	CheckURL(ctx context.Context, raw string) error
+}
+
 // Pinger reports whether a dependency is reachable (readiness).
 type Pinger interface {
 	Ping(ctx context.Context) error
@@ -185,6 +192,10 @@ type Deps struct {
 	// redelivers; nil Webhooks leaves the webhook routes out.
 	Webhooks     WebhookStore
 	WebhookQueue WebhookQueue
+	// CallbackURLs checks an order's callback_url at placement, as the
+	// webhook store checks endpoint URLs (webhooks.Store is one); nil
+	// leaves only orders.Request.Validate's check of its form.
+	CallbackURLs URLChecker
 	// AdminOrders, AdminWebhooks and Queues feed the admin API and the
 	// dashboard: nil AdminOrders leaves them out (but /admin/api/whoami),
 	// nil AdminWebhooks (or Webhooks) their webhook parts, nil Queues the

@@ -28,7 +28,7 @@ func (r *resilienceOptions) register(fs *flag.FlagSet, env func(name, def string
 	envName := func(n string) string { return "ASYNCGATE_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_")) }
 	fs.BoolVar(&r.sharedBreakers, "shared-breakers", true,
 		"share downstream breaker trips with the other processes through Redis (env "+envName("shared-breakers")+")")
-	const spec = "failure_ratio=0.5,window=10s,min_calls=10,open_timeout=5s,probes=1"
+	const spec = "failure_ratio=0.5,window=10s,min_calls=10,consecutive_failures=5,open_timeout=5s,probes=1"
 	fs.StringVar(&r.portfolioBreaker, "portfolio-breaker", env("portfolio-breaker", ""),
 		"portfolio breaker settings, any of "+spec+" (env "+envName("portfolio-breaker")+")")
 	fs.StringVar(&r.executionBreaker, "execution-breaker", env("execution-breaker", ""),
@@ -92,8 +92,10 @@ func parseBreaker(v string) (downstream.BreakerConfig, error) {
 			b.MinRequests, err = positiveInt(val)
 		case "probes":
 			b.HalfOpenProbes, err = positiveInt(val)
+		case "consecutive_failures":
+			b.ConsecutiveFailures, err = positiveInt(val)
 		default:
-			return b, fmt.Errorf("unknown setting %q (want failure_ratio, window, min_calls, open_timeout or probes)", k)
+			return b, fmt.Errorf("unknown setting %q (want failure_ratio, window, min_calls, consecutive_failures, open_timeout or probes)", k)
 		}
 		if err != nil {
 			return b, fmt.Errorf("%s: %w", k, err)
