@@ -5,9 +5,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/redistest"
@@ -149,5 +154,63 @@ func TestCreateEndpointRefusesLooseURL(t *testing.T) {
 	} {
 		resp, body := b.do(t, "POST", "/v1/webhook-endpoints", keyA, jsonOf(t, webhooks.EndpointInput{URL: u}))
 		wantProblem(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", orders.FieldError{Field: "url", Reason: reason})
+	}
+}
+
+// killingStore kills Redis on the first Create, as an outage would in the
+// middle of a request: the idempotency claim is in Redis, the order is not,
+// and releasing the claim cannot reach Redis either.
+type killingStore struct {
+	server.OrderStore
+	rs   *redistest.Server
+	once sync.Once
+}
+
+func (s *killingStore) Create(ctx context.Context, o *orders.Order) (*orders.Order, error) {
+	s.once.Do(s.rs.Kill)
+	return s.OrderStore.Create(ctx, o)
+}
+
+// After a Redis outage, a request that ended in 503 leaves its
+// Idempotency-Key free as soon as Redis is back: the client's honest retry
+// is served, not told 409 "in use" until the claim's 30 s TTL runs out.
+func TestIdempotencyKeyFreedAfterRedisOutage(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t, redistest.Options{AOF: true}) // the claim survives the restart
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	store := &killingStore{OrderStore: orders.NewStore(rdb, orders.StoreConfig{}), rs: rs}
+	api, err := server.New(server.Config{APIKeys: apiKeys, Logger: slog.New(slog.DiscardHandler)}, // the default 30 s claim TTL
+		server.Deps{Orders: store, Queue: contractQueue{}, Redis: okPinger{}, RedisClient: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(func() { srv.Close(); api.Close() })
+	b := &contractBundle{url: srv.URL, rdb: rdb}
+
+	body := jsonOf(t, marketOrder())
+	b.must(t, "POST", "/v1/orders", keyA, body, "Idempotency-Key", "outage").wantCode(t, http.StatusServiceUnavailable, "unavailable")
+	if err := rs.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	deadline := back.Add(10 * time.Second) // well under the claim's TTL
+	for {
+		a := b.must(t, "POST", "/v1/orders", keyA, body, "Idempotency-Key", "outage")
+		if a.status == http.StatusAccepted {
+			if a.header.Get("Idempotent-Replayed") != "" {
+				t.Error("the retry after a 503 was a replay")
+			}
+			t.Logf("the key was free %v after Redis came back", time.Since(back).Round(time.Millisecond))
+			break
+		}
+		if a.status != http.StatusConflict && a.status != http.StatusServiceUnavailable {
+			t.Fatalf("retry: %d %s", a.status, a.body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the retry still gets %d %s 10 s after Redis came back", a.status, a.body)
+		}
+		time.Sleep(100 * time.Millisecond) // poll with a deadline: the release is in the background
 	}
 }

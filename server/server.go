@@ -224,6 +224,7 @@ type Server struct {
 	redisKeys    redisKeys
 	batcher      *batcher
 	recorder     *recorder
+	releaser     *releaser
 	adminAuth    *adminAuth
 }
 
