@@ -833,13 +833,21 @@ type WebhookDelivery struct {
 	// Id Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
 	Id string `json:"id"`
 
+	// LastError Why a `failed` delivery went to the dead-letter queue when its
+	// last attempt does not say: its task ran out of retries while
+	// postponed (an open breaker), or was archived by an operator.
+	// Cleared by a redelivery.
+	LastError *string `json:"last_error,omitempty"`
+
 	// NextAttemptAt When a `pending` delivery is attempted next.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 
 	// Status `pending`: waiting for its first or next attempt. `delivered`: a
-	// `2xx` came back. `failed`: every attempt failed; it sits in the
-	// dead-letter queue, and can be redelivered. `held`: its endpoint is
-	// disabled; it is delivered when the endpoint is enabled.
+	// `2xx` came back. `failed`: every attempt failed, or its task went to
+	// the dead-letter queue for another reason (then `last_error` says
+	// which); it sits in the dead-letter queue, and can be redelivered.
+	// `held`: its endpoint is disabled; it is delivered when the endpoint
+	// is enabled.
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
@@ -861,9 +869,11 @@ type WebhookDeliveryList struct {
 }
 
 // WebhookDeliveryStatus `pending`: waiting for its first or next attempt. `delivered`: a
-// `2xx` came back. `failed`: every attempt failed; it sits in the
-// dead-letter queue, and can be redelivered. `held`: its endpoint is
-// disabled; it is delivered when the endpoint is enabled.
+// `2xx` came back. `failed`: every attempt failed, or its task went to
+// the dead-letter queue for another reason (then `last_error` says
+// which); it sits in the dead-letter queue, and can be redelivered.
+// `held`: its endpoint is disabled; it is delivered when the endpoint
+// is enabled.
 type WebhookDeliveryStatus string
 
 // WebhookEndpoint A registered webhook endpoint (its secret is never shown again).
@@ -1566,7 +1576,10 @@ type ClientInterface interface {
 	// one stops waiting for its next retry, a `delivered` one is sent
 	// again (same `webhook-id`). The endpoint must be enabled (`409
 	// endpoint_disabled` otherwise: enabling it redelivers what it
-	// missed). No body is needed.
+	// missed). The attempt goes even while the endpoint's breaker is
+	// open (after a run of failures): it is the breaker's probe, the
+	// endpoint's other deliveries wait behind it, and its success closes
+	// the breaker. No body is needed.
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
 	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1978,7 +1991,10 @@ func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId
 // one stops waiting for its next retry, a `delivered` one is sent
 // again (same `webhook-id`). The endpoint must be enabled (`409
 // endpoint_disabled` otherwise: enabling it redelivers what it
-// missed). No body is needed.
+// missed). The attempt goes even while the endpoint's breaker is
+// open (after a run of failures): it is the breaker's probe, the
+// endpoint's other deliveries wait behind it, and its success closes
+// the breaker. No body is needed.
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
 func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3668,7 +3684,10 @@ type ClientWithResponsesInterface interface {
 	// one stops waiting for its next retry, a `delivered` one is sent
 	// again (same `webhook-id`). The endpoint must be enabled (`409
 	// endpoint_disabled` otherwise: enabling it redelivers what it
-	// missed). No body is needed.
+	// missed). The attempt goes even while the endpoint's breaker is
+	// open (after a run of failures): it is the breaker's probe, the
+	// endpoint's other deliveries wait behind it, and its success closes
+	// the breaker. No body is needed.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -6903,7 +6922,10 @@ func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context
 // one stops waiting for its next retry, a `delivered` one is sent
 // again (same `webhook-id`). The endpoint must be enabled (`409
 // endpoint_disabled` otherwise: enabling it redelivers what it
-// missed). No body is needed.
+// missed). The attempt goes even while the endpoint's breaker is
+// open (after a run of failures): it is the breaker's probe, the
+// endpoint's other deliveries wait behind it, and its success closes
+// the breaker. No body is needed.
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -144,7 +144,7 @@ func New(cfg Config) (*App, error) {
 		a.Keys = apikeys.NewStore(cfg.Redis, apikeys.Config{})
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: a.Webhooks, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks,
+			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks,
 			AdminOrders: a.Store, AdminWebhooks: a.Webhooks, Queues: queueInspector{a.Inspector()},
 			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), MetricsHandler: cfg.Metrics.Handler()}
 		var err error
