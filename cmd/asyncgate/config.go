@@ -35,6 +35,7 @@ type options struct {
 	traceStdout   bool
 	downTimeout   time.Duration
 	reconcile     time.Duration
+	resumeAfter   time.Duration
 	resilience    resilienceOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
@@ -88,6 +89,7 @@ func newFlags(name string, out io.Writer, getenv func(string) string, o *options
 	dur(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an order may take before it fails")
 	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
 	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
+	dur(&o.resumeAfter, "resume-after", 30*time.Second, "bound on how long an order held by a worker that died waits for another worker (its lease is 2/3 of it and must outlast a downstream call's 5s budget: at least 8s)")
 	dur(&o.keyCacheTTL, "key-cache-ttl", 30*time.Second, "how long API key lookups are cached: a revoked key works until then")
 	str(&o.admin.sessionSecret, "admin-session-secret", "", "secret (32+ bytes) signing the dashboard's session cookies; empty: a random one kept in Redis, shared by every API process")
 	dur(&o.admin.sessionTTL, "admin-session-ttl", 8*time.Hour, "how long a dashboard login lasts")
@@ -214,6 +216,10 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
 		cfg.Reconciler.Interval = o.reconcile
+		if o.resumeAfter < 8*time.Second {
+			errs = append(errs, errors.New("--resume-after must be at least 8s: the order lease (2/3 of it) must outlast a downstream call's 5s budget"))
+		}
+		cfg.ResumeAfter = o.resumeAfter
 	}
 	if err := o.resilienceConfig(&cfg, api, worker); err != nil {
 		errs = append(errs, err)

@@ -52,6 +52,13 @@ type Config struct {
 	PortfolioReadTimeout time.Duration
 	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
 	AdminQueuesReadOnly bool
+	// ResumeAfter bounds how long an order held by a worker that died waits
+	// before another worker resumes it. It sets Saga.LeaseTTL to two thirds
+	// of it and Reconciler.LeaseCheck to a sixth, unless they are set. A
+	// shorter bound takes a stalled but live worker's orders away sooner
+	// (safe: writes are fenced, downstream calls idempotent); the lease
+	// must outlast a downstream call's Budget. Defaults to 30s.
+	ResumeAfter time.Duration
 
 	Logger *slog.Logger
 	// Metrics are the process's Prometheus metrics, served at /metrics by
@@ -170,7 +177,14 @@ func New(cfg Config) (*App, error) {
 			return nil, fmt.Errorf("execution: %w", err)
 		}
 		a.Portfolio, a.Execution = p, e
+		resume := cfg.ResumeAfter
+		if resume == 0 {
+			resume = 30 * time.Second
+		}
 		sc := cfg.Saga
+		if sc.LeaseTTL == 0 {
+			sc.LeaseTTL = resume * 2 / 3
+		}
 		sc.Logger = cfg.Logger
 		sc.Metrics = cfg.Metrics
 		sc.OnTerminalFunc = a.onTerminal(sc.OnTerminalFunc)
@@ -180,6 +194,9 @@ func New(cfg Config) (*App, error) {
 		a.worker = jobs.NewWorker(cfg.Redis, a.Saga, wc)
 		a.Notifier.Register(a.worker)
 		rc := cfg.Reconciler
+		if rc.LeaseCheck == 0 {
+			rc.LeaseCheck = resume / 6
+		}
 		rc.Logger = cfg.Logger
 		rc.OutboxFunc = a.Notifier.RedriveOutbox
 		a.recon = jobs.NewReconciler(a.Store, asynq.NewInspectorFromRedisClient(cfg.Redis), a.Enq, rc)
