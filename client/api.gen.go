@@ -157,6 +157,7 @@ const (
 	ProblemCodeInternal               ProblemCode = "internal"
 	ProblemCodeMalformedRequest       ProblemCode = "malformed_request"
 	ProblemCodeMethodNotAllowed       ProblemCode = "method_not_allowed"
+	ProblemCodeNotDurable             ProblemCode = "not_durable"
 	ProblemCodeNotFound               ProblemCode = "not_found"
 	ProblemCodePortfolioUnavailable   ProblemCode = "portfolio_unavailable"
 	ProblemCodeRateLimited            ProblemCode = "rate_limited"
@@ -191,6 +192,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMalformedRequest:
 		return true
 	case ProblemCodeMethodNotAllowed:
+		return true
+	case ProblemCodeNotDurable:
 		return true
 	case ProblemCodeNotFound:
 		return true
@@ -337,7 +340,7 @@ func (e WebhookEventType) Valid() bool {
 	}
 }
 
-// AccountId The account the order is for.
+// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 //
 // Example: acc-42
 type AccountId = string
@@ -361,7 +364,6 @@ type CallbackSecret struct {
 
 	// Secret A signing secret: `whsec_` and 32 random bytes in standard base64.
 	// Give it, whole, to your Standard Webhooks library.
-	//
 	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 	Secret WebhookSecret `json:"secret"`
@@ -398,10 +400,10 @@ type Event struct {
 	Order *Order `json:"order,omitempty"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
-	//
 	//
 	// Example: insufficient_funds
 	Reason *Reason `json:"reason,omitempty"`
@@ -437,7 +439,6 @@ type FieldError struct {
 	// Field The field: a body field such as `quantity` or `metadata.note`, a
 	// query parameter such as `limit`, or empty when the body as a
 	// whole is wrong (a JSON array instead of an object, say).
-	//
 	//
 	// Example: quantity
 	Field string `json:"field"`
@@ -489,7 +490,7 @@ type Metadata map[string]string
 // Order An order and where it stands: the request's fields as accepted, plus
 // the status and its history's summary.
 type Order struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -503,7 +504,6 @@ type Order struct {
 	// address. A refused URL is a `422` (`url_not_allowed` or
 	// `validation_failed`) naming `callback_url`.
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
 
@@ -513,7 +513,6 @@ type Order struct {
 
 	// ClientOrderId Your own id for the order, unique per tenant: 1-128 printable ASCII
 	// characters, no spaces. Placing a second order with it answers `409`.
-	//
 	//
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
@@ -545,7 +544,6 @@ type Order struct {
 	// string: `null` is refused with `422`. `"metadata": null` is the
 	// same as leaving it out.
 	//
-	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
@@ -560,10 +558,10 @@ type Order struct {
 	Quantity Quantity `json:"quantity"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
-	//
 	//
 	// Example: insufficient_funds
 	Reason *Reason `json:"reason,omitempty"`
@@ -602,7 +600,7 @@ type OrderList struct {
 
 // OrderRequest What you ask for. Unknown fields are refused.
 type OrderRequest struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -616,13 +614,11 @@ type OrderRequest struct {
 	// address. A refused URL is a `422` (`url_not_allowed` or
 	// `validation_failed`) naming `callback_url`.
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
 
 	// ClientOrderId Your own id for the order, unique per tenant: 1-128 printable ASCII
 	// characters, no spaces. Placing a second order with it answers `409`.
-	//
 	//
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
@@ -639,7 +635,6 @@ type OrderRequest struct {
 	// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
 	// string: `null` is refused with `422`. `"metadata": null` is the
 	// same as leaving it out.
-	//
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
@@ -678,7 +673,7 @@ type OrderType string
 
 // Portfolio An account's funds.
 type Portfolio struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -773,7 +768,8 @@ type ReadinessChecksRedis string
 type ReadinessStatus string
 
 // Reason Why the order ended other than executed, such as
-// `insufficient_funds`, `risk_limit`, `execution_refused`,
+// `insufficient_funds`, `unknown_account` (your tenant has no such
+// account), `risk_limit`, `execution_refused`,
 // `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 // `cancelled_by_client` or `internal_error`. More may be added.
 //
@@ -830,8 +826,10 @@ type WebhookDelivery struct {
 	// EventType The kind of event, one per terminal status of an order.
 	EventType WebhookEventType `json:"event_type"`
 
-	// Id Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
-	Id string `json:"id"`
+	// Id The delivery's id.
+	//
+	// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+	Id WebhookDeliveryId `json:"id"`
 
 	// LastError Why a `failed` delivery went to the dead-letter queue when its
 	// last attempt does not say: its task ran out of retries while
@@ -851,14 +849,23 @@ type WebhookDelivery struct {
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
 }
+
+// WebhookDeliveryId The delivery's id.
+//
+// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookDeliveryId = string
 
 // WebhookDeliveryList A page of deliveries, newest first.
 type WebhookDeliveryList struct {
@@ -907,10 +914,14 @@ type WebhookEndpoint struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -934,10 +945,14 @@ type WebhookEndpointRequest struct {
 	// Events The event types to receive; absent or empty, all of them.
 	Events *[]WebhookEventType `json:"events,omitempty"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -974,7 +989,6 @@ type WebhookEndpointWithSecret struct {
 	// Secret A signing secret: `whsec_` and 32 random bytes in standard base64.
 	// Give it, whole, to your Standard Webhooks library.
 	//
-	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 	Secret WebhookSecret `json:"secret"`
 
@@ -982,10 +996,14 @@ type WebhookEndpointWithSecret struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -1023,9 +1041,14 @@ type WebhookEventType string
 // Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 type WebhookSecret = string
 
-// WebhookUrl Where events go: an absolute `https` URL (plain `http` only where
-// the operator allows it), without credentials or fragment, whose host
-// is a public address (see `POST /v1/webhook-endpoints`).
+// WebhookUrl Where events go, by scheme (see Event destinations in the
+// introduction): an absolute `https` URL (plain `http` only where the
+// operator allows it), without credentials or fragment; a RabbitMQ
+// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+// (or `amqps://`); or a NATS JetStream subject,
+// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+// In answers, a password or token is shown as `***`.
 //
 // Example: https://example.com/hooks/asyncgate
 type WebhookUrl = string
@@ -1045,11 +1068,15 @@ type OrderId = openapi_types.UUID
 // RequestIdParameter defines model for RequestId.
 type RequestIdParameter = string
 
-// WebhookDeliveryId Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
-type WebhookDeliveryId = string
+// WebhookDeliveryIdParameter The delivery's id.
+//
+// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookDeliveryIdParameter = WebhookDeliveryId
 
-// WebhookEndpointIdParameter Example: ep_0190f1a2-7b3c-7d4e-8f90-123456789abc
-type WebhookEndpointIdParameter = string
+// WebhookEndpointIdParameter The endpoint's id.
+//
+// Example: ep_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookEndpointIdParameter = WebhookEndpointId
 
 // BodyTooLarge An RFC 9457 problem detail.
 type BodyTooLarge = Problem
@@ -1095,6 +1122,9 @@ type WebhookConflict = Problem
 
 // WebhookEndpointUnprocessable An RFC 9457 problem detail.
 type WebhookEndpointUnprocessable = Problem
+
+// WriteUnavailable An RFC 9457 problem detail.
+type WriteUnavailable = Problem
 
 // GetDocsParams defines parameters for GetDocs.
 type GetDocsParams struct {
@@ -1552,10 +1582,18 @@ type ClientInterface interface {
 
 	// GetPortfolio Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1566,7 +1604,7 @@ type ClientInterface interface {
 	// Returns the delivery with its attempts.
 	//
 	// Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-	GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RetryWebhookDelivery Redeliver now
 	//
@@ -1582,7 +1620,7 @@ type ClientInterface interface {
 	// the breaker. No body is needed.
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWebhookEndpoints List webhook endpoints
 	//
@@ -1598,7 +1636,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1621,7 +1662,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1947,10 +1991,18 @@ func (c *RawClient) ListOrderEvents(ctx context.Context, id OrderId, params *Lis
 
 // GetPortfolio Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1971,7 +2023,7 @@ func (c *RawClient) GetPortfolio(ctx context.Context, accountId AccountId, param
 // Returns the delivery with its attempts.
 //
 // Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetWebhookDeliveryRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
@@ -1997,7 +2049,7 @@ func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId
 // the breaker. No body is needed.
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRetryWebhookDeliveryRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
@@ -2033,7 +2085,10 @@ func (c *RawClient) ListWebhookEndpoints(ctx context.Context, params *ListWebhoo
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -2066,7 +2121,10 @@ func (c *RawClient) CreateWebhookEndpointWithBody(ctx context.Context, params *C
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -2865,7 +2923,7 @@ func NewGetPortfolioRequest(server string, accountId AccountId, params *GetPortf
 }
 
 // NewGetWebhookDeliveryRequest constructs an http.Request for the GetWebhookDelivery method
-func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *GetWebhookDeliveryParams) (*http.Request, error) {
+func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2914,7 +2972,7 @@ func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *G
 }
 
 // NewRetryWebhookDeliveryRequest constructs an http.Request for the RetryWebhookDelivery method
-func NewRetryWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *RetryWebhookDeliveryParams) (*http.Request, error) {
+func NewRetryWebhookDeliveryRequest(server string, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -3656,10 +3714,18 @@ type ClientWithResponsesInterface interface {
 
 	// GetPortfolioWithResponse Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3674,7 +3740,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-	GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error)
+	GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error)
 
 	// RetryWebhookDeliveryWithResponse Redeliver now
 	//
@@ -3692,7 +3758,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-	RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error)
+	RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error)
 
 	// ListWebhookEndpointsWithResponse List webhook endpoints
 	//
@@ -3710,7 +3776,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3733,7 +3802,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -4130,6 +4202,7 @@ type RotateCallbackSecretResponse500Headers struct {
 
 // RotateCallbackSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateCallbackSecret
 type RotateCallbackSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4152,7 +4225,7 @@ type RotateCallbackSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateCallbackSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4207,7 +4280,7 @@ func (r RotateCallbackSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4430,6 +4503,7 @@ type PlaceOrderResponse500Headers struct {
 
 // PlaceOrderResponse503Headers the declared response headers of an HTTP 503 response for PlaceOrder
 type PlaceOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4456,7 +4530,7 @@ type PlaceOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *PlaceOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4525,7 +4599,7 @@ func (r PlaceOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r PlaceOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r PlaceOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4759,6 +4833,7 @@ type CancelOrderResponse500Headers struct {
 
 // CancelOrderResponse503Headers the declared response headers of an HTTP 503 response for CancelOrder
 type CancelOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4783,7 +4858,7 @@ type CancelOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *CancelOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4845,7 +4920,7 @@ func (r CancelOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CancelOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CancelOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5021,6 +5096,12 @@ type GetPortfolioResponse401Headers struct {
 	XRequestId      string
 }
 
+// GetPortfolioResponse404Headers the declared response headers of an HTTP 404 response for GetPortfolio
+type GetPortfolioResponse404Headers struct {
+	IdempotentReplayed *string
+	XRequestId         string
+}
+
 // GetPortfolioResponse422Headers the declared response headers of an HTTP 422 response for GetPortfolio
 type GetPortfolioResponse422Headers struct {
 	XRequestId string
@@ -5054,6 +5135,8 @@ type GetPortfolioResponse struct {
 	JSON200 *Portfolio
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationproblemJSON422 *ValidationFailed
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -5066,6 +5149,8 @@ type GetPortfolioResponse struct {
 	Headers200 *GetPortfolioResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetPortfolioResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetPortfolioResponse404Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *GetPortfolioResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5084,6 +5169,11 @@ func (r GetPortfolioResponse) GetJSON200() *Portfolio {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetPortfolioResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPortfolioResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -5320,6 +5410,7 @@ type RetryWebhookDeliveryResponse500Headers struct {
 
 // RetryWebhookDeliveryResponse503Headers the declared response headers of an HTTP 503 response for RetryWebhookDelivery
 type RetryWebhookDeliveryResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5344,7 +5435,7 @@ type RetryWebhookDeliveryResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *RetryWebhookDeliveryResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5406,7 +5497,7 @@ func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5613,6 +5704,7 @@ type CreateWebhookEndpointResponse500Headers struct {
 
 // CreateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for CreateWebhookEndpoint
 type CreateWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5639,7 +5731,7 @@ type CreateWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateWebhookEndpointResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5708,7 +5800,7 @@ func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5778,6 +5870,7 @@ type DeleteWebhookEndpointResponse500Headers struct {
 
 // DeleteWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DeleteWebhookEndpoint
 type DeleteWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5794,7 +5887,7 @@ type DeleteWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers204 the parsed response headers for an HTTP 204 response
 	Headers204 *DeleteWebhookEndpointResponse204Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5830,7 +5923,7 @@ func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6190,6 +6283,7 @@ type DisableWebhookEndpointResponse500Headers struct {
 
 // DisableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DisableWebhookEndpoint
 type DisableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6214,7 +6308,7 @@ type DisableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DisableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6276,7 +6370,7 @@ func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6364,6 +6458,7 @@ type EnableWebhookEndpointResponse500Headers struct {
 
 // EnableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for EnableWebhookEndpoint
 type EnableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6388,7 +6483,7 @@ type EnableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *EnableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6450,7 +6545,7 @@ func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6538,6 +6633,7 @@ type RotateWebhookSecretResponse500Headers struct {
 
 // RotateWebhookSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateWebhookSecret
 type RotateWebhookSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6562,7 +6658,7 @@ type RotateWebhookSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateWebhookSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6624,7 +6720,7 @@ func (r RotateWebhookSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6882,10 +6978,18 @@ func (c *ClientWithResponses) ListOrderEventsWithResponse(ctx context.Context, i
 
 // GetPortfolioWithResponse Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6906,7 +7010,7 @@ func (c *ClientWithResponses) GetPortfolioWithResponse(ctx context.Context, acco
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error) {
+func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error) {
 	rsp, err := c.GetWebhookDelivery(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
@@ -6930,7 +7034,7 @@ func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-func (c *ClientWithResponses) RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error) {
+func (c *ClientWithResponses) RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error) {
 	rsp, err := c.RetryWebhookDelivery(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
@@ -6960,7 +7064,10 @@ func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Conte
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -6989,7 +7096,10 @@ func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx cont
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -7402,7 +7512,7 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -7567,6 +7677,13 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateCallbackSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -7859,7 +7976,7 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8065,6 +8182,13 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers PlaceOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8381,7 +8505,7 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8577,6 +8701,13 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CancelOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8826,6 +8957,13 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8905,6 +9043,23 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetPortfolioResponse404Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
 	case rsp.StatusCode == 422:
 		var headers GetPortfolioResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -9264,7 +9419,7 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9453,6 +9608,13 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RetryWebhookDeliveryResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9728,7 +9890,7 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9920,6 +10082,13 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CreateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9986,7 +10155,7 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10117,6 +10286,13 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DeleteWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10627,7 +10803,7 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10809,6 +10985,13 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DisableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10900,7 +11083,7 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11082,6 +11265,13 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers EnableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -11173,7 +11363,7 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11355,6 +11545,13 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateWebhookSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
@@ -61,7 +62,12 @@ func setupContract(t *testing.T, cfg server.Config, wrap func(server.OrderStore)
 		cfg.APIKeys = apiKeys
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	api, err := server.New(cfg, server.Deps{Orders: store, Queue: contractQueue{}, Redis: okPinger{}, Keys: b.keys, RedisClient: rdb})
+	// The dashboard's /admin/api/whoami tells which key an admin key is.
+	dash, err := admin.New(admin.Config{Logger: cfg.Logger}, admin.Deps{Orders: b.orders, Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := server.New(cfg, server.Deps{Orders: store, Queue: contractQueue{}, Redis: okPinger{}, Keys: b.keys, RedisClient: rdb, Dashboard: dash})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +562,7 @@ func TestAPIKeysFromStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, adminSecret, err := b.keys.Create(ctx, apikeys.CreateParams{Tenant: "ops", Admin: true})
+	opsKey, adminSecret, err := b.keys.Create(ctx, apikeys.CreateParams{Tenant: "ops", Admin: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +580,7 @@ func TestAPIKeysFromStore(t *testing.T) {
 	b.must(t, "GET", "/admin/api/whoami", "", "").wantCode(t, http.StatusUnauthorized, "unauthorized")
 	w := b.must(t, "GET", "/admin/api/whoami", adminSecret.Reveal(), "")
 	w.want(t, http.StatusOK)
-	if diff := cmp.Diff(server.Whoami{KeyID: admin.ID, Tenant: "ops", Admin: true}, decode[server.Whoami](t, w.body)); diff != "" {
+	if diff := cmp.Diff(admin.Whoami{KeyID: opsKey.ID, Tenant: "ops", Admin: true}, decode[admin.Whoami](t, w.body)); diff != "" {
 		t.Errorf("whoami (-want +got):\n%s", diff)
 	}
 
@@ -609,7 +615,7 @@ func TestAdminKeysFromConfig(t *testing.T) {
 	b := setupContract(t, server.Config{AdminKeys: map[string]string{adminKey: "ops"}}, nil)
 	w := b.must(t, "GET", "/admin/api/whoami", adminKey, "")
 	w.want(t, http.StatusOK)
-	if got := decode[server.Whoami](t, w.body); got.Tenant != "ops" || !got.Admin || !strings.HasPrefix(got.KeyID, "config:") {
+	if got := decode[admin.Whoami](t, w.body); got.Tenant != "ops" || !got.Admin || !strings.HasPrefix(got.KeyID, "config:") {
 		t.Errorf("whoami %+v", got)
 	}
 	b.must(t, "GET", "/admin/api/whoami", keyB, "").wantCode(t, http.StatusForbidden, "forbidden")

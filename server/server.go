@@ -44,6 +44,15 @@ type URLChecker interface {
 	CheckURL(ctx context.Context, raw string) error
 }
 
+// Durability makes a request's writes durable before the API acknowledges
+// them (internal/durability.Barrier).
+type Durability interface {
+	// Sync returns once every write whose reply the caller holds is on
+	// disk or on replicas as promised. An error means they were made but
+	// are not known to be durable: the API answers 503.
+	Sync(ctx context.Context) error
+}
+
 // Pinger reports whether a dependency is reachable (readiness).
 type Pinger interface {
 	Ping(ctx context.Context) error
@@ -85,19 +94,6 @@ type Config struct {
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 
-	// AdminSessionSecret signs the dashboard's session cookies and derives
-	// their CSRF tokens; 32 bytes or more. Empty: a random secret kept in
-	// Redis (ag:admin:session-secret, created once with SET NX) and shared
-	// by every API process; without Deps.RedisClient, one per process.
-	AdminSessionSecret []byte
-	// AdminSessionTTL is how long a dashboard login lasts. Defaults to 8h.
-	AdminSessionTTL time.Duration
-	// AdminInsecureCookies drops the Secure attribute of the dashboard's
-	// cookies, for plain-http development (asyncgate dev).
-	AdminInsecureCookies bool
-	// AdminLoginRateLimit caps the login attempts of each client address
-	// (with Deps.RedisClient). Defaults to 10 a minute.
-	AdminLoginRateLimit RateLimit
 	// TracerProvider makes the requests' server spans. Defaults to the
 	// global provider as it is when New runs (a no-op unless tracing was
 	// set up before).
@@ -131,13 +127,6 @@ func (c Config) withDefaults() Config {
 	if c.KeyCacheTTL == 0 {
 		c.KeyCacheTTL = 30 * time.Second
 	}
-	if c.AdminSessionTTL == 0 {
-		c.AdminSessionTTL = 8 * time.Hour
-	}
-	if c.AdminLoginRateLimit.Rate == 0 {
-		c.AdminLoginRateLimit = RateLimit{Rate: 10, Period: time.Minute}
-	}
-	c.AdminLoginRateLimit = c.AdminLoginRateLimit.withDefaults()
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = 24 * time.Hour
 	}
@@ -161,15 +150,6 @@ func (c Config) validate() error {
 		if !tenantRe.MatchString(t) {
 			return fmt.Errorf("server: tenant %q must be 1-64 of [a-z0-9_-]", t)
 		}
-	}
-	if n := len(c.AdminSessionSecret); n > 0 && n < minSecret {
-		return fmt.Errorf("server: the admin session secret must be at least %d bytes, not %d", minSecret, n)
-	}
-	if c.AdminSessionTTL < time.Minute {
-		return errors.New("server: the admin session TTL must be a minute or more")
-	}
-	if err := c.AdminLoginRateLimit.validate(); err != nil {
-		return fmt.Errorf("server: admin login %w", err)
 	}
 	return c.validateContract()
 }
@@ -196,18 +176,14 @@ type Deps struct {
 	// webhook store checks endpoint URLs (webhooks.Store is one); nil
 	// leaves only orders.Request.Validate's check of its form.
 	CallbackURLs URLChecker
-	// AdminOrders, AdminWebhooks and Queues feed the admin API and the
-	// dashboard: nil AdminOrders leaves them out (but /admin/api/whoami),
-	// nil AdminWebhooks (or Webhooks) their webhook parts, nil Queues the
-	// failed deliveries and the queue figures.
-	AdminOrders   AdminOrderStore
-	AdminWebhooks AdminWebhookStore
-	Queues        QueueInspector
-	// QueuesUI is the queue dashboard (asynqmon) mounted at /admin/queues
-	// behind the admin authentication; nil leaves it out.
-	QueuesUI http.Handler
+	// Dashboard is the operators' dashboard (package admin) at /admin;
+	// nil leaves it out.
+	Dashboard Dashboard
 	// MetricsHandler serves GET /metrics; nil leaves the route out.
 	MetricsHandler http.Handler
+	// Durability is passed before every acknowledged write (see
+	// durable.go); nil waits for nothing.
+	Durability Durability
 }
 
 // Server is the HTTP API.
@@ -225,7 +201,6 @@ type Server struct {
 	batcher      *batcher
 	recorder     *recorder
 	releaser     *releaser
-	adminAuth    *adminAuth
 }
 
 // New returns the API server.
@@ -234,7 +209,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger, adminAuth: newAdminAuth(cfg)}
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger}
 	if err := s.initContract(); err != nil {
 		return nil, err
 	}
@@ -270,15 +245,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.webhookRoutes(v1)
 	}
 
-	// /admin: a Bearer admin key, or the login page's session cookie
-	// (with CSRF tokens); see admin_auth.go.
-	r.GET(loginPath, s.loginForm)
-	r.POST(loginPath, s.login)
-	admin := r.Group("/admin", s.requireAdminAuth, s.rateLimit)
-	admin.POST("/logout", s.logout)
-	s.adminAPIRoutes(admin.Group("/api"))
-	s.adminPageRoutes(admin)
-	s.adminQueueRoutes(admin)
+	if deps.Dashboard != nil {
+		deps.Dashboard.Routes(r, s)
+	}
 	s.h = r
 	return s, nil
 }

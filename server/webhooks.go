@@ -102,8 +102,11 @@ func (s *Server) createEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Header("Location", "/v1/webhook-endpoints/"+ep.ID)
-	writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+	loc := "/v1/webhook-endpoints/" + ep.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+	})
 }
 
 func (s *Server) listEndpoints(c *gin.Context) {
@@ -140,8 +143,10 @@ func (s *Server) deleteEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Status(http.StatusNoContent)
-	c.Writer.WriteHeaderNow()
+	s.answerDurably(c, "", func() {
+		c.Status(http.StatusNoContent)
+		c.Writer.WriteHeaderNow()
+	})
 }
 
 func (s *Server) rotateSecret(c *gin.Context) {
@@ -154,7 +159,7 @@ func (s *Server) rotateSecret(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()})
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()}) })
 }
 
 func (s *Server) disableEndpoint(c *gin.Context) {
@@ -167,7 +172,7 @@ func (s *Server) disableEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", ep)
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
 }
 
 func (s *Server) enableEndpoint(c *gin.Context) {
@@ -180,7 +185,7 @@ func (s *Server) enableEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", ep)
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
 }
 
 func (s *Server) listDeliveries(c *gin.Context) {
@@ -233,8 +238,11 @@ func (s *Server) retryDelivery(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Header("Location", "/v1/webhook-deliveries/"+d.ID)
-	writeJSON(c, http.StatusAccepted, "application/json", d)
+	loc := "/v1/webhook-deliveries/" + d.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusAccepted, "application/json", d)
+	})
 }
 
 func (s *Server) rotateCallbackSecret(c *gin.Context) {
@@ -243,7 +251,9 @@ func (s *Server) rotateCallbackSecret(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", CallbackSecret{Secret: secret.String(), PreviousSecretExpiresAt: prevUntil})
+	s.answerDurably(c, "", func() {
+		writeJSON(c, http.StatusOK, "application/json", CallbackSecret{Secret: secret.String(), PreviousSecretExpiresAt: prevUntil})
+	})
 }
 
 // webhookProblem maps the webhook package's errors to problems; nil for

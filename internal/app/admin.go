@@ -10,32 +10,32 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/jobs"
-	"github.com/asyncgate/asyncgate/server"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 // queueInspector is the dashboard's view of the Asynq queues
-// (server.QueueInspector), through asynq's Inspector on the shared Redis.
+// (admin.QueueInspector), through asynq's Inspector on the shared Redis.
 type queueInspector struct{ insp *asynq.Inspector }
 
 // The queues the dashboard always shows, even before their first task.
 var knownQueues = []string{jobs.QueueCritical, jobs.QueueOrders, jobs.QueueWebhooks}
 
-func (q queueInspector) QueueStats(ctx context.Context) ([]server.QueueStats, error) {
+func (q queueInspector) QueueStats(ctx context.Context) ([]admin.QueueStats, error) {
 	infos, err := queueInfos(q.insp, knownQueues)
 	if err != nil {
 		return nil, err
 	}
 	names := slices.Sorted(maps.Keys(infos))
-	out := make([]server.QueueStats, 0, len(names))
+	out := make([]admin.QueueStats, 0, len(names))
 	for _, n := range names {
 		info := infos[n]
 		if info == nil { // no task yet
-			out = append(out, server.QueueStats{Queue: n})
+			out = append(out, admin.QueueStats{Queue: n})
 			continue
 		}
-		out = append(out, server.QueueStats{
+		out = append(out, admin.QueueStats{
 			Queue: n, Size: info.Size, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
 			Retry: info.Retry, Archived: info.Archived, LatencyMS: float64(info.Latency.Microseconds()) / 1000,
 			Paused: info.Paused, ProcessedToday: info.Processed, FailedToday: info.Failed,
@@ -74,8 +74,8 @@ const (
 	archiveScan = 1000
 )
 
-func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, offset, limit int) ([]server.FailedDelivery, int, error) {
-	var out []server.FailedDelivery
+func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, offset, limit int) ([]admin.FailedDelivery, int, error) {
+	var out []admin.FailedDelivery
 	pos := offset
 	for scanned := 0; scanned < archiveScan; {
 		if err := ctx.Err(); err != nil {
@@ -106,7 +106,7 @@ func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, off
 			if tenant != "" && r.Tenant != tenant {
 				continue
 			}
-			out = append(out, server.FailedDelivery{Ref: r, FailedAt: t.LastFailedAt, LastError: t.LastErr})
+			out = append(out, admin.FailedDelivery{Ref: r, FailedAt: t.LastFailedAt, LastError: t.LastErr})
 			if len(out) == limit {
 				return out, pos, nil
 			}

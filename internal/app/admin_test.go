@@ -10,9 +10,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/jobs"
-	"github.com/asyncgate/asyncgate/server"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -95,7 +95,7 @@ func TestQueueInspectorFailedDeliveries(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	var webhooksQ server.QueueStats
+	var webhooksQ admin.QueueStats
 	for _, s := range stats {
 		names = append(names, s.Queue)
 		if s.Queue == jobs.QueueWebhooks {

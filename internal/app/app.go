@@ -16,8 +16,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
+	"github.com/asyncgate/asyncgate/internal/listen"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
@@ -33,8 +35,12 @@ type Config struct {
 	API, Worker bool
 	// Addr is the API's listen address. Defaults to ":8080".
 	Addr string
+	// Listen sets the timeouts and connection caps of the API's and the
+	// metrics' listeners. Zero values take listen's defaults.
+	Listen listen.Config
 
 	Server     server.Config
+	Admin      admin.Config
 	Portfolio  downstream.Config
 	Execution  downstream.Config
 	Enqueuer   jobs.EnqueuerConfig
@@ -59,6 +65,11 @@ type Config struct {
 	// (safe: writes are fenced, downstream calls idempotent); the lease
 	// must outlast a downstream call's Budget. Defaults to 30s.
 	ResumeAfter time.Duration
+
+	// Durability is the barrier the API passes before it acknowledges a
+	// write (a *durability.Barrier from durability.Check); nil waits for
+	// nothing, as under --durability relaxed.
+	Durability server.Durability
 
 	Logger *slog.Logger
 	// Metrics are the process's Prometheus metrics, served at /metrics by
@@ -149,12 +160,22 @@ func New(cfg Config) (*App, error) {
 		scfg.Logger = cfg.Logger
 		scfg.Metrics = cfg.Metrics
 		a.Keys = apikeys.NewStore(cfg.Redis, apikeys.Config{})
+		acfg := cfg.Admin
+		acfg.Logger = cfg.Logger
+		if acfg.MaxBodyBytes == 0 {
+			acfg.MaxBodyBytes = scfg.MaxBodyBytes
+		}
+		dash, err := admin.New(acfg, admin.Deps{Orders: a.Store, Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
+			Queues: queueInspector{a.Inspector()}, Breakers: breakerReport{a},
+			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), Redis: cfg.Redis})
+		if err != nil {
+			return nil, err
+		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
 			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks,
-			AdminOrders: a.Store, AdminWebhooks: a.Webhooks, Queues: queueInspector{a.Inspector()},
-			QueuesUI: queuesUI(cfg.Redis, cfg.AdminQueuesReadOnly), MetricsHandler: cfg.Metrics.Handler()}
-		var err error
+			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
+		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
 		}
@@ -240,12 +261,12 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
 		if listen {
-			ln, err := net.Listen("tcp", a.cfg.Addr)
+			ln, err := a.cfg.Listen.Listen(a.cfg.Addr)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
 			a.ln = ln
-			a.httpSrv = &http.Server{Handler: a.API, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+			a.httpSrv = a.cfg.Listen.Server(a.API)
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()

@@ -6,7 +6,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/admin"
 )
 
 // sharedRedis hands asynqmon the app's own Redis client (any
@@ -17,15 +17,15 @@ type sharedRedis struct{ c redis.UniversalClient }
 
 func (s sharedRedis) MakeRedisClient() any { return s.c }
 
-// queuesUI is the queue dashboard (asynqmon) at server.QueuesRoot, with
-// task payloads and results redacted by server.RedactPayload; readOnly
+// queuesUI is the queue dashboard (asynqmon) at admin.QueuesRoot, with
+// task payloads and results redacted by admin.RedactPayload; readOnly
 // refuses every change (pause, run, delete, archive) with 405.
 func queuesUI(rdb redis.UniversalClient, readOnly bool) http.Handler {
 	return asynqmon.New(asynqmon.Options{
-		RootPath:         server.QueuesRoot,
+		RootPath:         admin.QueuesRoot,
 		RedisConnOpt:     sharedRedis{rdb},
 		ReadOnly:         readOnly,
-		PayloadFormatter: asynqmon.PayloadFormatterFunc(server.RedactPayload),
-		ResultFormatter:  asynqmon.ResultFormatterFunc(server.RedactPayload),
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(admin.RedactPayload),
+		ResultFormatter:  asynqmon.ResultFormatterFunc(admin.RedactPayload),
 	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/app"
@@ -109,10 +110,10 @@ func setup(t *testing.T) *env {
 	_, apiURL := apptest.Serve(t, app.Config{
 		Redis: redistest.Shared(t).NewClient(t), API: true, Worker: true,
 		Server: server.Config{
-			APIKeys:              map[string]string{apiKey: "acme"},
-			AdminKeys:            map[string]string{adminKey: "ops"},
-			AdminInsecureCookies: true, // plain http, as under asyncgate dev
+			APIKeys:   map[string]string{apiKey: "acme"},
+			AdminKeys: map[string]string{adminKey: "ops"},
 		},
+		Admin:      admin.Config{InsecureCookies: true}, // plain http, as under asyncgate dev
 		Portfolio:  down,
 		Execution:  down,
 		Saga:       jobs.SagaConfig{LeaseTTL: 5 * time.Second, RetryBase: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond},
