@@ -208,3 +208,26 @@ func TestWebhookGuardFlags(t *testing.T) {
 		t.Errorf("defaults: dev %+v, serve %+v", d.webhooks, s.webhooks)
 	}
 }
+
+// Durations in the logs read as people write them: "1.5s", not the JSON
+// handler's 1500000000 nanoseconds.
+func TestLogDurationsReadable(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "text"} {
+		o := options{logFormat: format, logLevel: "info"}
+		var out strings.Builder
+		log, err := o.logger(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("retry", "delay", 1500*time.Millisecond, "deadline", 2*time.Hour)
+		for _, bad := range []string{"1500000000", "2h0m0s"} {
+			if strings.Contains(out.String(), bad) {
+				t.Errorf("%s log %q has %s", format, out.String(), bad)
+			}
+		}
+		if !strings.Contains(out.String(), "1.5s") || !strings.Contains(out.String(), "2h") {
+			t.Errorf("%s log %q lacks 1.5s and 2h", format, out.String())
+		}
+	}
+}
