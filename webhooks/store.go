@@ -131,7 +131,7 @@ func (s *Store) CreateEndpoint(ctx context.Context, tenant string, in EndpointIn
 		return nil, Secret{}, fmt.Errorf("%w: at most %d per tenant", ErrTooManyEndpoints, s.cfg.MaxEndpoints)
 	}
 	at := time.UnixMilli(now.UnixMilli()).UTC()
-	return &Endpoint{ID: id, URL: in.URL, Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
+	return &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
 }
 
 // joinEvents stores a subscription as ",a,b,", so that a script can test
@@ -209,7 +209,7 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 		return nil, ErrEndpointNotFound
 	}
 	r := &endpointRecord{Endpoint: Endpoint{
-		ID: h["id"], URL: h["url"], Description: h["desc"], Events: splitEvents(h["events"]),
+		ID: h["id"], URL: MaskURL(h["url"]), Description: h["desc"], Events: splitEvents(h["events"]),
 		Status: EndpointEnabled, CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]),
 	}}
 	if reason := h["disabled"]; reason != "" {
