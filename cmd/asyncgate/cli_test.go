@@ -38,7 +38,7 @@ func TestCLIHelpExitsWithoutStarting(t *testing.T) {
 	for _, args := range [][]string{
 		{"-h"}, {"--help"}, {"help"},
 		{"help", "api"}, {"help", "worker"}, {"help", "keys"},
-		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"},
+		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"receive", "-h"},
 		{"dev", "--addr", "127.0.0.1:0", "-h"},
 	} {
 		out, code := runBinary(t, 30*time.Second, args...)
