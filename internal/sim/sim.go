@@ -17,6 +17,7 @@
 //	GET|PUT /_sim/faults/{service}    faults of one service ("portfolio" or "execution")
 //	GET     /_sim/stats               the counters of [Stats]
 //	GET     /_sim/orders/{order_id}   the ledger of one order: [OrderLedger] (404 for an order never seen)
+//	GET     /_sim/orders              every order's ledger, {"data": [...]}, oldest first; ?tenant= filters
 //
 // Tests serve it with httptest.NewServer(s); `asyncgate sim` and `asyncgate dev` with
 // [Sim.Start].
@@ -142,7 +143,9 @@ type Sim struct {
 	reservations map[key]*reservation
 	executions   map[key]*execution
 	ledger       map[key]*OrderLedger
-	byOrder      map[key][]string // the ids of each order's reservations
+	byOrder      map[key][]string    // the ids of each order's reservations
+	orderTenants map[string][]string // the tenants that sent each order id
+	orderSeen    []key               // the ledger's keys, in the order first seen
 	stats        Stats
 }
 
@@ -221,6 +224,7 @@ func New(cfg Config) *Sim {
 	s.mux.HandleFunc("PUT /_sim/faults/{service}", s.handlePutServiceFaults)
 	s.mux.HandleFunc("GET /_sim/stats", s.handleStats)
 	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleLedger)
+	s.mux.HandleFunc("GET /_sim/orders", s.handleLedgers)
 	return s
 }
 
@@ -282,13 +286,20 @@ func (s *Sim) Ledger(tenant, orderID string) (OrderLedger, bool) {
 	return l.view(), true
 }
 
-// Ledgers returns the ledgers of every order the simulator saw, in no particular order.
+// Ledgers returns the ledgers of every order the simulator saw, oldest first.
 func (s *Sim) Ledgers() []OrderLedger {
+	return s.ledgers("")
+}
+
+// ledgers returns the ledgers of tenant's orders (of all with ""), oldest first.
+func (s *Sim) ledgers(tenant string) []OrderLedger {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]OrderLedger, 0, len(s.ledger))
-	for _, l := range s.ledger {
-		out = append(out, l.view())
+	out := make([]OrderLedger, 0, len(s.orderSeen))
+	for _, k := range s.orderSeen {
+		if tenant == "" || k.tenant == tenant {
+			out = append(out, s.ledger[k].view())
+		}
 	}
 	return out
 }
@@ -378,6 +389,8 @@ func (s *Sim) resetLocked() {
 	s.executions = make(map[key]*execution)
 	s.ledger = make(map[key]*OrderLedger)
 	s.byOrder = make(map[key][]string)
+	s.orderTenants = make(map[string][]string)
+	s.orderSeen = nil
 	s.stats = Stats{}
 }
 
@@ -424,6 +437,8 @@ func (s *Sim) order(tenant, id string) *OrderLedger {
 	if !ok {
 		l = &OrderLedger{OrderID: id, Tenant: tenant}
 		s.ledger[k] = l
+		s.orderTenants[id] = append(s.orderTenants[id], tenant)
+		s.orderSeen = append(s.orderSeen, k)
 	}
 	return l
 }
@@ -529,7 +544,10 @@ func (s *Sim) handleReserve(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReserveRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReserveRequests++
 		}
 	})
@@ -598,7 +616,10 @@ func (s *Sim) handleRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReleaseRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReleaseRequests++
 		}
 	})
@@ -840,9 +861,9 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 	id, tenant := r.PathValue("order_id"), r.URL.Query().Get("tenant")
 	s.mu.Lock()
 	var found []OrderLedger
-	for k, l := range s.ledger {
-		if k.id == id && (tenant == "" || k.tenant == tenant) {
-			found = append(found, l.view())
+	for _, t := range s.orderTenants[id] {
+		if tenant == "" || t == tenant {
+			found = append(found, s.ledger[key{t, id}].view())
 		}
 	}
 	s.mu.Unlock()
@@ -855,6 +876,12 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusConflict, "ambiguous",
 			fmt.Sprintf("%d tenants sent order %q; name one with ?tenant=", len(found), id))
 	}
+}
+
+// handleLedgers is GET /_sim/orders: every order's ledger, or one tenant's with ?tenant=,
+// so that a checker can also find effects of orders it never heard of.
+func (s *Sim) handleLedgers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"data": s.ledgers(r.URL.Query().Get("tenant"))})
 }
 
 // writeProblem writes an RFC 9457 problem.

@@ -382,6 +382,9 @@ func TestCallsNameTheirTenant(t *testing.T) {
 	if _, ok := tb.sim.Account("", "acc"); ok {
 		t.Error("a call without tenant created an account")
 	}
+	if l := tb.sim.Ledgers(); len(l) != 0 {
+		t.Errorf("ledgers = %+v, want none: no call named both tenant and order", l)
+	}
 }
 
 // TestTenantsKeepSeparateBooks: two tenants with an account of the same id have two
@@ -595,6 +598,24 @@ func TestLedger(t *testing.T) {
 	}
 	if n := len(tb.sim.Ledgers()); n != 3 {
 		t.Errorf("Ledgers() has %d orders, want 3", n)
+	}
+	var list struct{ Data []sim.OrderLedger }
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{{"", []string{"acme/o1", "acme/o2", "globex/o1"}}, {"?tenant=globex", []string{"globex/o1"}}, {"?tenant=initech", nil}} {
+		r := tb.doAs(t, "", "", "GET", "/_sim/orders"+c.query, nil)
+		wantCode(t, r, http.StatusOK)
+		if err := json.Unmarshal(r.raw, &list); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range list.Data {
+			got = append(got, l.Tenant+"/"+l.OrderID)
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("GET /_sim/orders%s (-want +got):\n%s", c.query, diff)
+		}
 	}
 
 	tb.sim.Reset()
