@@ -67,7 +67,13 @@ func TestReadmeWalkthrough(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
 	cmd.Dir = dir
 	// A free port instead of 8080 (the walk-through reads the URL from dev.log).
-	cmd.Env = append(os.Environ(), "ASYNCGATE_ADDR=127.0.0.1:0")
+	// The caller's ASYNCGATE_* settings (a real Redis, say) stay out: a newcomer has none.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ASYNCGATE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "ASYNCGATE_ADDR=127.0.0.1:0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var out bytes.Buffer
