@@ -471,7 +471,7 @@ if cap > 0 then
     return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
   end
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
-  redis.call('PEXPIREAT', KEYS[5], ARGV[7])
+  redis.call('PEXPIREAT', KEYS[5], redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2])
 end
 if probe then
   redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
