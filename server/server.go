@@ -37,6 +37,13 @@ type Enqueuer interface {
 	EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error
 }
 
+// URLChecker checks a webhook target URL: it returns an error wrapping
+// webhooks.ErrInvalidURL or webhooks.ErrURLNotAllowed for one that is
+// refused, another error when it could not tell (DNS unavailable).
+type URLChecker interface {
+	CheckURL(ctx context.Context, raw string) error
+}
+
 // Durability makes a request's writes durable before the API acknowledges
 // them (internal/durability.Barrier).
 type Durability interface {
@@ -168,6 +175,10 @@ type Deps struct {
 	// Events is the tenant's event feed (GET /v1/events); nil leaves the
 	// route out.
 	Events EventFeed
+	// CallbackURLs checks an order's callback_url at placement, as the
+	// webhook store checks endpoint URLs (webhooks.Store is one); nil
+	// leaves only orders.Request.Validate's check of its form.
+	CallbackURLs URLChecker
 	// Dashboard is the operators' dashboard (package admin) at /admin;
 	// nil leaves it out.
 	Dashboard Dashboard
@@ -192,6 +203,7 @@ type Server struct {
 	redisKeys    redisKeys
 	batcher      *batcher
 	recorder     *recorder
+	releaser     *releaser
 }
 
 // New returns the API server.

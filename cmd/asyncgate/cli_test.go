@@ -38,7 +38,7 @@ func TestCLIHelpExitsWithoutStarting(t *testing.T) {
 	for _, args := range [][]string{
 		{"-h"}, {"--help"}, {"help"},
 		{"help", "api"}, {"help", "worker"}, {"help", "keys"},
-		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"listen", "-h"},
+		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"receive", "-h"}, {"listen", "-h"},
 		{"dev", "--addr", "127.0.0.1:0", "-h"},
 	} {
 		out, code := runBinary(t, 30*time.Second, args...)
@@ -230,6 +230,29 @@ func TestEventRetentionFlag(t *testing.T) {
 		}
 		if got := cfg.Webhooks.Store.EventRetention; got != tt.want {
 			t.Errorf("%v: event retention %s, want %s", tt.args, got, tt.want)
+		}
+	}
+}
+
+// Durations in the logs read as people write them: "1.5s", not the JSON
+// handler's 1500000000 nanoseconds.
+func TestLogDurationsReadable(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "text"} {
+		o := options{logFormat: format, logLevel: "info"}
+		var out strings.Builder
+		log, err := o.logger(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("retry", "delay", 1500*time.Millisecond, "deadline", 2*time.Hour)
+		for _, bad := range []string{"1500000000", "2h0m0s"} {
+			if strings.Contains(out.String(), bad) {
+				t.Errorf("%s log %q has %s", format, out.String(), bad)
+			}
+		}
+		if !strings.Contains(out.String(), "1.5s") || !strings.Contains(out.String(), "2h") {
+			t.Errorf("%s log %q lacks 1.5s and 2h", format, out.String())
 		}
 	}
 }

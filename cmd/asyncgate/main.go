@@ -7,6 +7,7 @@
 //	asyncgate sim    --addr :9090 the portfolio and execution simulator
 //	asyncgate keys   create|list|revoke   API keys in Redis
 //	asyncgate listen --forward-to URL     forward your event feed to a local receiver
+//	asyncgate receive             a webhook receiver that verifies signatures
 //
 // Every flag can also be set by environment: --redis is ASYNCGATE_REDIS,
 // --api-keys is ASYNCGATE_API_KEYS, and so on. 'asyncgate help CMD' and
@@ -42,6 +43,7 @@ commands:
   sim      run the portfolio and execution simulator
   keys     create, list and revoke API keys
   listen   forward your events to a local receiver, signed (develop a receiver on a laptop)
+  receive  a webhook receiver that verifies signatures, for trying asyncgate out
 
 Run 'asyncgate help <command>' or 'asyncgate <command> -h' for its flags.
 `
@@ -73,6 +75,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		return runKeys(ctx, rest, stdout, getenv)
 	case "listen":
 		return runListen(ctx, rest, stdout, getenv)
+	case "receive":
+		return runReceive(ctx, rest, stdout, getenv)
 	case "help", "-h", "-help", "--help":
 		if cmd == "help" && len(rest) > 0 {
 			// asyncgate help CMD [SUB]: CMD's own help, never CMD itself.
