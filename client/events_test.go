@@ -104,3 +104,20 @@ func TestUpdateWebhookEndpointAndEventTypes(t *testing.T) {
 		t.Fatalf("event types: %+v", types)
 	}
 }
+
+func TestTestWebhookEndpoint(t *testing.T) {
+	ctx := ctxFor(t)
+	c := newClient(t, serverURL)
+	ep, err := c.CreateWebhookEndpoint(ctx, client.WebhookEndpointRequest{Url: "http://127.0.0.1:9/sdk-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.DeleteWebhookEndpoint(ctx, ep.Id) })
+	res, err := c.TestWebhookEndpoint(ctx, ep.Id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Success || res.LikelyCause == nil || res.LikelyCause.Code != client.WebhookTestCauseCodeConnectionRefused {
+		t.Fatalf("test of a closed port: %+v", res)
+	}
+}

@@ -198,3 +198,19 @@ func (c *Client) EventTypes(ctx context.Context) ([]EventTypeInfo, error) {
 	}
 	return l.Data, nil
 }
+
+// TestWebhookEndpoint sends a signed webhook.test event to the endpoint now
+// and returns the attempt: status, duration, response headers and body
+// start, and the likely cause when the receiver refused it.
+func (c *Client) TestWebhookEndpoint(ctx context.Context, id WebhookEndpointId) (*WebhookTestResult, error) {
+	key := newIdempotencyKey()
+	params := &TestWebhookEndpointParams{IdempotencyKey: &key}
+	var res WebhookTestResult
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.TestWebhookEndpoint(ctx, id, params)
+	}, &res)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}

@@ -172,6 +172,9 @@ type Deps struct {
 	// redelivers; nil Webhooks leaves the webhook routes out.
 	Webhooks     WebhookStore
 	WebhookQueue WebhookQueue
+	// EndpointTester sends test events (POST
+	// /v1/webhook-endpoints/{id}/test); nil leaves the route out.
+	EndpointTester EndpointTester
 	// Events is the tenant's event feed (GET /v1/events); nil leaves the
 	// route out.
 	Events EventFeed

@@ -50,6 +50,12 @@ type WebhookQueue interface {
 	Redeliver(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
 }
 
+// EndpointTester sends a test event to an endpoint now (webhooks.Deliverer).
+type EndpointTester interface {
+	// TestEndpoint returns webhooks.ErrEndpointNotFound.
+	TestEndpoint(ctx context.Context, tenant, id string) (*webhooks.TestResult, error)
+}
+
 // webhookRoutes registers the webhook endpoints under /v1.
 func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.POST("/webhook-endpoints", s.createEndpoint)
@@ -64,6 +70,9 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.GET("/webhook-deliveries/:id", s.getDelivery)
 	v1.POST("/webhook-deliveries/:id/retry", s.retryDelivery)
 	v1.POST("/callback-secret/rotate", s.rotateCallbackSecret)
+	if s.deps.EndpointTester != nil {
+		v1.POST("/webhook-endpoints/:id/test", s.testEndpoint)
+	}
 	v1.GET("/event-types", s.listEventTypes)
 }
 
@@ -182,6 +191,19 @@ func (s *Server) updateEndpoint(c *gin.Context) {
 		return
 	}
 	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
+}
+
+func (s *Server) testEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	res, err := s.deps.EndpointTester.TestEndpoint(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", res)
 }
 
 func (s *Server) disableEndpoint(c *gin.Context) {

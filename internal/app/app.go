@@ -174,7 +174,7 @@ func New(cfg Config) (*App, error) {
 		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks, Events: a.Webhooks,
+			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks, Events: a.Webhooks, EndpointTester: a.deliverer,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
 		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {

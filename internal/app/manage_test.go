@@ -10,6 +10,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -167,4 +168,48 @@ func TestEventTypesCatalog(t *testing.T) {
 	if r := a.call("GET", "/v1/event-types", "not-a-key-0123456789", nil); r.status != http.StatusUnauthorized {
 		t.Fatalf("without a key: %d", r.status)
 	}
+}
+
+// POST /v1/webhook-endpoints/{id}/test through the API: a working receiver
+// gets a signed webhook.test, a refusing one is explained, another tenant
+// gets 404, and the cause codes of the spec are the code's.
+func TestWebhookEndpointTestRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fastWebhooks)
+	a := b.api(t)
+	rcv := newHookReceiver(t)
+	ep, secret := a.createEndpoint(apiKey, rcv.URL+"/hooks")
+	var res webhooks.TestResult
+	a.must(http.StatusOK, "POST", "/v1/webhook-endpoints/"+ep.ID+"/test", apiKey, nil, &res)
+	h := rcv.next(t)
+	if err := verifyOfficial(t, secret, h); err != nil {
+		t.Fatalf("the official library rejects the test event: %v", err)
+	}
+	if !res.Success || res.StatusCode != 200 || h.header.Get("webhook-id") != res.EventID {
+		t.Fatalf("test = %+v", res)
+	}
+	rcv.answer(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) })
+	a.must(http.StatusOK, "POST", "/v1/webhook-endpoints/"+ep.ID+"/test", apiKey, nil, &res)
+	rcv.next(t)
+	if res.Success || res.Cause == nil || res.Cause.Code != webhooks.CauseSignatureRefused || res.StatusCode != 401 {
+		t.Fatalf("refused test = %+v", res)
+	}
+	if r := a.call("POST", "/v1/webhook-endpoints/"+ep.ID+"/test", otherKey, nil); r.status != http.StatusNotFound {
+		t.Fatalf("another tenant's test: %d", r.status)
+	}
+	// The tests are not deliveries.
+	if list := a.deliveries(apiKey, ep.ID, ""); len(list) != 0 {
+		t.Fatalf("tests left %d deliveries", len(list))
+	}
+	equal(t, "cause codes (code vs spec)", webhooks.CauseCodes, apitestEnum(t, "WebhookTestCause", "code"))
+}
+
+// apitestEnum is the enum of a property of a schema of openapi.yaml.
+func apitestEnum(t *testing.T, schema, prop string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range apitest.Spec(t).Components.Schemas[schema].Value.Properties[prop].Value.Enum {
+		out = append(out, e.(string))
+	}
+	return out
 }
