@@ -362,7 +362,6 @@ type CallbackSecret struct {
 	// Secret A signing secret: `whsec_` and 32 random bytes in standard base64.
 	// Give it, whole, to your Standard Webhooks library.
 	//
-	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 	Secret WebhookSecret `json:"secret"`
 }
@@ -395,7 +394,6 @@ type Event struct {
 	// `insufficient_funds`, `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
-	//
 	//
 	// Example: insufficient_funds
 	Reason *Reason `json:"reason,omitempty"`
@@ -431,7 +429,6 @@ type FieldError struct {
 	// Field The field: a body field such as `quantity` or `metadata.note`, a
 	// query parameter such as `limit`, or empty when the body as a
 	// whole is wrong (a JSON array instead of an object, say).
-	//
 	//
 	// Example: quantity
 	Field string `json:"field"`
@@ -487,7 +484,6 @@ type Order struct {
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
 	// (Standard Webhooks).
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
 
@@ -497,7 +493,6 @@ type Order struct {
 
 	// ClientOrderId Your own id for the order, unique per tenant: 1-128 printable ASCII
 	// characters, no spaces. Placing a second order with it answers `409`.
-	//
 	//
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
@@ -524,7 +519,6 @@ type Order struct {
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
 	// 1-64 bytes, values of at most 512 bytes (UTF-8).
 	//
-	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
@@ -537,7 +531,6 @@ type Order struct {
 	// `insufficient_funds`, `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
-	//
 	//
 	// Example: insufficient_funds
 	Reason *Reason `json:"reason,omitempty"`
@@ -584,13 +577,11 @@ type OrderRequest struct {
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
 	// (Standard Webhooks).
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
 
 	// ClientOrderId Your own id for the order, unique per tenant: 1-128 printable ASCII
 	// characters, no spaces. Placing a second order with it answers `409`.
-	//
 	//
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
@@ -602,7 +593,6 @@ type OrderRequest struct {
 
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
 	// 1-64 bytes, values of at most 512 bytes (UTF-8).
-	//
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
@@ -784,8 +774,10 @@ type WebhookDelivery struct {
 	// EventType The kind of event, one per terminal status of an order.
 	EventType WebhookEventType `json:"event_type"`
 
-	// Id Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
-	Id string `json:"id"`
+	// Id The delivery's id.
+	//
+	// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+	Id WebhookDeliveryId `json:"id"`
 
 	// NextAttemptAt When a `pending` delivery is attempted next.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
@@ -801,10 +793,14 @@ type WebhookDelivery struct {
 	// the operator allows it), without credentials or fragment, whose host
 	// is a public address (see `POST /v1/webhook-endpoints`).
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
 }
+
+// WebhookDeliveryId The delivery's id.
+//
+// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookDeliveryId = string
 
 // WebhookDeliveryList A page of deliveries, newest first.
 type WebhookDeliveryList struct {
@@ -855,7 +851,6 @@ type WebhookEndpoint struct {
 	// the operator allows it), without credentials or fragment, whose host
 	// is a public address (see `POST /v1/webhook-endpoints`).
 	//
-	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
 }
@@ -881,7 +876,6 @@ type WebhookEndpointRequest struct {
 	// Url Where events go: an absolute `https` URL (plain `http` only where
 	// the operator allows it), without credentials or fragment, whose host
 	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -918,7 +912,6 @@ type WebhookEndpointWithSecret struct {
 	// Secret A signing secret: `whsec_` and 32 random bytes in standard base64.
 	// Give it, whole, to your Standard Webhooks library.
 	//
-	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 	Secret WebhookSecret `json:"secret"`
 
@@ -929,7 +922,6 @@ type WebhookEndpointWithSecret struct {
 	// Url Where events go: an absolute `https` URL (plain `http` only where
 	// the operator allows it), without credentials or fragment, whose host
 	// is a public address (see `POST /v1/webhook-endpoints`).
-	//
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -989,11 +981,15 @@ type OrderId = openapi_types.UUID
 // RequestIdParameter defines model for RequestId.
 type RequestIdParameter = string
 
-// WebhookDeliveryId Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
-type WebhookDeliveryId = string
+// WebhookDeliveryIdParameter The delivery's id.
+//
+// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookDeliveryIdParameter = WebhookDeliveryId
 
-// WebhookEndpointIdParameter Example: ep_0190f1a2-7b3c-7d4e-8f90-123456789abc
-type WebhookEndpointIdParameter = string
+// WebhookEndpointIdParameter The endpoint's id.
+//
+// Example: ep_0190f1a2-7b3c-7d4e-8f90-123456789abc
+type WebhookEndpointIdParameter = WebhookEndpointId
 
 // BodyTooLarge An RFC 9457 problem detail.
 type BodyTooLarge = Problem
@@ -1510,7 +1506,7 @@ type ClientInterface interface {
 	// Returns the delivery with its attempts.
 	//
 	// Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-	GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RetryWebhookDelivery Redeliver now
 	//
@@ -1523,7 +1519,7 @@ type ClientInterface interface {
 	// missed). No body is needed.
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWebhookEndpoints List webhook endpoints
 	//
@@ -1912,7 +1908,7 @@ func (c *RawClient) GetPortfolio(ctx context.Context, accountId AccountId, param
 // Returns the delivery with its attempts.
 //
 // Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetWebhookDeliveryRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
@@ -1935,7 +1931,7 @@ func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId
 // missed). No body is needed.
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRetryWebhookDeliveryRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
@@ -2803,7 +2799,7 @@ func NewGetPortfolioRequest(server string, accountId AccountId, params *GetPortf
 }
 
 // NewGetWebhookDeliveryRequest constructs an http.Request for the GetWebhookDelivery method
-func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *GetWebhookDeliveryParams) (*http.Request, error) {
+func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2852,7 +2848,7 @@ func NewGetWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *G
 }
 
 // NewRetryWebhookDeliveryRequest constructs an http.Request for the RetryWebhookDelivery method
-func NewRetryWebhookDeliveryRequest(server string, id WebhookDeliveryId, params *RetryWebhookDeliveryParams) (*http.Request, error) {
+func NewRetryWebhookDeliveryRequest(server string, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -3612,7 +3608,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-	GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error)
+	GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error)
 
 	// RetryWebhookDeliveryWithResponse Redeliver now
 	//
@@ -3627,7 +3623,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-	RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error)
+	RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error)
 
 	// ListWebhookEndpointsWithResponse List webhook endpoints
 	//
@@ -6841,7 +6837,7 @@ func (c *ClientWithResponses) GetPortfolioWithResponse(ctx context.Context, acco
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/webhook-deliveries/{id} (the `GetWebhookDelivery` operationId).
-func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error) {
+func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *GetWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*GetWebhookDeliveryResponse, error) {
 	rsp, err := c.GetWebhookDelivery(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
@@ -6862,7 +6858,7 @@ func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
-func (c *ClientWithResponses) RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryId, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error) {
+func (c *ClientWithResponses) RetryWebhookDeliveryWithResponse(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*RetryWebhookDeliveryResponse, error) {
 	rsp, err := c.RetryWebhookDelivery(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err

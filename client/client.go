@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,9 +13,12 @@ import (
 	"iter"
 	"math/rand/v2"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/asyncgate/asyncgate/webhooks"
@@ -78,10 +83,14 @@ func WithRetry(maxAttempts int, backoffBase, maxRetryAfter time.Duration) Option
 func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
 
 // New returns a Client for the API at baseURL (such as
-// "https://asyncgate.example.com") that authenticates with apiKey.
+// "https://asyncgate.example.com", or one with a path prefix where a proxy
+// serves the API) that authenticates with apiKey. A base URL without an
+// http(s) scheme and a host is refused; one ending in /v1 is taken as the
+// API's root (the client adds /v1 itself).
 func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
-	if baseURL == "" {
-		return nil, errors.New("client: empty base URL")
+	base, err := normalizeBaseURL(baseURL)
+	if err != nil {
+		return nil, err
 	}
 	if apiKey == "" {
 		return nil, errors.New("client: empty API key")
@@ -92,7 +101,7 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 		opt(&o)
 	}
 	auth := "Bearer " + apiKey
-	raw, err := NewClientWithResponses(baseURL, WithHTTPClient(o.http),
+	raw, err := NewClientWithResponses(base, WithHTTPClient(o.http),
 		WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
 			req.Header.Set("Authorization", auth)
 			if o.userAgent != "" {
@@ -105,6 +114,27 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 	}
 	return &Client{raw: raw, maxAttempts: o.maxAttempts, backoffBase: o.backoffBase,
 		maxRetryAfter: o.maxRetryAfter}, nil
+}
+
+// normalizeBaseURL checks a base URL and drops a trailing /v1, which every
+// path of the API already starts with.
+func normalizeBaseURL(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("client: empty base URL")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("client: base URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("client: base URL %q needs a scheme and a host, such as https://asyncgate.example.com", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("client: base URL %q may not have a query or fragment", s)
+	}
+	u.Path = strings.TrimSuffix(strings.TrimRight(u.Path, "/"), "/v1")
+	u.RawPath = ""
+	return u.String(), nil
 }
 
 // Raw is the generated client underneath, for the endpoints this layer does
@@ -285,8 +315,10 @@ func VerifyWebhook(secret string, header http.Header, body []byte) error {
 // call sends a request with send, retrying it as the policy allows, and
 // decodes a successful answer into out. keyed says the request carries an
 // Idempotency-Key, which makes a retry after 409 idempotency_key_in_use
-// safe. Every request is safe to retry after a network error, 429 or 503:
-// GETs by nature, POSTs thanks to their Idempotency-Key.
+// safe. Only transient failures are retried: connection errors, 429, 502,
+// 503 and 504 (after their Retry-After when they give one); every other
+// answer, such as a 400 or a 404, comes back at once. Every request is safe
+// to retry: GETs by nature, POSTs thanks to their Idempotency-Key.
 func (c *Client) call(ctx context.Context, keyed bool, send func(context.Context) (*http.Response, error), out any) error {
 	for attempt := 1; ; attempt++ {
 		res, err := send(ctx)
@@ -298,6 +330,9 @@ func (c *Client) call(ctx context.Context, keyed bool, send func(context.Context
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if !transient(err) {
+				return fmt.Errorf("client: %w", err)
 			}
 			if attempt >= c.maxAttempts {
 				return fmt.Errorf("client: after %d attempts: %w", attempt, err)
@@ -337,10 +372,38 @@ func (c *Client) call(ctx context.Context, keyed bool, send func(context.Context
 
 func (c *Client) retryable(p *Problem, keyed bool) bool {
 	switch p.Status {
-	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	case http.StatusConflict:
 		return keyed && p.Code == ProblemCodeIdempotencyKeyInUse
+	}
+	return false
+}
+
+// transient reports whether a transport error may pass on a retry: the
+// connection failed, was reset or timed out. A malformed URL, a refused
+// certificate or a protocol mismatch will fail again, and is returned at once.
+func transient(err error) bool {
+	var cert *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var header tls.RecordHeaderError
+	if errors.As(err, &cert) || errors.As(err, &unknownAuth) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &header) {
+		return false
+	}
+	var ne net.Error
+	var op *net.OpError
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &dns):
+		return dns.IsTemporary || dns.IsTimeout
+	case errors.As(err, &op), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.As(err, &ne):
+		return ne.Timeout()
 	}
 	return false
 }

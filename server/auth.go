@@ -55,8 +55,8 @@ func (s *Server) authenticate(c *gin.Context) {
 // the context; on a missing or invalid key it answers the 401 problem
 // (hint says how to authenticate) and returns nil.
 func (s *Server) bearer(c *gin.Context, hint string) *principal {
-	key, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || key == "" {
+	key, ok := bearerToken(c.GetHeader("Authorization"))
+	if !ok {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate"`)
 		writeProblem(c, newProblem("unauthorized", hint))
 		return nil
@@ -74,6 +74,18 @@ func (s *Server) bearer(c *gin.Context, hint string) *principal {
 	c.Set(ctxPrincipal, p)
 	c.Set(ctxTenant, p.tenant)
 	return p
+}
+
+// bearerToken returns the token of an Authorization header of the Bearer
+// scheme. The scheme is case-insensitive (RFC 9110, section 11.1), and
+// spaces may separate it from the token.
+func bearerToken(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	return token, token != ""
 }
 
 // principal returns the principal of the key with this hash, nil for none.

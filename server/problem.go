@@ -147,7 +147,9 @@ func isUnavailable(err error) bool {
 // writeProblem sends err as application/problem+json.
 func writeProblem(c *gin.Context, err error) {
 	p := toProblem(err)
-	p.Instance = c.Request.URL.Path
+	// A URI reference (RFC 9457): the path as the client sent it when
+	// that is well-formed, else percent-encoded (a space, '<', '"').
+	p.Instance = c.Request.URL.EscapedPath()
 	p.RequestID = c.GetString(ctxRequestID)
 	if p.Status >= 500 {
 		c.Header("Retry-After", strconv.Itoa(int(max(1, (p.retryAfter+time.Second-1)/time.Second))))

@@ -179,7 +179,7 @@ func wantProblem(t *testing.T, resp *http.Response, body []byte, status int, cod
 	p := decode[server.Problem](t, body)
 	want := server.Problem{
 		Type: server.ProblemBase + code, Title: p.Title, Status: status, Detail: p.Detail, Code: code,
-		Instance: resp.Request.URL.Path, RequestID: resp.Header.Get("X-Request-Id"), Errors: fields,
+		Instance: resp.Request.URL.EscapedPath(), RequestID: resp.Header.Get("X-Request-Id"), Errors: fields,
 	}
 	if diff := cmp.Diff(want, p, cmpopts.IgnoreUnexported(server.Problem{}), cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("problem (-want +got):\n%s", diff)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/human"
 )
 
 // adminOptions are the flags of the dashboard (/admin).
@@ -22,7 +23,7 @@ func (a adminOptions) apply(cfg *app.Config) error {
 		cfg.Admin.SessionSecret = []byte(a.sessionSecret)
 	}
 	if a.sessionTTL < time.Minute {
-		return fmt.Errorf("--admin-session-ttl must be a minute or more, not %s", a.sessionTTL)
+		return fmt.Errorf("--admin-session-ttl must be a minute or more, not %s", human.Duration(a.sessionTTL))
 	}
 	cfg.Admin.SessionTTL = a.sessionTTL
 	cfg.AdminQueuesReadOnly = a.queuesReadOnly

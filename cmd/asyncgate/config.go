@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,12 +11,14 @@ import (
 	"time"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
 )
 
-// options are the flags shared by the service commands.
+// options are the flags of the service commands (dev, serve, api, worker).
 type options struct {
 	redisURL      string
+	redisWait     time.Duration
 	addr          string
 	apiKeys       string
 	adminKeys     string
@@ -36,81 +37,100 @@ type options struct {
 	downTimeout   time.Duration
 	reconcile     time.Duration
 	resilience    resilienceOptions
+	webhooks      webhookOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
 
-// newFlags makes a flag set whose defaults come from ASYNCGATE_* variables.
-func newFlags(name string, out io.Writer, getenv func(string) string, o *options, dev bool) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
-	env := func(flagName, def string) string {
-		if v := getenv("ASYNCGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))); v != "" {
-			return v
+// role says what a service command runs: dev and serve both, api and worker one.
+type role struct{ dev, api, worker bool }
+
+func roleOf(cmd string) role {
+	switch cmd {
+	case "dev":
+		return role{dev: true, api: true, worker: true}
+	case "serve":
+		return role{api: true, worker: true}
+	case "api":
+		return role{api: true}
+	}
+	return role{worker: true}
+}
+
+// newFlags registers the flags of a service command: only those its role
+// reads, under the headings of its help. Defaults come from ASYNCGATE_*
+// variables. See cmdFlags for how to add one.
+func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
+	r := roleOf(cmd)
+	cf := newCmdFlags(cmd, getenv)
+
+	g := cf.Group("Redis")
+	if r.dev {
+		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0; empty runs an in-memory Redis")
+	} else {
+		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (required)")
+	}
+	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+
+	if r.api {
+		g := cf.Group("HTTP API")
+		addrDef := ":8080"
+		if r.dev {
+			addrDef = "127.0.0.1:8080"
 		}
-		return def
+		g.String(&o.addr, "addr", "ADDR", addrDef, "API listen address")
+		g.String(&o.rateLimit, "rate-limit", "RATE/PERIOD[:BURST]", "100/s", "requests per API key, such as 100/s, 6000/m:200 or 10/500ms; off: no limit")
+		g.String(&o.tenantLimits, "tenant-rate-limits", "TENANT=LIMIT,...", "", "per-tenant rate limits, such as acme=1000/s,beta=10/s:20")
+		// The API stamps each order's deadline when it accepts it; workers read it from the order.
+		g.Duration(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an accepted order may take before it fails")
+
+		g = cf.Group("API keys")
+		g.String(&o.apiKeys, "api-keys", "KEY=TENANT,...", "", "API keys as key=tenant pairs, besides those of 'asyncgate keys create'")
+		g.String(&o.adminKeys, "admin-keys", "KEY=TENANT,...", "", "admin keys (they reach /admin) as key=tenant pairs")
+		g.Duration(&o.keyCacheTTL, "key-cache-ttl", 30*time.Second, "how long API key lookups are cached: a revoked key works until then")
+
+		g = cf.Group("Dashboard")
+		g.String(&o.admin.sessionSecret, "admin-session-secret", "SECRET", "", "secret (32+ bytes) signing the dashboard's session cookies; empty: a random one kept in Redis, shared by every API process")
+		g.Duration(&o.admin.sessionTTL, "admin-session-ttl", 8*time.Hour, "how long a dashboard login lasts")
+		g.Bool(&o.admin.queuesReadOnly, "admin-queues-readonly", false, "make the queue dashboard (/admin/queues) read-only")
 	}
-	str := func(p *string, n, def, usage string) {
-		fs.StringVar(p, n, env(n, def), usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+")")
+
+	if r.worker {
+		g := cf.Group("Workers")
+		g.Int(&o.concurrency, "concurrency", 50, 1, "N", "order tasks run at once per worker")
+		g.Duration(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
 	}
-	addrDef, logDef, redisUsage := ":8080", "json", "Redis URL, such as redis://localhost:6379/0"
-	if dev {
-		addrDef, logDef, redisUsage = "127.0.0.1:8080", "text", "Redis URL; empty runs an in-memory Redis"
+
+	g = cf.Group("Downstream services")
+	switch {
+	case r.dev:
+		g.String(&o.portfolioURL, "portfolio-url", "URL", "", "base URL of the portfolio service; empty: the built-in simulator")
+		g.String(&o.executionURL, "execution-url", "URL", "", "base URL of the execution service; empty: the built-in simulator")
+	case r.worker:
+		g.String(&o.portfolioURL, "portfolio-url", "URL", "", "base URL of the portfolio service (required)")
+		g.String(&o.executionURL, "execution-url", "URL", "", "base URL of the execution service (required)")
+	default:
+		g.String(&o.portfolioURL, "portfolio-url", "URL", "", "base URL of the portfolio service, read by GET /v1/portfolios; empty: that route answers 503")
 	}
-	str(&o.redisURL, "redis", "", redisUsage)
-	str(&o.addr, "addr", addrDef, "API listen address")
-	str(&o.apiKeys, "api-keys", "", "API keys as key=tenant pairs, comma-separated, besides those of 'asyncgate keys create'")
-	str(&o.adminKeys, "admin-keys", "", "admin API keys as key=tenant pairs, comma-separated")
-	str(&o.rateLimit, "rate-limit", "100/s", "requests per API key: RATE/PERIOD[:BURST] such as 100/s or 6000/m:200, or off")
-	str(&o.tenantLimits, "tenant-rate-limits", "", "per-tenant rate limits: tenant=RATE/PERIOD[:BURST] pairs, comma-separated")
-	str(&o.portfolioURL, "portfolio-url", "", "base URL of the portfolio service")
-	str(&o.executionURL, "execution-url", "", "base URL of the execution service")
-	str(&o.logFormat, "log-format", logDef, "log format: json or text")
-	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if r.worker {
+		g.Duration(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
+	}
+	o.resilience.register(cf, r)
+
+	o.webhooks.register(cf, r)
+
+	g = cf.Group("Logs, metrics and traces")
+	logDef := "json"
+	if r.dev {
+		logDef = "text"
+	}
+	g.String(&o.logFormat, "log-format", "json|text", logDef, "log format")
+	g.String(&o.logLevel, "log-level", "LEVEL", "info", "log level: debug, info, warn or error")
 	// No default port: several workers may share a host (and the tests start
 	// many); a worker's metrics need --metrics-addr such as :9091.
-	str(&o.metricsAddr, "metrics-addr", "", "listen address serving only GET /metrics and /healthz, such as :9091 (what a worker needs to be scraped); empty: none, the API serves /metrics on --addr")
-	dur := func(p *time.Duration, n string, def time.Duration, usage string) {
-		fs.Func(n, usage+" (env ASYNCGATE_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+", default "+def.String()+")", func(s string) error {
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 {
-				return fmt.Errorf("want a positive duration such as 30s")
-			}
-			*p = d
-			return nil
-		})
-		*p = def
-		if v := env(n, ""); v != "" {
-			if err := fs.Set(n, v); err != nil {
-				o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_%s: %v", strings.ToUpper(strings.ReplaceAll(n, "-", "_")), err))
-			}
-		}
-	}
-	dur(&o.orderDeadline, "order-deadline", 15*time.Minute, "how long an order may take before it fails")
-	dur(&o.downTimeout, "downstream-timeout", 2*time.Second, "timeout of one downstream HTTP call")
-	dur(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
-	dur(&o.keyCacheTTL, "key-cache-ttl", 30*time.Second, "how long API key lookups are cached: a revoked key works until then")
-	str(&o.admin.sessionSecret, "admin-session-secret", "", "secret (32+ bytes) signing the dashboard's session cookies; empty: a random one kept in Redis, shared by every API process")
-	dur(&o.admin.sessionTTL, "admin-session-ttl", 8*time.Hour, "how long a dashboard login lasts")
-	fs.BoolVar(&o.admin.queuesReadOnly, "admin-queues-readonly", false, "make the queue dashboard (/admin/queues) read-only (env ASYNCGATE_ADMIN_QUEUES_READONLY)")
-	if v := env("admin-queues-readonly", ""); v != "" {
-		if err := fs.Set("admin-queues-readonly", v); err != nil {
-			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_ADMIN_QUEUES_READONLY: %v", err))
-		}
-	}
-	o.resilience.register(fs, env)
-	fs.BoolVar(&o.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout as JSON (env ASYNCGATE_TRACE_STDOUT); without it, spans go by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else nowhere")
-	if v := env("trace-stdout", ""); v != "" {
-		if err := fs.Set("trace-stdout", v); err != nil {
-			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_TRACE_STDOUT: %v", err))
-		}
-	}
-	fs.IntVar(&o.concurrency, "concurrency", 50, "order tasks run at once per worker (env ASYNCGATE_CONCURRENCY)")
-	if v := env("concurrency", ""); v != "" {
-		if err := fs.Set("concurrency", v); err != nil {
-			o.envErr = errors.Join(o.envErr, fmt.Errorf("ASYNCGATE_CONCURRENCY: %v", err))
-		}
-	}
-	return fs
+	g.String(&o.metricsAddr, "metrics-addr", "ADDR", "", "listen address serving only GET /metrics and /healthz, such as :9091 (what a worker needs to be scraped); empty: none, the API serves /metrics on --addr")
+	g.Bool(&o.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout as JSON; without it, spans go by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else nowhere")
+	o.envErr = cf.envErr
+	return cf
 }
 
 func (o *options) logger(out io.Writer) (*slog.Logger, error) {
@@ -118,7 +138,7 @@ func (o *options) logger(out io.Writer) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %v", err)
 	}
-	hopts := &slog.HandlerOptions{Level: lvl}
+	hopts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: human.ReplaceAttr}
 	// telemetry.NewLogHandler stamps each line logged with a context on a
 	// span with its trace_id and span_id.
 	switch o.logFormat {
@@ -216,6 +236,10 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		cfg.Reconciler.Interval = o.reconcile
 	}
 	if err := o.resilienceConfig(&cfg, api, worker); err != nil {
+		errs = append(errs, err)
+	}
+	var err error
+	if cfg.Webhooks, err = o.webhooks.config(); err != nil {
 		errs = append(errs, err)
 	}
 	return cfg, errors.Join(errs...)

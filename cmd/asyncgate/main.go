@@ -8,11 +8,13 @@
 //	asyncgate keys   create|list|revoke   API keys in Redis
 //
 // Every flag can also be set by environment: --redis is ASYNCGATE_REDIS,
-// --api-keys is ASYNCGATE_API_KEYS, and so on.
+// --api-keys is ASYNCGATE_API_KEYS, and so on. 'asyncgate help CMD' and
+// 'asyncgate CMD -h' list a command's flags.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,12 +39,22 @@ commands:
   api      run the HTTP API only
   worker   run the order workers and the reconciler only
   sim      run the portfolio and execution simulator
-  keys     create, list and revoke API keys (asyncgate keys -h)
+  keys     create, list and revoke API keys
 
-Run 'asyncgate <command> -h' for its flags.
+Run 'asyncgate help <command>' or 'asyncgate <command> -h' for its flags.
 `
 
+// run runs the command of args. Help (-h, --help, help [CMD]) prints the
+// usage and returns nil without starting anything.
 func run(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	err := dispatch(ctx, args, stdout, getenv)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	if len(args) < 2 {
 		fmt.Fprint(stdout, usage)
 		return fmt.Errorf("no command given")
@@ -51,19 +63,19 @@ func run(ctx context.Context, args []string, stdout io.Writer, getenv func(strin
 	switch cmd {
 	case "dev":
 		return runDev(ctx, rest, stdout, getenv)
-	case "serve":
-		return runServe(ctx, rest, stdout, getenv, true, true)
-	case "api":
-		return runServe(ctx, rest, stdout, getenv, true, false)
-	case "worker":
-		return runServe(ctx, rest, stdout, getenv, false, true)
+	case "serve", "api", "worker":
+		return runServe(ctx, cmd, rest, stdout, getenv)
 	case "sim":
 		return runSim(ctx, rest, stdout, getenv)
 	case "keys":
 		return runKeys(ctx, rest, stdout, getenv)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
+		if cmd == "help" && len(rest) > 0 {
+			// asyncgate help CMD [SUB]: CMD's own help, never CMD itself.
+			return dispatch(ctx, append([]string{args[0], rest[0]}, append(rest[1:], "-h")...), stdout, getenv)
+		}
 		fmt.Fprint(stdout, usage)
-		return nil
+		return errHelp
 	default:
 		fmt.Fprint(stdout, usage)
 		return fmt.Errorf("unknown command %q", cmd)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -19,36 +18,31 @@ type resilienceOptions struct {
 	executionBreaker string
 	portfolioMax     int
 	executionMax     int
-	envErr           error
 }
 
-// register adds the flags to fs, with defaults from env (a flag name and its default to
-// the value of its ASYNCGATE_* variable).
-func (r *resilienceOptions) register(fs *flag.FlagSet, env func(name, def string) string) {
-	envName := func(n string) string { return "ASYNCGATE_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_")) }
-	fs.BoolVar(&r.sharedBreakers, "shared-breakers", true,
-		"share downstream breaker trips with the other processes through Redis (env "+envName("shared-breakers")+")")
-	const spec = "failure_ratio=0.5,window=10s,min_calls=10,open_timeout=5s,probes=1"
-	fs.StringVar(&r.portfolioBreaker, "portfolio-breaker", env("portfolio-breaker", ""),
-		"portfolio breaker settings, any of "+spec+" (env "+envName("portfolio-breaker")+")")
-	fs.StringVar(&r.executionBreaker, "execution-breaker", env("execution-breaker", ""),
-		"execution breaker settings, any of "+spec+" (env "+envName("execution-breaker")+")")
-	fs.IntVar(&r.portfolioMax, "portfolio-max-concurrent", 0,
-		"portfolio calls in flight per process (bulkhead); 0: 40% of --concurrency (env "+envName("portfolio-max-concurrent")+")")
-	fs.IntVar(&r.executionMax, "execution-max-concurrent", 0,
-		"execution calls in flight per process (bulkhead); 0: 40% of --concurrency (env "+envName("execution-max-concurrent")+")")
-	for _, n := range []string{"shared-breakers", "portfolio-max-concurrent", "execution-max-concurrent"} {
-		if v := env(n, ""); v != "" {
-			if err := fs.Set(n, v); err != nil {
-				r.envErr = errors.Join(r.envErr, fmt.Errorf("%s: %v", envName(n), err))
-			}
-		}
+// register adds the flags to the "Downstream services" group of the commands that
+// call downstreams: the breakers for both roles (the API reads portfolios through
+// one), the bulkheads for workers.
+func (r *resilienceOptions) register(cf *cmdFlags, ro role) {
+	g := cf.Group("Downstream services")
+	g.Bool(&r.sharedBreakers, "shared-breakers", true,
+		"share downstream breaker trips with the other processes through Redis")
+	const spec = "KEY=VALUE,..."
+	const keys = "settings, any of failure_ratio=0.5,window=10s,min_calls=10,open_timeout=5s,probes=1"
+	g.String(&r.portfolioBreaker, "portfolio-breaker", spec, "", "portfolio breaker "+keys)
+	if !ro.worker {
+		return
 	}
+	g.String(&r.executionBreaker, "execution-breaker", spec, "", "execution breaker "+keys)
+	g.Int(&r.portfolioMax, "portfolio-max-concurrent", 0, 0, "N",
+		"portfolio calls in flight per process (bulkhead); 0: 40% of --concurrency")
+	g.Int(&r.executionMax, "execution-max-concurrent", 0, 0, "N",
+		"execution calls in flight per process (bulkhead); 0: 40% of --concurrency")
 }
 
 // apply puts the settings into cfg.
 func (r *resilienceOptions) apply(cfg *app.Config) error {
-	errs := []error{r.envErr}
+	var errs []error
 	cfg.IsolatedBreakers = !r.sharedBreakers
 	var err error
 	if cfg.Portfolio.Breaker, err = parseBreaker(r.portfolioBreaker); err != nil {

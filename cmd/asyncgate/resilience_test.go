@@ -15,10 +15,10 @@ import (
 func TestResilienceFlags(t *testing.T) {
 	t.Parallel()
 	var o options
-	fs := newFlags("worker", io.Discard, env(map[string]string{"ASYNCGATE_EXECUTION_MAX_CONCURRENT": "7"}), &o, false)
-	err := fs.Parse([]string{"--portfolio-url", "http://p", "--execution-url", "http://e", "--shared-breakers=false",
+	cf := newFlags("worker", env(map[string]string{"ASYNCGATE_EXECUTION_MAX_CONCURRENT": "7"}), &o)
+	err := cf.Parse([]string{"--portfolio-url", "http://p", "--execution-url", "http://e", "--shared-breakers=false",
 		"--portfolio-breaker", "failure_ratio=0.25, window=30s,min_calls=20,open_timeout=2s,probes=3",
-		"--execution-breaker", "open_timeout=10s"})
+		"--execution-breaker", "open_timeout=10s"}, io.Discard, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +42,8 @@ func TestResilienceFlags(t *testing.T) {
 
 	// An API gets the portfolio URL for GET /v1/portfolios; it does not need one.
 	var api options
-	fs = newFlags("api", io.Discard, env(nil), &api, false)
-	if err := fs.Parse([]string{"--api-keys", "k-0123456789abcdef=acme", "--portfolio-url", "http://p"}); err != nil {
+	cf = newFlags("api", env(nil), &api)
+	if err := cf.Parse([]string{"--api-keys", "k-0123456789abcdef=acme", "--portfolio-url", "http://p"}, io.Discard, ""); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err := api.appConfig(true, false, slog.New(slog.DiscardHandler)); err != nil || cfg.Portfolio.BaseURL != "http://p" {

@@ -5,37 +5,50 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/sim"
 )
 
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+// Synopses of the service commands, the head of their help.
+const (
+	devSynopsis    = "Runs everything in one process: an in-memory Redis (or --redis), the simulator, the API,\nthe workers and the dashboard. Prints the URLs and a working API key and admin key."
+	serveSynopsis  = "Runs the HTTP API and the order workers against Redis."
+	apiSynopsis    = "Runs the HTTP API (and the dashboard) only; run workers with 'asyncgate worker'."
+	workerSynopsis = "Runs the order workers, webhook deliveries and the reconciler only; no HTTP API."
+	simSynopsis    = "Runs the portfolio and execution simulator, with fault knobs at /_sim/faults."
+)
+
+func synopsis(cmd string) string {
+	switch cmd {
+	case "dev":
+		return devSynopsis
+	case "serve":
+		return serveSynopsis
+	case "api":
+		return apiSynopsis
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return nil
+	return workerSynopsis
 }
 
 // runServe runs the API and/or the worker against a real Redis.
-func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string, api, worker bool) error {
+func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, getenv func(string) string) error {
 	var o options
-	fs := newFlags(args0(api, worker), stdout, getenv, &o, false)
-	if err := parse(fs, args); err != nil {
+	cf := newFlags(cmd, getenv, &o)
+	if err := cf.Parse(args, stdout, synopsis(cmd)); err != nil {
 		return err
 	}
+	r := roleOf(cmd)
+	api, worker := r.api, r.worker
 	if o.redisURL == "" {
 		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0")
 	}
@@ -53,18 +66,65 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, getenv func(
 	if err != nil {
 		return err
 	}
-	if cfg.Webhooks, err = webhookConfig(getenv, false); err != nil {
-		return err
-	}
 	rdb, err := app.NewRedis(o.redisURL)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
 	cfg.Redis = rdb
-	return runApp(ctx, cfg, log, func(a *app.App) {
+	return runApp(ctx, cfg, log, func() error { return waitRedis(ctx, rdb, o.redisURL, o.redisWait, log) }, func(a *app.App) {
 		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL())
 	})
+}
+
+// waitRedis pings Redis until it answers or wait has passed: a process whose
+// Redis is unreachable stops at once with the address, instead of starting
+// and logging connection errors forever. go-redis's own dial warnings are
+// kept quiet meanwhile; the error says it all.
+func waitRedis(ctx context.Context, rdb redis.UniversalClient, url string, wait time.Duration, log *slog.Logger) error {
+	redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)})
+	defer useRedisLogger(log)
+	// A client of its own that dials once per ping, so that the error is
+	// the dial's ("connection refused") rather than a timeout of retries.
+	if opt, err := redis.ParseURL(url); err == nil {
+		opt.PoolSize, opt.MaxRetries, opt.DialerRetries = 1, -1, 1
+		probe := redis.NewClient(opt)
+		defer probe.Close()
+		rdb = probe
+	}
+	deadline := time.Now().Add(wait)
+	var last error // the last error that says more than "timed out"
+	for {
+		pctx, cancel := context.WithTimeout(ctx, min(time.Second, time.Until(deadline)))
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if last == nil || !errors.Is(err, context.DeadlineExceeded) {
+			last = err
+		}
+		if time.Now().Add(250 * time.Millisecond).After(deadline) {
+			return fmt.Errorf("redis at %s did not answer within %s (--redis-wait): %v", redactURL(url), human.Duration(wait), last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// redactURL hides a password in a Redis URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "the --redis URL"
+	}
+	return u.Redacted()
 }
 
 func args0(api, worker bool) string {
@@ -77,9 +137,14 @@ func args0(api, worker bool) string {
 	return "worker"
 }
 
-func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, started func(*app.App)) error {
+// runApp wires the app (which checks the config), waits for Redis, then runs
+// the app until ctx ends.
+func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, waitRedis func() error, started func(*app.App)) error {
 	a, err := app.New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := waitRedis(); err != nil {
 		return err
 	}
 	if err := a.Start(ctx, cfg.API); err != nil {
@@ -96,8 +161,8 @@ func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...
 // runDev runs everything in one process with no setup.
 func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
 	var o options
-	fs := newFlags("dev", stdout, getenv, &o, true)
-	if err := parse(fs, args); err != nil {
+	cf := newFlags("dev", getenv, &o)
+	if err := cf.Parse(args, stdout, devSynopsis); err != nil {
 		return err
 	}
 	log, err := o.logger(stdout)
@@ -154,12 +219,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	if err != nil {
 		return err
 	}
-	if cfg.Webhooks, err = webhookConfig(getenv, true); err != nil {
-		return err
-	}
 	cfg.Redis = rdb
 	cfg.Admin.InsecureCookies = true // plain http on 127.0.0.1
-	return runApp(ctx, cfg, log, func(a *app.App) {
+	return runApp(ctx, cfg, log, func() error { return waitRedis(ctx, rdb, redisURL, o.redisWait, log) }, func(a *app.App) {
 		fmt.Fprintf(stdout, `
 asyncgate dev is running.
 
@@ -196,13 +258,18 @@ func randomToken() string {
 
 // runSim runs the downstream simulator.
 func runSim(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	addr := fs.String("addr", envOr(getenv, "ASYNCGATE_SIM_ADDR", ":9090"), "listen address (env ASYNCGATE_SIM_ADDR)")
-	if err := parse(fs, args); err != nil {
+	cf := newCmdFlags("sim", getenv)
+	var addr string
+	cf.Group("Simulator").String(&addr, "sim-addr", "ADDR", ":9090", "listen address (--addr works too)")
+	// --addr is the name the simulator's flag has always had; --sim-addr matches its variable.
+	cf.fs.Var(cf.fs.Lookup("sim-addr").Value, "addr", "listen address (same as --sim-addr)")
+	if err := cf.Parse(args, stdout, simSynopsis); err != nil {
 		return err
 	}
-	srv, err := sim.New(sim.Config{}).Start(*addr)
+	if cf.envErr != nil {
+		return cf.envErr
+	}
+	srv, err := sim.New(sim.Config{}).Start(addr)
 	if err != nil {
 		return err
 	}
@@ -211,11 +278,4 @@ func runSim(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
-}
-
-func envOr(getenv func(string) string, k, def string) string {
-	if v := getenv(k); v != "" {
-		return v
-	}
-	return def
 }
