@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
 )
@@ -36,7 +37,7 @@ var adminFuncs = template.FuncMap{
 			return ""
 		}
 		if d := t.Sub(now); d > 0 {
-			return "in " + formatDuration(d)
+			return "in " + human.Duration(d.Round(time.Second))
 		}
 		return "due"
 	},
