@@ -28,9 +28,20 @@ type View struct {
 
 // Reservation reserves Amount of an account's funds, once per ID.
 type Reservation struct {
+	// Tenant owns the account: the service keeps its books per tenant. Required.
+	Tenant string
+	// OrderID is the order the funds are reserved for. Required.
+	OrderID   string
 	ID        string
 	AccountID string
 	Amount    float64
+}
+
+// ReleaseRequest releases the funds of a reservation.
+type ReleaseRequest struct {
+	// Tenant and OrderID are those of the Reservation. Required.
+	Tenant, OrderID string
+	ReservationID   string
 }
 
 // NewPortfolio returns a client of the portfolio service, or an error for an invalid cfg.
@@ -57,14 +68,19 @@ func (p *Portfolio) Stats() Stats {
 	return p.c.stats.snapshot()
 }
 
-// Get returns the funds of an account.
-func (p *Portfolio) Get(ctx context.Context, accountID string) (View, error) {
+// Get returns the funds of a tenant's account. An account id means something only within
+// its tenant: another tenant's account of the same id is another account. It returns
+// ErrUnknownAccount when the tenant has no such account.
+func (p *Portfolio) Get(ctx context.Context, tenant, accountID string) (View, error) {
 	if accountID == "" {
 		return View{}, errors.New("get portfolio: empty account id")
 	}
 	var v View
-	err := p.c.call(ctx, request{method: http.MethodGet, path: "/portfolios/" + url.PathEscape(accountID)},
+	err := p.c.call(ctx, request{method: http.MethodGet, path: "/portfolios/" + url.PathEscape(accountID), tenant: tenant},
 		func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusNotFound {
+				return p.notFound(resp)
+			}
 			if resp.StatusCode != http.StatusOK {
 				return p.c.statusError(resp)
 			}
@@ -114,23 +130,29 @@ func decodeView(data []byte) (View, error) {
 
 // Reserve reserves funds. It is idempotent on r.ID: repeating a reservation that
 // succeeded succeeds without reserving twice. It returns ErrInsufficientFunds when the
-// account cannot cover r.Amount; that answer is final for r.ID.
+// account cannot cover r.Amount, ErrUnknownAccount when the tenant has no such account;
+// those answers are final for r.ID.
 func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
-	if r.ID == "" {
+	switch {
+	case r.ID == "":
 		return errors.New("reserve funds: empty reservation id")
+	case r.OrderID == "":
+		return errors.New("reserve funds: empty order id")
 	}
 	body := struct {
 		ReservationID string  `json:"reservation_id"`
 		AccountID     string  `json:"account_id"`
 		Amount        float64 `json:"amount"`
 	}{r.ID, r.AccountID, r.Amount}
-	err := p.c.call(ctx, request{method: http.MethodPost, path: "/reservations", key: r.ID, body: body},
+	err := p.c.call(ctx, request{method: http.MethodPost, path: "/reservations", key: r.ID, body: body, tenant: r.Tenant, order: r.OrderID},
 		func(resp *http.Response) error {
 			switch resp.StatusCode {
 			case http.StatusOK, http.StatusCreated:
 				return p.checkStatus(resp, r.ID, "reserved")
 			case http.StatusConflict:
 				return ErrInsufficientFunds
+			case http.StatusNotFound:
+				return p.notFound(resp)
 			}
 			return p.c.statusError(resp)
 		})
@@ -142,25 +164,49 @@ func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
 
 // Release releases the funds of a reservation. It is idempotent, and releasing a
 // reservation the service does not know is not an error: compensation may run before the
-// reservation was made.
-func (p *Portfolio) Release(ctx context.Context, reservationID string) error {
-	if reservationID == "" {
+// reservation was made. Nor is releasing one that the fill of its order settled: those
+// funds are spent, nothing is left to release.
+func (p *Portfolio) Release(ctx context.Context, r ReleaseRequest) error {
+	reservationID := r.ReservationID
+	switch {
+	case reservationID == "":
 		return errors.New("release funds: empty reservation id")
+	case r.OrderID == "":
+		return errors.New("release funds: empty order id")
 	}
 	err := p.c.call(ctx, request{
 		method: http.MethodPost,
 		path:   "/reservations/" + url.PathEscape(reservationID) + "/release",
 		key:    reservationID,
+		tenant: r.Tenant,
+		order:  r.OrderID,
 	}, func(resp *http.Response) error {
 		if resp.StatusCode != http.StatusOK {
 			return p.c.statusError(resp)
 		}
-		return p.checkStatus(resp, reservationID, "released", "unknown")
+		return p.checkStatus(resp, reservationID, "released", "unknown", "settled")
 	})
 	if err != nil {
 		return fmt.Errorf("release %s: %w", reservationID, err)
 	}
 	return nil
+}
+
+// notFound reads a 404: ErrUnknownAccount when the service says the account is not the
+// tenant's, else a status error (a 404 of anything else, such as a wrong base URL, is a
+// bug on our side, not an answer about the account).
+func (p *Portfolio) notFound(resp *http.Response) error {
+	data, err := readJSON(resp, p.c.cfg.MaxBodyBytes)
+	if err != nil {
+		return p.c.statusError(resp)
+	}
+	var w struct {
+		Error string `json:"error"`
+	}
+	if unmarshal(data, &w) != nil || w.Error != "unknown_account" {
+		return p.c.statusError(resp)
+	}
+	return ErrUnknownAccount
 }
 
 // checkStatus reads a reservation answer and checks that it is about id and has one of

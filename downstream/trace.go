@@ -25,22 +25,6 @@ import (
 // TracerName is the instrumentation scope of the package's spans.
 const TracerName = "github.com/asyncgate/asyncgate/downstream"
 
-// orderKey keys the order of the calls made with a context.
-type orderKey struct{}
-
-type orderRef struct{ tenant, id string }
-
-// WithOrder returns ctx carrying the order that the calls made with it
-// are for: their spans name it (asyncgate.order.id, asyncgate.tenant), so
-// that a search of the traces by order id finds them. Nothing of it goes
-// to the downstream services.
-func WithOrder(ctx context.Context, tenant, orderID string) context.Context {
-	if tenant == "" && orderID == "" {
-		return ctx
-	}
-	return context.WithValue(ctx, orderKey{}, orderRef{tenant, orderID})
-}
-
 // tracedAttempt makes attempt n of req in its own client span.
 func (c *client) tracedAttempt(ctx, budget context.Context, req request, body []byte, handle func(*http.Response) error, n int) error {
 	route := routeTemplate(req.path)
@@ -59,13 +43,13 @@ func (c *client) tracedAttempt(ctx, budget context.Context, req request, body []
 	if n > 1 {
 		attrs = append(attrs, attribute.Int("http.request.resend_count", n-1))
 	}
-	if o, ok := ctx.Value(orderKey{}).(orderRef); ok {
-		if o.id != "" {
-			attrs = append(attrs, attribute.String("asyncgate.order.id", o.id))
-		}
-		if o.tenant != "" {
-			attrs = append(attrs, attribute.String("asyncgate.tenant", o.tenant))
-		}
+	// The order and tenant the call is for, so that a search of the
+	// traces by order id finds the call.
+	if req.order != "" {
+		attrs = append(attrs, attribute.String("asyncgate.order.id", req.order))
+	}
+	if req.tenant != "" {
+		attrs = append(attrs, attribute.String("asyncgate.tenant", req.tenant))
 	}
 	span.SetAttributes(attrs...)
 	status := 0

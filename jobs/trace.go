@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/orders"
 )
 
@@ -28,8 +27,8 @@ import (
 // child of the producer span, one per attempt, so that the attempts of a
 // retried task are sibling spans of one trace. The saga adds a span per
 // step. Every span of an order's tasks carries asyncgate.order.id and
-// asyncgate.tenant, and so do the downstream calls made under them
-// (downstream.WithOrder), so that a search by order id finds them all.
+// asyncgate.tenant, and so do the downstream calls made under them, so
+// that a search by order id finds them all.
 //
 // The consumer span is the producer span's child, not the HTTP server
 // span's: the server span ends with the 202, usually before the consumer
@@ -126,8 +125,7 @@ func orderAttrs(tenant, orderID string) []attribute.KeyValue {
 // TraceTasks is the worker's Asynq middleware: it continues the trace
 // context found in the task's headers (the producer span) in a consumer
 // span per attempt, named "asynq.process <task type>", and marks it failed
-// when the handler failed (a postponement is no failure). The downstream
-// calls of the handler name the task's order.
+// when the handler failed (a postponement is no failure).
 func TraceTasks(next asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		if h := t.Headers(); len(h) > 0 {
@@ -148,7 +146,6 @@ func TraceTasks(next asynq.Handler) asynq.Handler {
 				attribute.String("asynq.task.type", t.Type()),
 				attribute.Int("asynq.retry_count", retried),
 			)...)
-			ctx = downstream.WithOrder(ctx, tenant, orderID)
 		}
 		err := next.ProcessTask(ctx, t)
 		endSpan(span, err)

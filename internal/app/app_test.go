@@ -66,8 +66,14 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func setup(t *testing.T, opts ...option) *bundle {
 	t.Helper()
+	return setupWithSim(t, sim.Config{}, opts...)
+}
+
+// setupWithSim is setup with a simulator configured by simCfg.
+func setupWithSim(t *testing.T, simCfg sim.Config, opts ...option) *bundle {
+	t.Helper()
 	rdb := redistest.Shared(t).NewClient(t)
-	s := sim.New(sim.Config{})
+	s := sim.New(simCfg)
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
 	cfg := fastConfig(rdb, simSrv.URL)
@@ -198,7 +204,8 @@ func TestHappyPath(t *testing.T) {
 	}
 	equal(t, "events", b.eventTypes(t, o.ID), []string{"order.created", "order.validated", "order.funds_reserved", "order.executed"})
 	equal(t, "executions downstream", b.sim.Executions(o.ID), 1)
-	equal(t, "funds still reserved (spent by the fill)", b.sim.Reserved(o.ID), true)
+	equal(t, "funds still reserved", b.sim.Reserved(o.ID), false)
+	equal(t, "reservation settled by the fill", b.sim.Settled(o.ID), true)
 }
 
 func TestRejectedInsufficientFunds(t *testing.T) {
