@@ -231,8 +231,10 @@ func TestTraceOneOrderIsOneTrace(t *testing.T) {
 		attr(process, "messaging.destination.name") != "orders" || attr(process, "messaging.message.id") != o.ID {
 		t.Fatalf("order task span: parent %v (want %v), attributes %v", process.Parent.SpanID(), send.SpanContext.SpanID(), process.Attributes)
 	}
-	if process.StartTime.Before(send.EndTime) {
-		t.Errorf("the consumer span starts %v before its producer span ends", send.EndTime.Sub(process.StartTime))
+	// (It usually starts after the producer span ended too, but the worker
+	// may take the task before the API's goroutine ends the span.)
+	if !process.StartTime.After(send.StartTime) || !send.StartTime.After(accept.StartTime) {
+		t.Errorf("span starts out of order: accept %v, send %v, process %v", accept.StartTime, send.StartTime, process.StartTime)
 	}
 	for _, step := range []string{"saga.validate", "saga.reserve_funds", "saga.execute"} {
 		if s := named(spans, step)[0]; s.Parent.SpanID() != process.SpanContext.SpanID() {
