@@ -411,7 +411,7 @@ func TestAdminRetryingDeliveries(t *testing.T) {
 	d := list.Data[0]
 	soon, late := time.Now().Add(50*time.Minute), time.Now().Add(70*time.Minute)
 	if d.Tenant != "tenant-a" || d.NextAttemptAt == nil || d.NextAttemptAt.Before(soon) || d.NextAttemptAt.After(late) ||
-		!strings.Contains(d.LastError, "500") || d.FailedAt != nil || d.Delivery.AttemptCount != 1 {
+		!strings.Contains(d.LastError, "retry in 1h: ") || !strings.Contains(d.LastError, "500") || d.FailedAt != nil || d.Delivery.AttemptCount != 1 {
 		t.Errorf("retrying delivery: %+v (next attempt %v)", d, d.NextAttemptAt)
 	}
 	if failed := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries"); len(failed.Data) != 0 {
@@ -427,7 +427,7 @@ func TestAdminRetryingDeliveries(t *testing.T) {
 	if row == nil {
 		t.Fatalf("the failed deliveries page does not show %s retrying:\n%s", id, html)
 	}
-	if !strings.Contains(row[1], formatTS(*d.NextAttemptAt)) || !regexp.MustCompile(`\(in (59m[0-9]{1,2}s|1h)\)`).MatchString(row[1]) || !strings.Contains(row[2], "500") {
+	if !strings.Contains(row[1], formatTS(*d.NextAttemptAt)) || !regexp.MustCompile(`\(in (59m[0-9]{1,2}s|1h([0-9]{1,2}s)?)\)`).MatchString(row[1]) || !strings.Contains(row[2], "500") {
 		t.Errorf("retrying row: next attempt %q, last error %q", row[1], row[2])
 	}
 	wantIn(t, "the failed deliveries page", html, "No failed delivery.")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
@@ -227,7 +228,9 @@ type retryIn struct {
 	Err   error
 }
 
-func (r *retryIn) Error() string { return fmt.Sprintf("retry in %s: %v", r.Delay, r.Err) }
+func (r *retryIn) Error() string {
+	return "retry in " + human.Duration(r.Delay) + ": " + errString(r.Err)
+}
 func (r *retryIn) Unwrap() error { return r.Err }
 
 // DeliverTask is the webhook:deliver handler.

@@ -165,6 +165,14 @@ func (e *env) call(t *testing.T, method, path string, body any, status int, out 
 // the receiver answers 500 to both attempts of its order.cancelled event.
 func (e *env) failedDelivery(t *testing.T) (orderID string, d webhooks.Delivery) {
 	t.Helper()
+	// A busy receiver asks for an hour's wait: its delivery is retrying.
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(busy.Close)
+	e.call(t, "POST", "/v1/webhook-endpoints", map[string]any{"url": busy.URL + "/busy",
+		"events": []string{"order.cancelled"}, "description": "busy receiver"}, http.StatusCreated, nil)
 	var ep webhooks.Endpoint
 	e.call(t, "POST", "/v1/webhook-endpoints", map[string]any{"url": e.rcv.URL + "/hooks",
 		"events": []string{"order.executed", "order.cancelled", "order.failed", "order.rejected"}, "description": "browser test"},
@@ -355,6 +363,15 @@ func TestDashboardInABrowser(t *testing.T) {
 	// The failed delivery, redelivered once the receiver is back.
 	row := fmt.Sprintf(`tr[data-delivery-id=%q]`, failed.ID)
 	do(t, ctx, "open the deliveries", chromedp.Navigate(e.url+"/admin/deliveries"), chromedp.WaitVisible(chromedp.CSS(row)))
+	// The busy receiver's delivery waits an hour to retry.
+	retrying := time.Now().Add(30 * time.Second)
+	for !get(t, ctx, "a retrying row", chromedp.Evaluate[bool](`document.querySelector('tr[data-state="retrying"]') !== null`)) {
+		if time.Now().After(retrying) {
+			t.Fatal("no retrying delivery on the page within 30s")
+		}
+		do(t, ctx, "reload the deliveries", chromedp.Sleep(200*time.Millisecond), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(row)))
+	}
+	waitText(t, ctx, "the retrying delivery", 5*time.Second, "(in 59m", "retry in 1h: ", "Retry-After 1h honoured")
 	screenshot(t, ctx, dir, "5-deliveries")
 	e.rcv.status.Store(http.StatusOK)
 	before := e.rcv.hits.Load()
