@@ -244,7 +244,7 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 	}
 	res, err := n.deliverer.Deliver(ctx, r)
 	if err != nil {
-		return err
+		return n.archived(ctx, r, err)
 	}
 	log := n.log.With("delivery_id", r.DeliveryID, "event_id", r.EventID, "tenant", r.Tenant, "task_type", t.Type())
 	if r.OrderID != "" {
@@ -253,9 +253,9 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 	switch res.Outcome {
 	case webhooks.Retry:
 		log.InfoContext(ctx, "webhook attempt failed; will retry", "delay", res.Delay, "err", res.Err)
-		return &retryIn{Delay: res.Delay, Err: res.Err}
+		return n.archived(ctx, r, &retryIn{Delay: res.Delay, Err: res.Err})
 	case webhooks.Postpone:
-		return &Postponed{Delay: res.Delay, Err: res.Err}
+		return n.archived(ctx, r, &Postponed{Delay: res.Delay, Err: res.Err})
 	case webhooks.Exhausted:
 		log.WarnContext(ctx, "webhook delivery failed: last attempt spent; archived", "err", res.Err)
 		return fmt.Errorf("webhook delivery %s: last attempt failed: %w: %w", r.DeliveryID, res.Err, asynq.SkipRetry)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -89,6 +90,23 @@ func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, h
 	b, _ := json.Marshal(payload{tenant, id})
 	return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id), tenant, id}, b, headers,
 		asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+}
+
+// EnqueueResume enqueues a second task for an order whose own task is held
+// by a dead worker (its lease ended at leaseEnd, Unix ms, and its task is
+// still active): compensation when compensating, else processing. Its
+// TaskID names the expired lease, so that one is made per expiry; the dead
+// worker's task, once Asynq's recoverer frees it, finds the order done or
+// its lease taken, as any duplicate does.
+func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compensate bool, leaseEnd int64) error {
+	b, _ := json.Marshal(payload{tenant, id})
+	suffix := ":resume:" + strconv.FormatInt(leaseEnd, 10)
+	t := asynq.NewTask(TypeProcessOrder, b, asynq.TaskID(id+suffix), asynq.Queue(QueueOrders), asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	if compensate {
+		t = asynq.NewTask(TypeCompensate, b, asynq.TaskID(compensationTaskID(id)+suffix), asynq.Queue(QueueCritical),
+			asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	}
+	return enqueue(ctx, e.c, t)
 }
 
 func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {

@@ -55,25 +55,22 @@ func (s *Server) authenticate(c *gin.Context) {
 // the context; on a missing or invalid key it answers the 401 problem
 // (hint says how to authenticate) and returns nil.
 //
-// It runs before anything reads the request's body: a refused request's
-// body is never read (see dropBody).
+// It runs before anything reads the request's body, and a 401 never reads
+// it (see writeProblem).
 func (s *Server) bearer(c *gin.Context, hint string) *principal {
 	key, ok := bearerToken(c.GetHeader("Authorization"))
 	if !ok {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate"`)
-		dropBody(c)
 		writeProblem(c, newProblem("unauthorized", hint))
 		return nil
 	}
 	p, err := s.principal(c.Request.Context(), apikeys.Hash(key))
 	if err != nil {
-		dropBody(c)
 		writeProblem(c, err)
 		return nil
 	}
 	if p == nil {
 		c.Header("WWW-Authenticate", `Bearer realm="asyncgate", error="invalid_token"`)
-		dropBody(c)
 		writeProblem(c, newProblem("unauthorized", "the API key is not valid"))
 		return nil
 	}

@@ -154,6 +154,9 @@ func writeProblem(c *gin.Context, err error) {
 	// that is well-formed, else percent-encoded (a space, '<', '"').
 	p.Instance = c.Request.URL.EscapedPath()
 	p.RequestID = c.GetString(ctxRequestID)
+	if p.Status == http.StatusUnauthorized {
+		dropBody(c) // nobody we know: their body is not worth a read
+	}
 	if p.Status >= 500 {
 		c.Header("Retry-After", strconv.Itoa(int(max(1, (p.retryAfter+time.Second-1)/time.Second))))
 	}

@@ -250,7 +250,9 @@ func TestAMQPDestinationLosesNothingWhenConnectionsAreClosed(t *testing.T) {
 		started     = make(chan struct{})
 		startOnce   sync.Once
 	)
-	const after, most = 40, 5000
+	// Paced (a few hundred events/s in all) so that rabbitmqctl, slow to
+	// start, closes the connections mid-run and not after the cap.
+	const after, most, pace = 40, 10000, 5 * time.Millisecond
 	for range 4 {
 		wg.Go(func() {
 			for {
@@ -289,6 +291,7 @@ func TestAMQPDestinationLosesNothingWhenConnectionsAreClosed(t *testing.T) {
 				}
 				mu.Unlock()
 				startOnce.Do(func() { close(started) })
+				time.Sleep(pace)
 			}
 		})
 	}
@@ -300,6 +303,9 @@ func TestAMQPDestinationLosesNothingWhenConnectionsAreClosed(t *testing.T) {
 	wg.Wait()
 	if t.Failed() {
 		return
+	}
+	if afterClosed < after {
+		t.Fatalf("the connections were closed after the run (%d of %d events before)", closedAt, len(refs))
 	}
 
 	got := map[string]int{}

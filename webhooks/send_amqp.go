@@ -162,16 +162,20 @@ func (c *amqpConn) channel(ctx context.Context, s *amqpSender, exchange string) 
 	if c.conn == nil || c.conn.IsClosed() {
 		c.chans = map[string]*confirmChan{}
 		conn, err := amqp.DialConfig(c.url, amqp.Config{
+			// The dial and the handshakes are the attempt's: they end with
+			// its context (the library dials only here, never later).
 			Dial: func(network, addr string) (net.Conn, error) {
-				ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-				defer cancel()
 				conn, err := s.guard.DialContext(ctx, network, addr)
 				if err != nil {
 					return nil, err
 				}
 				// Bound the TLS and AMQP handshakes; the library clears
 				// the deadline once the connection is open.
-				if err := conn.SetDeadline(time.Now().Add(s.timeout)); err != nil {
+				deadline, ok := ctx.Deadline()
+				if !ok {
+					deadline = time.Now().Add(s.timeout)
+				}
+				if err := conn.SetDeadline(deadline); err != nil {
 					conn.Close()
 					return nil, err
 				}

@@ -95,7 +95,9 @@ func (c *natsConn) jetStream(ctx context.Context, s *natsSender) (jetstream.JetS
 	}
 	nc, err := nats.Connect(c.url,
 		nats.Name("asyncgate webhooks"),
-		nats.Timeout(s.timeout),
+		// The first connect ends with the attempt (it starts at the
+		// attempt's start, so reconnects get about the whole timeout).
+		nats.Timeout(remaining(ctx, s.timeout)),
 		nats.SetCustomDialer(guardDialer{s.guard, s.timeout}),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
@@ -146,4 +148,13 @@ func describeNATS(err error, timeout time.Duration) string {
 		msg = "nats: " + msg
 	}
 	return msg
+}
+
+// remaining is the time left before ctx's deadline, at most d, at least a
+// millisecond.
+func remaining(ctx context.Context, d time.Duration) time.Duration {
+	if deadline, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(deadline))
+	}
+	return max(d, time.Millisecond)
 }

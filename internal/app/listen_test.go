@@ -63,10 +63,14 @@ func (tr trickle) Read(p []byte) (int, error) {
 // and returns the answer (nil when the connection was cut instead) and how
 // long it took.
 func postTrickled(t *testing.T, base, key string) (*http.Response, time.Duration) {
+	return postTrickledTo(t, base, "/v1/orders", key)
+}
+
+func postTrickledTo(t *testing.T, base, path, key string) (*http.Response, time.Duration) {
 	t.Helper()
 	stop := make(chan struct{})
 	defer close(stop)
-	req, _ := http.NewRequest("POST", "/v1/orders", trickle{stop})
+	req, _ := http.NewRequest("POST", path, trickle{stop})
 	req.ContentLength = 1000
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
@@ -99,13 +103,15 @@ func TestUnauthenticatedTricklerIsRefusedWithoutReadingTheBody(t *testing.T) {
 	t.Parallel()
 	// A read timeout far above the bound: the refusal must not wait for it.
 	_, base := listening(t, listen.Config{ReadTimeout: 30 * time.Second})
-	for _, key := range []string{"", "not-a-key-0123456789abcdef"} {
-		res, took := postTrickled(t, base, key)
-		if res == nil || res.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("key %q: answer %v, want 401", key, res)
-		}
-		if took > 3*time.Second {
-			t.Fatalf("key %q: 401 after %s, want it before the body", key, took)
+	for _, path := range []string{"/v1/orders", "/admin/api/deliveries/acme/dlv_x/redeliver"} {
+		for _, key := range []string{"", "not-a-key-0123456789abcdef"} {
+			res, took := postTrickledTo(t, base, path, key)
+			if res == nil || res.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("%s, key %q: answer %v, want 401", path, key, res)
+			}
+			if took > 3*time.Second {
+				t.Fatalf("%s, key %q: 401 after %s, want it before the body", path, key, took)
+			}
 		}
 	}
 
