@@ -101,12 +101,12 @@ func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, h
 func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compensate bool, leaseEnd int64) error {
 	b, _ := json.Marshal(payload{tenant, id})
 	suffix := ":resume:" + strconv.FormatInt(leaseEnd, 10)
-	t := asynq.NewTask(TypeProcessOrder, b, asynq.TaskID(id+suffix), asynq.Queue(QueueOrders), asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	if compensate {
-		t = asynq.NewTask(TypeCompensate, b, asynq.TaskID(compensationTaskID(id)+suffix), asynq.Queue(QueueCritical),
+		return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id) + suffix, tenant, id}, b, nil,
 			asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	}
-	return enqueue(ctx, e.c, t)
+	return send(ctx, e.c, message{TypeProcessOrder, QueueOrders, id + suffix, tenant, id}, b, nil,
+		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
 func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
