@@ -4,6 +4,7 @@ import (
 	"context"
 	"iter"
 	"net/http"
+	"time"
 )
 
 // The webhook endpoint methods. Like the order ones, they retry transient
@@ -213,4 +214,32 @@ func (c *Client) TestWebhookEndpoint(ctx context.Context, id WebhookEndpointId) 
 		return nil, err
 	}
 	return &res, nil
+}
+
+// RecoverWebhookEndpoint starts redelivering the endpoint's failed
+// deliveries made since since, oldest first, and returns the recovery;
+// follow it with GetWebhookRecovery.
+func (c *Client) RecoverWebhookEndpoint(ctx context.Context, id WebhookEndpointId, since time.Time) (*WebhookRecovery, error) {
+	key := newIdempotencyKey()
+	params := &RecoverWebhookEndpointParams{IdempotencyKey: &key}
+	var rec WebhookRecovery
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.RecoverWebhookEndpoint(ctx, id, params, WebhookRecoverRequest{Since: since})
+	}, &rec)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// GetWebhookRecovery returns the recovery and its progress.
+func (c *Client) GetWebhookRecovery(ctx context.Context, id WebhookRecoveryId) (*WebhookRecovery, error) {
+	var rec WebhookRecovery
+	err := c.call(ctx, false, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.GetWebhookRecovery(ctx, id, nil)
+	}, &rec)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
 }

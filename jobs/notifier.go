@@ -117,6 +117,8 @@ func (n *Notifier) Register(w *Worker) {
 	w.Mux.HandleFunc(TypeWebhookDeliver, n.DeliverTask)
 	w.SetRetryDelay(TypeWebhookFanout, n.RetryDelay)
 	w.SetRetryDelay(TypeWebhookDeliver, n.RetryDelay)
+	w.Mux.HandleFunc(TypeWebhookRecover, tracedTask("webhook.recover", n.RecoverTask))
+	w.SetRetryDelay(TypeWebhookRecover, n.RetryDelay)
 }
 
 type fanoutPayload struct {

@@ -48,6 +48,11 @@ type WebhookQueue interface {
 	// queue. webhooks.ErrDeliveryNotFound, webhooks.ErrEndpointNotFound
 	// (its endpoint was deleted), webhooks.ErrEndpointDisabled.
 	Redeliver(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
+	// StartRecovery starts redelivering the endpoint's failed deliveries
+	// since a time. webhooks.ErrEndpointNotFound, webhooks.ErrEndpointDisabled.
+	StartRecovery(ctx context.Context, tenant, endpointID string, since time.Time) (*webhooks.Recovery, error)
+	// Recovery returns webhooks.ErrRecoveryNotFound.
+	Recovery(ctx context.Context, tenant, id string) (*webhooks.Recovery, error)
 }
 
 // EndpointTester sends a test event to an endpoint now (webhooks.Deliverer).
@@ -70,6 +75,8 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.GET("/webhook-deliveries/:id", s.getDelivery)
 	v1.POST("/webhook-deliveries/:id/retry", s.retryDelivery)
 	v1.POST("/callback-secret/rotate", s.rotateCallbackSecret)
+	v1.POST("/webhook-endpoints/:id/recover", s.recoverEndpoint)
+	v1.GET("/webhook-recoveries/:id", s.getRecovery)
 	if s.deps.EndpointTester != nil {
 		v1.POST("/webhook-endpoints/:id/test", s.testEndpoint)
 	}
@@ -206,6 +213,52 @@ func (s *Server) testEndpoint(c *gin.Context) {
 	writeJSON(c, http.StatusOK, "application/json", res)
 }
 
+// RecoverRequest is the body of POST /v1/webhook-endpoints/{id}/recover.
+type RecoverRequest struct {
+	Since *time.Time `json:"since"`
+}
+
+func (s *Server) recoverEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	var in RecoverRequest
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if in.Since == nil || in.Since.After(s.cfg.Now()) {
+		p := newProblem("validation_failed", "since: must be a time in the past (RFC 3339)")
+		p.Errors = []orders.FieldError{{Field: "since", Reason: "is required: an RFC 3339 time, not in the future"}}
+		writeProblem(c, p)
+		return
+	}
+	rec, err := s.deps.WebhookQueue.StartRecovery(c.Request.Context(), c.GetString(ctxTenant), id, *in.Since)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	loc := "/v1/webhook-recoveries/" + rec.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusAccepted, "application/json", rec)
+	})
+}
+
+func (s *Server) getRecovery(c *gin.Context) {
+	id, ok := pathID(c, webhooks.ValidRecoveryID, webhooks.ErrRecoveryNotFound)
+	if !ok {
+		return
+	}
+	rec, err := s.deps.WebhookQueue.Recovery(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", rec)
+}
+
 func (s *Server) disableEndpoint(c *gin.Context) {
 	id, ok := s.endpointID(c)
 	if !ok {
@@ -325,6 +378,8 @@ func webhookProblem(err error) *Problem {
 		return newProblem("not_found", strings.Replace(err.Error(), "webhook endpoint not found", "no such webhook endpoint", 1))
 	case errors.Is(err, webhooks.ErrDeliveryNotFound):
 		return newProblem("not_found", "no such webhook delivery")
+	case errors.Is(err, webhooks.ErrRecoveryNotFound):
+		return newProblem("not_found", "no such webhook recovery")
 	case errors.Is(err, webhooks.ErrEndpointDisabled):
 		return newProblem("endpoint_disabled", "the delivery's endpoint is disabled; enable it first, which redelivers what it missed")
 	case errors.Is(err, webhooks.ErrTooManyEndpoints):

@@ -20,6 +20,7 @@ package webhooks
 //	ag:{T}:wh:evt:ID         hash   an event: the body as sent, its type, its delivery ids
 //	ag:{T}:wh:dlv:ID         hash   a delivery: event, target, status, attempt count and budget, next attempt
 //	ag:{T}:wh:dlv:ID:att     list   the delivery's attempt log (JSON), oldest first, capped
+//	ag:{T}:wh:rcv:ID         hash   a recovery (redelivery of an endpoint's failed deliveries): status and counts
 //	ag:{T}:wh:feed           stream the tenant's event feed: one entry {e: event id} per stored event, trimmed by EventRetention
 //	ag:wh:feed               pub/sub channel, message "T" after each event stored (wakes feed long-polls)
 //
@@ -45,6 +46,7 @@ func (k keys) rate(t, endpointID string) string {
 	}
 	return k.tenant(t) + "ep:" + endpointID + ":rate"
 }
+func (k keys) recovery(t, id string) string { return k.tenant(t) + "rcv:" + id }
 func (k keys) feed(t string) string         { return k.tenant(t) + "feed" }
 func (k keys) feedChannel() string          { return k.prefix + "wh:feed" }
 func (k keys) attempts(t, id string) string { return k.tenant(t) + "dlv:" + id + ":att" }

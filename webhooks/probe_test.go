@@ -52,7 +52,7 @@ func TestEndpointTestSendsASignedTestEvent(t *testing.T) {
 func TestEndpointTestExplainsRefusals(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	b := setup(t, func(o *options) { o.deliverer.Timeout = 300 * time.Millisecond })
+	b := setup(t, func(o *options) { o.deliverer.Timeout = 2 * time.Second })
 	cause := func(url string, prep func(ep *webhooks.Endpoint)) *webhooks.TestResult {
 		t.Helper()
 		ep, _ := b.endpoint(t, "acme", url)
