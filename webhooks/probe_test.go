@@ -104,7 +104,9 @@ func TestEndpointTestExplainsRefusals(t *testing.T) {
 			}
 		}, webhooks.CauseSecretRotated},
 		{"signature", server(refuse), nil, webhooks.CauseSignatureRefused},
-		{"redirect", server(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "https://example.com/x", http.StatusFound) }), nil, webhooks.CauseRedirect},
+		{"redirect", server(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "https://example.com/x", http.StatusFound)
+		}), nil, webhooks.CauseRedirect},
 		{"timeout", hang, nil, webhooks.CauseTimeout},
 		{"tls", tlsSrv.URL, nil, webhooks.CauseTLS},
 		{"refused", closed, nil, webhooks.CauseConnectionRefused},
