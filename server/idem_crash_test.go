@@ -33,6 +33,14 @@ func (s *dyingStore) CreateBound(ctx context.Context, o *orders.Order, b orders.
 	return created, bound, err
 }
 
+func (s *dyingStore) RequestCancel(ctx context.Context, tenant, id string) error {
+	err := s.OrderStore.RequestCancel(ctx, tenant, id)
+	if err == nil && s.die.CompareAndSwap(true, false) {
+		runtime.Goexit()
+	}
+	return err
+}
+
 // TestIdempotencyCrashAfterCreate: a request that dies right after the order
 // is stored (before its answer is recorded) leaves the key bound to that
 // order. The client's honest retry with the key, after the claim's TTL,
@@ -118,5 +126,52 @@ func TestIdempotencyReplayAfterOrderMoved(t *testing.T) {
 	a.want(t, http.StatusAccepted)
 	if !bytes.Equal(a.body, first.body) || a.header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay after the order moved on:\n%s\nwant\n%s", a.body, first.body)
+	}
+}
+
+// TestIdempotencyCrashAfterCancel: a cancel request that dies right after
+// the store recorded it leaves only its claim; the retry after the claim's
+// TTL runs the request again, which is harmless: the store's cancel is
+// idempotent (one order.cancel_requested, the same 202).
+func TestIdempotencyCrashAfterCancel(t *testing.T) {
+	t.Parallel()
+	ds := &dyingStore{}
+	const claimTTL = 200 * time.Millisecond
+	b := setupContract(t, server.Config{IdempotencyClaimTTL: claimTTL}, func(s server.OrderStore) server.OrderStore {
+		ds.OrderStore = s
+		return ds
+	})
+	placed := b.must(t, "POST", "/v1/orders", keyA, jsonOf(t, marketOrder()))
+	placed.want(t, http.StatusAccepted)
+	id := decode[orders.Order](t, placed.body).ID
+	ds.die.Store(true)
+	if a, err := b.send(t, t.Context(), "POST", "/v1/orders/"+id+"/cancel", keyA, "", "Idempotency-Key", "cancel-crash"); err == nil {
+		t.Fatalf("the dying request was answered: %d %s", a.status, a.body)
+	}
+	var retry answer
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		retry = b.must(t, "POST", "/v1/orders/"+id+"/cancel", keyA, "", "Idempotency-Key", "cancel-crash")
+		if retry.status != http.StatusConflict {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the retry still gets 409 after 10 s")
+		}
+		time.Sleep(claimTTL / 4) // poll: the claim's expiry is Redis's
+	}
+	retry.want(t, http.StatusAccepted)
+	if o := decode[orders.Order](t, retry.body); o.ID != id || !o.CancelRequested {
+		t.Errorf("retry: order %s, cancel_requested %t; want %s, true", o.ID, o.CancelRequested, id)
+	}
+	evs := b.must(t, "GET", "/v1/orders/"+id+"/events", keyA, "")
+	evs.want(t, http.StatusOK)
+	n := 0
+	for _, e := range decode[server.EventList](t, evs.body).Data {
+		if e.Type == orders.EventCancelRequested {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d order.cancel_requested events, want 1", n)
 	}
 }
