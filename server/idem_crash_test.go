@@ -3,14 +3,18 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 // first202RetryAfter is the Retry-After of a 202 with the default Config.
@@ -173,5 +177,74 @@ func TestIdempotencyCrashAfterCancel(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d order.cancel_requested events, want 1", n)
+	}
+}
+
+// dyingWebhooks registers the endpoint, then, once, ends the request where
+// it stands, as dyingStore does.
+type dyingWebhooks struct {
+	server.WebhookStore
+	die atomic.Bool
+}
+
+func (s *dyingWebhooks) CreateEndpointBound(ctx context.Context, tenant string, in webhooks.EndpointInput, bind func(*webhooks.Endpoint, webhooks.Secret) webhooks.Binding) (*webhooks.Endpoint, webhooks.Secret, bool, error) {
+	ep, secret, bound, err := s.WebhookStore.CreateEndpointBound(ctx, tenant, in, bind)
+	if err == nil && s.die.CompareAndSwap(true, false) {
+		runtime.Goexit()
+	}
+	return ep, secret, bound, err
+}
+
+// TestIdempotencyCrashAfterCreateEndpoint: as for orders, a request that
+// dies right after the endpoint is stored leaves the key bound to its 201
+// (secret included, as a recorded answer holds it); the retry gets that
+// endpoint and its secret, and no second endpoint is registered.
+func TestIdempotencyCrashAfterCreateEndpoint(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Shared(t).NewClient(t)
+	store := webhooks.NewStore(rdb, webhooks.StoreConfig{Guard: webhooks.NewGuard(webhooks.GuardConfig{AllowHTTP: true, AllowPrivate: true})})
+	dw := &dyingWebhooks{WebhookStore: store}
+	dw.die.Store(true)
+	const claimTTL = 200 * time.Millisecond
+	api, err := server.New(server.Config{APIKeys: apiKeys, IdempotencyClaimTTL: claimTTL, Logger: slog.New(slog.DiscardHandler)},
+		server.Deps{Orders: orders.NewStore(rdb, orders.StoreConfig{}), Queue: contractQueue{}, Redis: okPinger{}, RedisClient: rdb, Webhooks: dw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	b := &contractBundle{url: srv.URL, rdb: rdb}
+	body := jsonOf(t, webhooks.EndpointInput{URL: "http://127.0.0.1:9/hooks"})
+	if a, err := b.send(t, t.Context(), "POST", "/v1/webhook-endpoints", keyA, body, "Idempotency-Key", "ep-crash"); err == nil {
+		t.Fatalf("the dying request was answered: %d %s", a.status, a.body)
+	}
+	var retry answer
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		retry = b.must(t, "POST", "/v1/webhook-endpoints", keyA, body, "Idempotency-Key", "ep-crash")
+		if retry.status != http.StatusConflict {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the retry still gets 409 after 10 s")
+		}
+		time.Sleep(claimTTL / 4) // poll: the claim's expiry is Redis's
+	}
+	retry.want(t, http.StatusCreated)
+	eps, err := store.Endpoints(t.Context(), "tenant-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 1 {
+		t.Fatalf("%d endpoints after the retry, want 1", len(eps))
+	}
+	got := decode[server.EndpointWithSecret](t, retry.body)
+	if got.ID != eps[0].ID || got.Secret == "" || retry.header.Get("Idempotent-Replayed") != "true" ||
+		retry.header.Get("Location") != "/v1/webhook-endpoints/"+eps[0].ID {
+		t.Errorf("retry: endpoint %s (Idempotent-Replayed %q, Location %q), want the stored %s, replayed",
+			got.ID, retry.header.Get("Idempotent-Replayed"), retry.header.Get("Location"), eps[0].ID)
+	}
+	// The secret replayed is the one that signs.
+	if stored := rdb.HGet(t.Context(), "ag:{tenant-a}:wh:ep:"+eps[0].ID, "secret").Val(); got.Secret != stored {
+		t.Errorf("replayed secret %q is not the endpoint's (%q)", got.Secret, stored)
 	}
 }

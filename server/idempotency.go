@@ -61,11 +61,18 @@ import (
 // the order but before answering cannot make a retry place it again, and
 // the accept path writes no record after the order.
 //
-// One window remains for the other requests that change something (webhook
-// endpoint creation): a process that dies after the handler changed it but
-// before the answer was written leaves only its claim, which expires; a
-// retry then runs the request again. Cancelling an order is idempotent by
-// itself: a second cancel request answers as the first did.
+// Registering a webhook endpoint binds the key the same way
+// (webhooks.Binding), its value being the 201 answer itself (the
+// endpoint and its secret, as a recorded answer holds them): the answer is
+// known only once the store made the endpoint's id and secret.
+//
+// One window remains for the other requests that change something: a
+// process that dies after the handler changed it but before the answer was
+// written leaves only its claim, which expires; a retry then runs the
+// request again. Cancelling an order is idempotent by itself (a second
+// cancel request answers as the first did); the others (rotating a secret,
+// disabling or enabling an endpoint, redelivering) act again, as a request
+// without a key does.
 
 const (
 	headerIdempotencyKey = "Idempotency-Key"
