@@ -78,24 +78,24 @@ const luaTerminal = `local terminal = {executed=true, rejected=true, failed=true
 // createScript stores the order (KEYS[1..6], ARGV[1..5]) and, given a
 // seventh key, binds it to the order in the same run (see Binding): the
 // key goes from ARGV[6] (or nothing) to ARGV[7] for ARGV[8] ms. The third
-// value of the answer is 1 when the key is bound.
+// value of the answer is "1" when the key is bound, else "0".
 var createScript = redis.NewScript(`
 local function bind()
-  if #KEYS < 7 then return 0 end
+  if #KEYS < 7 then return '0' end
   local cur = redis.call('GET', KEYS[7])
-  if cur == ARGV[7] then return 1 end
-  if cur and cur ~= ARGV[6] then return 0 end
+  if cur == ARGV[7] then return '1' end
+  if cur and cur ~= ARGV[6] then return '0' end
   redis.call('SET', KEYS[7], ARGV[7], 'PX', ARGV[8])
-  return 1
+  return '1'
 end
 if ARGV[5] ~= '' then
   local ex = redis.call('HGET', KEYS[6], ARGV[5])
-  if ex and ex ~= ARGV[1] then return {'dup', ex, 0} end
+  if ex and ex ~= ARGV[1] then return {'dup', ex, '0'} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call again (the client retried after losing the reply): done already.
   if redis.call('HGET', KEYS[1], 'doc') == ARGV[2] then return {'ok', ARGV[1], bind()} end
-  return {'exists', ARGV[1], 0}
+  return {'exists', ARGV[1], '0'}
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[6], ARGV[5], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'pending', 'seq', 1, 'fence', 0)
@@ -168,15 +168,15 @@ func (s *Store) CreateBound(ctx context.Context, o *Order, b Binding) (created *
 		}
 		s.seen.add(t)
 	}
-	res, err := createScript.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := createScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}
 	switch res[0] {
 	case "ok":
-		return o, res[2] == int64(1), nil
+		return o, res[2] == "1", nil
 	case "dup":
-		existing, err := s.Get(ctx, t, res[1].(string))
+		existing, err := s.Get(ctx, t, res[1])
 		if err != nil {
 			return nil, false, fmt.Errorf("create order: read duplicate: %w", err)
 		}
