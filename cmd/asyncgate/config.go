@@ -244,6 +244,7 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
 		cfg.WorkerPool.WebhookConcurrency = o.hookConc
+		cfg.WorkerPool.ShutdownTimeout = taskShutdownTimeout
 		cfg.Reconciler.Interval = o.reconcile
 		if o.resumeAfter < 8*time.Second {
 			errs = append(errs, errors.New("--resume-after must be at least 8s: the order lease (2/3 of it) must outlast a downstream call's 5s budget"))

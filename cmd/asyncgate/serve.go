@@ -153,6 +153,16 @@ func args0(api, worker bool) string {
 	return "worker"
 }
 
+// How long a stopping service process (SIGTERM) takes at most: its HTTP
+// listeners get listenerShutdownTimeout to finish the requests in flight, then
+// a worker gets taskShutdownTimeout for its running tasks (tasks cut short are
+// put back and retried). deploy/kubernetes sets each pod's grace period above
+// their sum (TestKubernetesManifests checks it).
+const (
+	listenerShutdownTimeout = 15 * time.Second
+	taskShutdownTimeout     = 10 * time.Second
+)
+
 // runApp wires the app (which checks the config), waits for Redis, then runs
 // the app until ctx ends.
 func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, waitRedis func() error, started func(*app.App)) error {
@@ -169,7 +179,7 @@ func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...
 	started(a)
 	<-ctx.Done()
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), listenerShutdownTimeout)
 	defer cancel()
 	return a.Shutdown(sctx)
 }
