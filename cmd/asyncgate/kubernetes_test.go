@@ -157,6 +157,7 @@ func loadManifests(t *testing.T) manifests {
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
+		raw := yaml.NewDecoder(bytes.NewReader(b))
 		for {
 			var o k8sObject
 			err := dec.Decode(&o)
@@ -165,6 +166,22 @@ func loadManifests(t *testing.T) manifests {
 			}
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
+			}
+			// Kubernetes takes only strings in a ConfigMap's or Secret's
+			// data: 50 or true must be quoted ("50"), or the apply fails.
+			var values struct {
+				Data       map[string]yaml.Node `yaml:"data"`
+				StringData map[string]yaml.Node `yaml:"stringData"`
+			}
+			if err := raw.Decode(&values); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			for _, data := range []map[string]yaml.Node{values.Data, values.StringData} {
+				for k, v := range data {
+					if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+						t.Errorf("%s: %s %s: %s is %s %q, Kubernetes wants a string: quote it", name, o.Kind, o.Metadata.Name, k, v.Tag, v.Value)
+					}
+				}
 			}
 			if o.Kind == "" || o.APIVersion == "" || o.Metadata.Name == "" {
 				t.Fatalf("%s: an object without kind, apiVersion or metadata.name", name)
