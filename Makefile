@@ -41,8 +41,9 @@ verify: ## regenerate client/ and fail on a diff
 lint: vet lint-spec lint-kube ## go vet, gofmt, the OpenAPI linter and the Kubernetes manifests' schemas
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 
-lint-spec: ## lint openapi.yaml with Redocly (installed from npm on first use)
+lint-spec: ## lint openapi.yaml with Redocly and Spectral (installed from npm on first use)
 	npx --yes @redocly/cli@2.77.0 lint openapi.yaml
+	npx --yes @stoplight/spectral-cli@6.16.3 lint --fail-severity=hint openapi.yaml
 
 lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubeconform, installed on first use; skipped offline)
 	@GO=$(GO) bash deploy/kubeconform.sh
