@@ -49,8 +49,8 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	}
 	r := roleOf(cmd)
 	api, worker := r.api, r.worker
-	if o.redisURL == "" {
-		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0")
+	if err := o.checkRedis(); err != nil {
+		return err
 	}
 	log, err := o.logger(stdout)
 	if err != nil {
@@ -66,7 +66,7 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	if err != nil {
 		return err
 	}
-	rdb, err := app.NewRedis(o.redisURL)
+	rdb, redisURL, err := o.newRedis()
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 		cfg.Durability = barrier
 	}
 	check := func() (err error) {
-		if err := waitRedis(ctx, rdb, o.redisURL, o.redisWait, log); err != nil {
+		if err := waitRedis(ctx, rdb, redisURL, o.redisWait, log); err != nil {
 			return err
 		}
 		barrier.b, err = o.durability.check(ctx, rdb, log)
@@ -102,6 +102,8 @@ func waitRedis(ctx context.Context, rdb redis.UniversalClient, url string, wait 
 	defer useRedisLogger(log)
 	// A client of its own that dials once per ping, so that the error is
 	// the dial's ("connection refused") rather than a timeout of retries.
+	// A --redis-sentinel URL (its master_name is no option of ParseURL) is
+	// pinged through rdb, which asks the sentinels where the master is.
 	if opt, err := redis.ParseURL(url); err == nil {
 		opt.PoolSize, opt.MaxRetries, opt.DialerRetries = 1, -1, 1
 		probe := redis.NewClient(opt)
