@@ -219,3 +219,15 @@ func TestListenForwardsTheFeedToALocalReceiver(t *testing.T) {
 		t.Errorf("state file mode %v, want 0600 (it holds the secret)", fi.Mode().Perm())
 	}
 }
+
+// A wrong API key ends listen with an error at once, rather than retrying.
+func TestListenExitsOnAWrongKey(t *testing.T) {
+	t.Parallel()
+	dev := proctest.Start(t, binary, "dev", "--addr", "127.0.0.1:0", "--log-level", "error")
+	m := waitOutput(t, dev, regexp.MustCompile(`(?m)^  API        (http://127\.0\.0\.1:\d+)\n`), "dev's API line")
+	out, code := runBinary(t, 60*time.Second, "listen", "--api-url", m[1], "--api-key", "not-the-key-0123456789",
+		"--forward-to", "http://127.0.0.1:9/hooks", "--state", filepath.Join(t.TempDir(), "s.json"))
+	if code == 0 || !strings.Contains(out, "the feed refuses us: asyncgate: 401") {
+		t.Fatalf("listen with a wrong key: exit %d, output:\n%s", code, out)
+	}
+}

@@ -137,7 +137,8 @@ func SaveState(path string, s State) error {
 }
 
 // Run follows the feed from cfg.Start and forwards each event, in feed
-// order, until ctx ends (then it returns nil). An event is retried at the
+// order, until ctx ends (then it returns nil) or the API refuses the key
+// or the cursor (401, 403, 422: an error). An event is retried at the
 // receiver with backoff until it answers 2xx: nothing is skipped. A failing
 // feed (the API away) is retried likewise.
 func Run(ctx context.Context, cfg Config) error {
@@ -154,6 +155,9 @@ func Run(ctx context.Context, cfg Config) error {
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
+				}
+				if p, ok := errors.AsType[*client.Problem](err); ok && (p.Status == 401 || p.Status == 403 || p.Status == 422) {
+					return fmt.Errorf("the feed refuses us: %w", err) // a wrong key or cursor: waiting will not fix it
 				}
 				d := feedBackoff.NextBackOff()
 				fmt.Fprintf(cfg.Out, "%s  feed unavailable: %v; retrying in %s\n", stamp(cfg.Now()), err, d.Round(time.Millisecond))
