@@ -33,6 +33,13 @@ type Options struct {
 	// AOF turns on the append-only file (appendfsync always), so that a
 	// restart or a kill keeps every acknowledged write. Defaults to off.
 	AOF bool
+	// AppendFsync is the appendfsync policy with AOF: "always", "everysec" or
+	// "no". Defaults to "always".
+	AppendFsync string
+	// TraceSyncs runs the server under strace, recording its writes and
+	// fsyncs, so that [Server.Crash] can cut the AOF back to what reached
+	// the disk. Needs AOF.
+	TraceSyncs bool
 	// Databases is the number of logical databases. Defaults to 256.
 	Databases int
 }
@@ -47,6 +54,9 @@ type Server struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	nextDB int
+	// aofBase is the size of each AOF increment file when the traced server
+	// started: its writes append from there.
+	aofBase map[string]int64
 }
 
 // ErrNoRedis is returned when redis-server is not on PATH.
@@ -70,6 +80,17 @@ func StartServer(opts Options, dir string) (*Server, error) {
 	}
 	if opts.Databases == 0 {
 		opts.Databases = 256
+	}
+	if opts.AppendFsync == "" {
+		opts.AppendFsync = "always"
+	}
+	if opts.TraceSyncs {
+		if !opts.AOF {
+			return nil, errors.New("redistest: TraceSyncs needs AOF")
+		}
+		if _, err := exec.LookPath("strace"); err != nil {
+			return nil, errors.New("redistest: strace not found on PATH: install it (apt-get install strace) or run `make deps`, which does")
+		}
 	}
 	port, err := freePort()
 	if err != nil {
@@ -160,11 +181,22 @@ func (s *Server) Restart() error {
 		"--protected-mode", "no", "--loglevel", "warning",
 	}
 	if s.opts.AOF {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command("redis-server", args...)
+	if s.opts.TraceSyncs {
+		args = append(args, "--pidfile", filepath.Join(s.dir, "redis.pid"))
+		os.Remove(filepath.Join(s.dir, "redis.pid"))
+		base, err := s.aofSizes()
+		if err != nil {
+			return err
+		}
+		s.aofBase = base
+		cmd = exec.Command("strace", append([]string{"-f", "-y", "--seccomp-bpf",
+			"-e", "trace=write,pwrite64,fsync,fdatasync", "-o", s.tracePath(), "redis-server"}, args...)...)
+	}
 	logf, err := os.Create(filepath.Join(s.dir, "redis.log"))
 	if err != nil {
 		return err
@@ -212,6 +244,9 @@ func (s *Server) logTail() string {
 	return string(b)
 }
 
+// Dir is the server's directory: its AOF is in appendonlydir/ under it.
+func (s *Server) Dir() string { return s.dir }
+
 // Kill sends SIGKILL and waits for the process to exit.
 func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
 
@@ -224,7 +259,16 @@ func (s *Server) signal(sig syscall.Signal) {
 	if s.cmd == nil {
 		return
 	}
-	s.cmd.Process.Signal(sig)
+	if s.opts.TraceSyncs {
+		// The child is strace: signal the redis-server it runs; strace ends with it.
+		if pid, err := s.redisPID(); err == nil {
+			syscall.Kill(pid, sig)
+		} else {
+			s.cmd.Process.Kill()
+		}
+	} else {
+		s.cmd.Process.Signal(sig)
+	}
 	<-s.exited
 	s.cmd = nil
 }
