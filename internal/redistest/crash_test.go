@@ -48,7 +48,7 @@ func TestCrash(t *testing.T) {
 	for _, policy := range []string{"always", "everysec"} {
 		t.Run(policy, func(t *testing.T) {
 			for attempt := 1; ; attempt++ {
-				s := Start(t, Options{AOF: true, AppendFsync: policy, TraceSyncs: true})
+				s := Start(t, Options{AOF: true, Appendfsync: policy, TraceSyncs: true})
 				c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 				ctx := context.Background()
 				const n = 300

@@ -33,9 +33,9 @@ type Options struct {
 	// AOF turns on the append-only file (appendfsync always), so that a
 	// restart or a kill keeps every acknowledged write. Defaults to off.
 	AOF bool
-	// AppendFsync is the appendfsync policy with AOF: "always", "everysec" or
-	// "no". Defaults to "always".
-	AppendFsync string
+	// Appendfsync is the AOF's fsync policy when AOF is on: "always",
+	// "everysec" or "no". Defaults to "always".
+	Appendfsync string
 	// TraceSyncs runs the server under strace, recording its writes and
 	// fsyncs, so that [Server.Crash] can cut the AOF back to what reached
 	// the disk. Needs AOF.
@@ -80,9 +80,6 @@ func StartServer(opts Options, dir string) (*Server, error) {
 	}
 	if opts.Databases == 0 {
 		opts.Databases = 256
-	}
-	if opts.AppendFsync == "" {
-		opts.AppendFsync = "always"
 	}
 	if opts.TraceSyncs {
 		if !opts.AOF {
@@ -181,7 +178,11 @@ func (s *Server) Restart() error {
 		"--protected-mode", "no", "--loglevel", "warning",
 	}
 	if s.opts.AOF {
-		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
+		fsync := s.opts.Appendfsync
+		if fsync == "" {
+			fsync = "always"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
