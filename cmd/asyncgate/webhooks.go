@@ -21,6 +21,7 @@ import (
 type webhookOptions struct {
 	allowHTTP, allowPrivate bool
 	allowCIDRs              string
+	retry                   webhookRetryOptions
 }
 
 func (w *webhookOptions) register(cf *cmdFlags, r role) {
@@ -30,6 +31,9 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 		"accept webhook destinations on loopback and private addresses (10/8, 192.168/16, 127/8, …)")
 	g.String(&w.allowCIDRs, "webhook-allow-cidrs", "CIDR,...", "",
 		"address ranges accepted whatever their kind, such as 10.1.0.0/16 (link-local and metadata addresses need one)")
+	if r.worker {
+		w.retry.register(g)
+	}
 }
 
 func (w *webhookOptions) config() (app.WebhooksConfig, error) {
@@ -48,5 +52,6 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 		}
 		cfg.Guard.Allow = append(cfg.Guard.Allow, p.Masked())
 	}
+	cfg.Deliverer.Schedule, cfg.Deliverer.BreakerCooldown = w.retry.schedule, w.retry.cooldown
 	return cfg, errors.Join(errs...)
 }
