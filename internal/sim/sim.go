@@ -156,6 +156,7 @@ func New(cfg Config) *Sim {
 	s.mux.HandleFunc("GET /_sim/faults/{service}", s.handleGetServiceFaults)
 	s.mux.HandleFunc("PUT /_sim/faults/{service}", s.handlePutServiceFaults)
 	s.mux.HandleFunc("GET /_sim/stats", s.handleStats)
+	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleOrderLedger)
 	return s
 }
 
