@@ -108,6 +108,7 @@ type Report struct {
 	Scenario           string
 	Accepted           int
 	Lost               int
+	LostExecuted       int // of the lost orders, those the execution service filled
 	Stuck              int
 	ExecutedTwice      int
 	OutcomeDisagrees   int
@@ -239,7 +240,12 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 		switch {
 		case r.lost:
 			rep.Lost++
-			rep.example("lost", a.OrderID)
+			if r.ledger.Executions > 0 {
+				rep.LostExecuted++
+				rep.example("lost", a.OrderID+" (executed downstream)")
+			} else {
+				rep.example("lost", a.OrderID)
+			}
 			if r.ledger.ReservationOpen {
 				rep.ReservationsLeaked++
 				rep.example("reservations leaked", a.OrderID+" (lost)")
@@ -386,6 +392,9 @@ func (r *Report) String() string {
 	fmt.Fprintln(w, strings.Join(columns[1:], "\t|"))
 	fmt.Fprintln(w, strings.Join(r.cells()[1:], "\t|"))
 	w.Flush()
+	if r.LostExecuted > 0 {
+		fmt.Fprintf(&b, "%d of the %d lost orders were executed downstream\n", r.LostExecuted, r.Lost)
+	}
 	kinds := make([]string, 0, len(r.Examples))
 	for k := range r.Examples {
 		kinds = append(kinds, k)

@@ -94,6 +94,10 @@ func TestCheckReportsEachViolation(t *testing.T) {
 			delete(a.orders, "o1")
 			*r = nil
 		}, func(r *Report) int { return r.Lost }},
+		{"lost after execution", func(a *fakeAPI, _ fakeLedger, r *fakeReceiver, _ *Input) {
+			delete(a.orders, "o1")
+			*r = nil
+		}, func(r *Report) int { return r.LostExecuted + r.Lost - 1 }},
 		{"stuck", func(a *fakeAPI, _ fakeLedger, r *fakeReceiver, _ *Input) {
 			a.orders["o1"].Status = "funds_reserved"
 			*r = nil
