@@ -87,7 +87,7 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	t.Setenv("ASYNCGATE_WEBHOOK_RETRY_SCHEDULE", "1s,2s,4s,8s,15s,30s,60s")
 	t.Setenv("ASYNCGATE_WEBHOOK_BREAKER_COOLDOWN", "2s")
 	d := &deployment{t: t,
-		redis: redistest.Start(t, redistest.Options{AOF: true, AppendFsync: o.appendFsync, TraceSyncs: o.traceSyncs}),
+		redis: redistest.Start(t, redistest.Options{AOF: true, Appendfsync: o.appendFsync, TraceSyncs: o.traceSyncs}),
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}}
 	if binaryHasFlag("api", "durability") {
 		d.durFlags = []string{"--durability", "strict"}
