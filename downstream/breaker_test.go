@@ -46,7 +46,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		ctx := t.Context()
 
 		for i := range 4 {
-			_, err := tb.portfolio.Get(ctx, "acc")
+			_, err := tb.portfolio.Get(ctx, "acme", "acc")
 			if se, ok := errors.AsType[*StatusError](err); !ok || se.Code != 503 {
 				t.Fatalf("call %d: err = %v, want a 503", i, err)
 			}
@@ -55,7 +55,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 			t.Fatalf("state after 4 failures = %v, want open", got)
 		}
 
-		_, err := tb.portfolio.Get(ctx, "acc")
+		_, err := tb.portfolio.Get(ctx, "acme", "acc")
 		oe, ok := errors.AsType[*OpenError](err)
 		if !ok || !errors.Is(err, ErrBreakerOpen) || !IsTransient(err) {
 			t.Fatalf("err = %v, want an OpenError", err)
@@ -79,7 +79,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		if got := tb.portfolio.BreakerState(); got != gobreaker.StateHalfOpen {
 			t.Fatalf("state after OpenTimeout = %v, want half-open", got)
 		}
-		if _, err := tb.portfolio.Get(ctx, "acc"); err != nil {
+		if _, err := tb.portfolio.Get(ctx, "acme", "acc"); err != nil {
 			t.Fatalf("probe: %v", err)
 		}
 		if got := tb.portfolio.BreakerState(); got != gobreaker.StateClosed {
@@ -165,7 +165,7 @@ func TestBusinessAnswersDoNotTrip(t *testing.T) {
 		if _, err := tb.execution.Execute(ctx, bad); err == nil {
 			t.Fatal("Execute of a bad order succeeded")
 		}
-		if err := tb.portfolio.Reserve(ctx, Reservation{ID: id, AccountID: "poor", Amount: 1}); !errors.Is(err, ErrInsufficientFunds) {
+		if err := tb.portfolio.Reserve(ctx, Reservation{Tenant: "acme", OrderID: "o1", ID: id, AccountID: "poor", Amount: 1}); !errors.Is(err, ErrInsufficientFunds) {
 			t.Fatalf("Reserve: %v", err)
 		}
 	}
@@ -186,7 +186,7 @@ func TestCallerCancelDoesNotCount(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error, 1)
 		go func() {
-			_, err := tb.portfolio.Get(ctx, "acc")
+			_, err := tb.portfolio.Get(ctx, "acme", "acc")
 			errc <- err
 		}()
 		synctest.Wait() // the call is in flight

@@ -72,12 +72,23 @@ func (c *counters) snapshot() Stats {
 	}
 }
 
+// Headers that say on whose behalf a call is made. The downstream services are internal
+// and trust them: they keep their books per tenant, and a call without a tenant is refused.
+const (
+	// HeaderTenant carries the tenant on every call.
+	HeaderTenant = "X-Tenant-Id"
+	// HeaderOrder carries the order id on every call made for an order.
+	HeaderOrder = "X-Order-Id"
+)
+
 // request is one logical call to the downstream.
 type request struct {
 	method string
 	path   string // escaped, appended to the base URL
 	key    string // Idempotency-Key; empty for reads
 	body   any    // JSON-encoded; nil for none
+	tenant string // HeaderTenant; required
+	order  string // HeaderOrder; empty for a call made for no order
 }
 
 // call performs req, retrying transient failures within the budget. handle reads the
@@ -88,6 +99,9 @@ type request struct {
 func (c *client) call(ctx context.Context, req request, handle func(*http.Response) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if req.tenant == "" {
+		return errors.New("no tenant: every downstream call is made for a tenant")
 	}
 	var body []byte
 	if req.body != nil {
@@ -241,6 +255,10 @@ func (c *client) roundTrip(ctx context.Context, req request, body []byte, handle
 	}
 	if req.key != "" {
 		hreq.Header.Set("Idempotency-Key", req.key)
+	}
+	hreq.Header.Set(HeaderTenant, req.tenant)
+	if req.order != "" {
+		hreq.Header.Set(HeaderOrder, req.order)
 	}
 	injectTrace(ctx, hreq.Header) // traceparent of the attempt's span
 

@@ -17,6 +17,10 @@ type Execution struct {
 
 // ExecutionRequest asks for an order to be executed, once per ID.
 type ExecutionRequest struct {
+	// Tenant owns the account: the service keeps its books per tenant. Required.
+	Tenant string
+	// OrderID is the order to execute. Required.
+	OrderID   string
 	ID        string
 	AccountID string
 	Symbol    string
@@ -64,8 +68,11 @@ func (e *Execution) Stats() Stats {
 // without executing again. It returns an error matching ErrRefused, an *RefusedError, when
 // the service refuses the order; that answer is final for req.ID.
 func (e *Execution) Execute(ctx context.Context, req ExecutionRequest) (Fill, error) {
-	if req.ID == "" {
+	switch {
+	case req.ID == "":
 		return Fill{}, errors.New("execute: empty execution id")
+	case req.OrderID == "":
+		return Fill{}, errors.New("execute: empty order id")
 	}
 	body := struct {
 		ExecutionID string   `json:"execution_id"`
@@ -77,7 +84,7 @@ func (e *Execution) Execute(ctx context.Context, req ExecutionRequest) (Fill, er
 	}{req.ID, req.AccountID, req.Symbol, req.Side, req.Quantity, req.LimitPrice}
 
 	var fill Fill
-	err := e.c.call(ctx, request{method: http.MethodPost, path: "/executions", key: req.ID, body: body},
+	err := e.c.call(ctx, request{method: http.MethodPost, path: "/executions", key: req.ID, body: body, tenant: req.Tenant, order: req.OrderID},
 		func(resp *http.Response) error {
 			switch resp.StatusCode {
 			case http.StatusOK, http.StatusCreated:

@@ -105,13 +105,13 @@ func TestGarbage(t *testing.T) {
 				t.Errorf("Executions = %d, want 1", got)
 			}
 
-			if _, err := tb.portfolio.Get(ctx, "acc"); !errors.Is(err, ErrBadResponse) {
+			if _, err := tb.portfolio.Get(ctx, "acme", "acc"); !errors.Is(err, ErrBadResponse) {
 				t.Errorf("Get: err = %v, want ErrBadResponse", err)
 			}
-			if err := tb.portfolio.Reserve(ctx, Reservation{ID: "r1", AccountID: "acc", Amount: 1}); !errors.Is(err, ErrBadResponse) {
+			if err := tb.portfolio.Reserve(ctx, Reservation{Tenant: "acme", OrderID: "o1", ID: "r1", AccountID: "acc", Amount: 1}); !errors.Is(err, ErrBadResponse) {
 				t.Errorf("Reserve: err = %v, want ErrBadResponse", err)
 			}
-			if err := tb.portfolio.Release(ctx, "r1"); !errors.Is(err, ErrBadResponse) {
+			if err := tb.portfolio.Release(ctx, ReleaseRequest{Tenant: "acme", OrderID: "o1", ReservationID: "r1"}); !errors.Is(err, ErrBadResponse) {
 				t.Errorf("Release: err = %v, want ErrBadResponse", err)
 			}
 		})

@@ -76,7 +76,7 @@ func (r *Reader) Breaker() BreakerStatus { return r.p.Breaker() }
 // [IsTransient] and [RetryAfter] describe. Other errors (a canceled context, a 4xx) are
 // returned as they are.
 func (r *Reader) Read(ctx context.Context, tenant, accountID string) (Snapshot, error) {
-	v, err := r.p.Get(ctx, accountID)
+	v, err := r.p.Get(ctx, tenant, accountID)
 	if err == nil {
 		r.store(ctx, tenant, v)
 		return Snapshot{View: v}, nil

@@ -127,5 +127,5 @@ func afterRequests(n int, h http.Handler, fn func()) http.Handler {
 }
 
 func order(id, symbol string) ExecutionRequest {
-	return ExecutionRequest{ID: id, AccountID: "acc", Symbol: symbol, Side: "buy", Quantity: 5}
+	return ExecutionRequest{Tenant: "acme", OrderID: id, ID: id, AccountID: "acc", Symbol: symbol, Side: "buy", Quantity: 5}
 }

@@ -28,9 +28,20 @@ type View struct {
 
 // Reservation reserves Amount of an account's funds, once per ID.
 type Reservation struct {
+	// Tenant owns the account: the service keeps its books per tenant. Required.
+	Tenant string
+	// OrderID is the order the funds are reserved for. Required.
+	OrderID   string
 	ID        string
 	AccountID string
 	Amount    float64
+}
+
+// ReleaseRequest releases the funds of a reservation.
+type ReleaseRequest struct {
+	// Tenant and OrderID are those of the Reservation. Required.
+	Tenant, OrderID string
+	ReservationID   string
 }
 
 // NewPortfolio returns a client of the portfolio service, or an error for an invalid cfg.
@@ -57,13 +68,14 @@ func (p *Portfolio) Stats() Stats {
 	return p.c.stats.snapshot()
 }
 
-// Get returns the funds of an account.
-func (p *Portfolio) Get(ctx context.Context, accountID string) (View, error) {
+// Get returns the funds of a tenant's account. An account id means something only within
+// its tenant: another tenant's account of the same id is another account.
+func (p *Portfolio) Get(ctx context.Context, tenant, accountID string) (View, error) {
 	if accountID == "" {
 		return View{}, errors.New("get portfolio: empty account id")
 	}
 	var v View
-	err := p.c.call(ctx, request{method: http.MethodGet, path: "/portfolios/" + url.PathEscape(accountID)},
+	err := p.c.call(ctx, request{method: http.MethodGet, path: "/portfolios/" + url.PathEscape(accountID), tenant: tenant},
 		func(resp *http.Response) error {
 			if resp.StatusCode != http.StatusOK {
 				return p.c.statusError(resp)
@@ -116,15 +128,18 @@ func decodeView(data []byte) (View, error) {
 // succeeded succeeds without reserving twice. It returns ErrInsufficientFunds when the
 // account cannot cover r.Amount; that answer is final for r.ID.
 func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
-	if r.ID == "" {
+	switch {
+	case r.ID == "":
 		return errors.New("reserve funds: empty reservation id")
+	case r.OrderID == "":
+		return errors.New("reserve funds: empty order id")
 	}
 	body := struct {
 		ReservationID string  `json:"reservation_id"`
 		AccountID     string  `json:"account_id"`
 		Amount        float64 `json:"amount"`
 	}{r.ID, r.AccountID, r.Amount}
-	err := p.c.call(ctx, request{method: http.MethodPost, path: "/reservations", key: r.ID, body: body},
+	err := p.c.call(ctx, request{method: http.MethodPost, path: "/reservations", key: r.ID, body: body, tenant: r.Tenant, order: r.OrderID},
 		func(resp *http.Response) error {
 			switch resp.StatusCode {
 			case http.StatusOK, http.StatusCreated:
@@ -142,20 +157,27 @@ func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
 
 // Release releases the funds of a reservation. It is idempotent, and releasing a
 // reservation the service does not know is not an error: compensation may run before the
-// reservation was made.
-func (p *Portfolio) Release(ctx context.Context, reservationID string) error {
-	if reservationID == "" {
+// reservation was made. Nor is releasing one that the fill of its order settled: those
+// funds are spent, nothing is left to release.
+func (p *Portfolio) Release(ctx context.Context, r ReleaseRequest) error {
+	reservationID := r.ReservationID
+	switch {
+	case reservationID == "":
 		return errors.New("release funds: empty reservation id")
+	case r.OrderID == "":
+		return errors.New("release funds: empty order id")
 	}
 	err := p.c.call(ctx, request{
 		method: http.MethodPost,
 		path:   "/reservations/" + url.PathEscape(reservationID) + "/release",
 		key:    reservationID,
+		tenant: r.Tenant,
+		order:  r.OrderID,
 	}, func(resp *http.Response) error {
 		if resp.StatusCode != http.StatusOK {
 			return p.c.statusError(resp)
 		}
-		return p.checkStatus(resp, reservationID, "released", "unknown")
+		return p.checkStatus(resp, reservationID, "released", "unknown", "settled")
 	})
 	if err != nil {
 		return fmt.Errorf("release %s: %w", reservationID, err)

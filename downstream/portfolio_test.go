@@ -15,7 +15,7 @@ import (
 
 func TestPortfolio(t *testing.T) {
 	t.Parallel()
-	type seen struct{ method, path, contentType, key string }
+	type seen struct{ method, path, contentType, key, tenant, order string }
 	var (
 		mu       sync.Mutex
 		requests []seen
@@ -23,7 +23,8 @@ func TestPortfolio(t *testing.T) {
 	record := func(s *sim.Sim) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
-			requests = append(requests, seen{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.Header.Get("Idempotency-Key")})
+			requests = append(requests, seen{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.Header.Get("Idempotency-Key"),
+				r.Header.Get(HeaderTenant), r.Header.Get(HeaderOrder)})
 			mu.Unlock()
 			s.ServeHTTP(w, r)
 		})
@@ -32,7 +33,7 @@ func TestPortfolio(t *testing.T) {
 	ctx := t.Context()
 	tb.sim.SetBalance("acc 1", 500)
 
-	v, err := tb.portfolio.Get(ctx, "acc 1")
+	v, err := tb.portfolio.Get(ctx, "acme", "acc 1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestPortfolio(t *testing.T) {
 		t.Errorf("Get (-want +got):\n%s", diff)
 	}
 
-	r := Reservation{ID: "r1", AccountID: "acc 1", Amount: 200}
+	r := Reservation{Tenant: "acme", OrderID: "o1", ID: "r1", AccountID: "acc 1", Amount: 200}
 	for range 2 {
 		if err := tb.portfolio.Reserve(ctx, r); err != nil {
 			t.Fatalf("Reserve: %v", err)
@@ -50,12 +51,12 @@ func TestPortfolio(t *testing.T) {
 	if !tb.sim.Reserved("r1") || tb.sim.Stats().Reservations != 1 {
 		t.Errorf("Reserved = %v, Reservations = %d", tb.sim.Reserved("r1"), tb.sim.Stats().Reservations)
 	}
-	if v, _ := tb.portfolio.Get(ctx, "acc 1"); v.Reserved != 200 || v.Available != 300 {
+	if v, _ := tb.portfolio.Get(ctx, "acme", "acc 1"); v.Reserved != 200 || v.Available != 300 {
 		t.Errorf("after Reserve: %+v", v)
 	}
 
 	for _, id := range []string{"r1", "r1", "never reserved"} {
-		if err := tb.portfolio.Release(ctx, id); err != nil {
+		if err := tb.portfolio.Release(ctx, ReleaseRequest{Tenant: "acme", OrderID: "o1", ReservationID: id}); err != nil {
 			t.Fatalf("Release(%s): %v", id, err)
 		}
 	}
@@ -64,13 +65,13 @@ func TestPortfolio(t *testing.T) {
 	}
 
 	wantSeen := []seen{
-		{"GET", "/portfolios/acc 1", "", ""},
-		{"POST", "/reservations", "application/json", "r1"},
-		{"POST", "/reservations", "application/json", "r1"},
-		{"GET", "/portfolios/acc 1", "", ""},
-		{"POST", "/reservations/r1/release", "", "r1"},
-		{"POST", "/reservations/r1/release", "", "r1"},
-		{"POST", "/reservations/never reserved/release", "", "never reserved"},
+		{"GET", "/portfolios/acc 1", "", "", "acme", ""},
+		{"POST", "/reservations", "application/json", "r1", "acme", "o1"},
+		{"POST", "/reservations", "application/json", "r1", "acme", "o1"},
+		{"GET", "/portfolios/acc 1", "", "", "acme", ""},
+		{"POST", "/reservations/r1/release", "", "r1", "acme", "o1"},
+		{"POST", "/reservations/r1/release", "", "r1", "acme", "o1"},
+		{"POST", "/reservations/never reserved/release", "", "never reserved", "acme", "o1"},
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -84,7 +85,7 @@ func TestReserveInsufficientFunds(t *testing.T) {
 	tb := setup(t, nil, nil)
 	tb.sim.SetBalance("poor", 10)
 
-	err := tb.portfolio.Reserve(t.Context(), Reservation{ID: "r1", AccountID: "poor", Amount: 11})
+	err := tb.portfolio.Reserve(t.Context(), Reservation{Tenant: "acme", OrderID: "o1", ID: "r1", AccountID: "poor", Amount: 11})
 	if !errors.Is(err, ErrInsufficientFunds) {
 		t.Fatalf("err = %v, want ErrInsufficientFunds", err)
 	}
@@ -100,13 +101,27 @@ func TestEmptyIDs(t *testing.T) {
 	t.Parallel()
 	tb := setup(t, nil, nil)
 	ctx := t.Context()
-	_, getErr := tb.portfolio.Get(ctx, "")
+	_, getErr := tb.portfolio.Get(ctx, "acme", "")
+	_, noTenantGetErr := tb.portfolio.Get(ctx, "", "acc")
 	_, execErr := tb.execution.Execute(ctx, ExecutionRequest{})
+	noTenantExec := order("e1", "AAPL")
+	noTenantExec.Tenant = ""
+	_, noTenantExecErr := tb.execution.Execute(ctx, noTenantExec)
+	noOrderExec := order("e1", "AAPL")
+	noOrderExec.OrderID = ""
+	_, noOrderExecErr := tb.execution.Execute(ctx, noOrderExec)
 	for _, err := range []error{
 		getErr,
-		tb.portfolio.Reserve(ctx, Reservation{AccountID: "a", Amount: 1}),
-		tb.portfolio.Release(ctx, ""),
+		noTenantGetErr,
+		tb.portfolio.Reserve(ctx, Reservation{Tenant: "acme", OrderID: "o1", AccountID: "a", Amount: 1}),
+		tb.portfolio.Reserve(ctx, Reservation{OrderID: "o1", ID: "r1", AccountID: "a", Amount: 1}),
+		tb.portfolio.Reserve(ctx, Reservation{Tenant: "acme", ID: "r1", AccountID: "a", Amount: 1}),
+		tb.portfolio.Release(ctx, ReleaseRequest{Tenant: "acme", OrderID: "o1"}),
+		tb.portfolio.Release(ctx, ReleaseRequest{OrderID: "o1", ReservationID: "r1"}),
+		tb.portfolio.Release(ctx, ReleaseRequest{Tenant: "acme", ReservationID: "r1"}),
 		execErr,
+		noTenantExecErr,
+		noOrderExecErr,
 	} {
 		if err == nil || IsTransient(err) {
 			t.Errorf("err = %v, want a permanent error", err)
@@ -157,5 +172,12 @@ func TestConfig(t *testing.T) {
 				t.Errorf("err = %v, want one about %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestHeadersMatchSimulator: the simulator reads the headers the clients send.
+func TestHeadersMatchSimulator(t *testing.T) {
+	if HeaderTenant != sim.HeaderTenant || HeaderOrder != sim.HeaderOrder {
+		t.Errorf("clients send %s and %s, the simulator reads %s and %s", HeaderTenant, HeaderOrder, sim.HeaderTenant, sim.HeaderOrder)
 	}
 }

@@ -73,7 +73,7 @@ func waitState(t *testing.T, r *replica, want gobreaker.State) {
 func trip(t *testing.T, r *replica) {
 	t.Helper()
 	for range 4 {
-		if _, err := r.p.Get(t.Context(), "acc"); err == nil {
+		if _, err := r.p.Get(t.Context(), "acme", "acc"); err == nil {
 			t.Fatal("Get succeeded during the outage")
 		}
 	}
@@ -94,7 +94,7 @@ func TestSharedTripOpensEveryReplica(t *testing.T) {
 
 	trip(t, a)
 	waitState(t, b, gobreaker.StateOpen)
-	_, err := b.p.Get(t.Context(), "acc")
+	_, err := b.p.Get(t.Context(), "acme", "acc")
 	if d, ok := Postpone(err); !ok || d <= 0 || d > sharedOpenTimeout {
 		t.Errorf("b: err = %v, want an open breaker for at most %v", err, sharedOpenTimeout)
 	}
@@ -129,7 +129,7 @@ func TestSharedOneProbeAtATime(t *testing.T) {
 		for _, r := range replicas {
 			for range 10 {
 				wg.Go(func() {
-					_, err := r.p.Get(t.Context(), "acc")
+					_, err := r.p.Get(t.Context(), "acme", "acc")
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -171,7 +171,7 @@ func TestSharedOneProbeAtATime(t *testing.T) {
 	waitState(t, a, gobreaker.StateClosed)
 	waitState(t, b, gobreaker.StateClosed)
 	for _, r := range replicas {
-		if _, err := r.p.Get(t.Context(), "acc"); err != nil {
+		if _, err := r.p.Get(t.Context(), "acme", "acc"); err != nil {
 			t.Errorf("%s after the good probe: %v", r.name, err)
 		}
 	}
@@ -192,13 +192,13 @@ func TestSharedProbeLockOfDeadReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	sleepUntil(a.p.Breaker().OpenUntil)
-	_, err := a.p.Get(t.Context(), "acc")
+	_, err := a.p.Get(t.Context(), "acme", "acc")
 	if d, ok := Postpone(err); !ok || d > 400*time.Millisecond {
 		t.Fatalf("err = %v, want the open breaker until the lock's TTL ends", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := a.p.Get(t.Context(), "acc"); err == nil {
+		if _, err := a.p.Get(t.Context(), "acme", "acc"); err == nil {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("still failing after the lock's TTL: %v", err)
@@ -219,7 +219,7 @@ func TestSharedClosedPathSkipsRedis(t *testing.T) {
 	ctx := t.Context()
 	before := commands.Load()
 	for range 100 {
-		if _, err := a.p.Get(ctx, "acc"); err != nil {
+		if _, err := a.p.Get(ctx, "acme", "acc"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,7 +264,7 @@ func TestSharedWithoutRedis(t *testing.T) {
 	tb.sim.ClearFaults()
 	sleepUntil(r.p.Breaker().OpenUntil)
 	start := time.Now()
-	if _, err := r.p.Get(t.Context(), "acc"); err != nil {
+	if _, err := r.p.Get(t.Context(), "acme", "acc"); err != nil {
 		t.Fatalf("probe without Redis: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {
@@ -290,7 +290,7 @@ func TestSharedResyncAfterReconnect(t *testing.T) {
 	waitState(t, b, gobreaker.StateOpen)
 	tb.sim.ClearFaults()
 	sleepUntil(a.p.Breaker().OpenUntil)
-	if _, err := a.p.Get(t.Context(), "acc"); err != nil {
+	if _, err := a.p.Get(t.Context(), "acme", "acc"); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, b, gobreaker.StateClosed)
@@ -398,14 +398,14 @@ func TestSharedConnectionRefused(t *testing.T) {
 	a := newReplica(t, "a", opts, nowhere)
 	b := newReplica(t, "b", opts, nowhere)
 	for range 4 {
-		_, err := a.p.Get(t.Context(), "acc")
+		_, err := a.p.Get(t.Context(), "acme", "acc")
 		if !IsTransient(err) || !Unprocessed(err) {
 			t.Fatalf("err = %v, want a transient, unprocessed refusal", err)
 		}
 	}
 	waitState(t, a, gobreaker.StateOpen)
 	waitState(t, b, gobreaker.StateOpen)
-	_, err := b.p.Get(t.Context(), "acc")
+	_, err := b.p.Get(t.Context(), "acme", "acc")
 	if _, ok := Postpone(err); !ok || !Unprocessed(err) {
 		t.Errorf("b: err = %v, want an unprocessed open breaker", err)
 	}

@@ -19,7 +19,7 @@ type Portfolio interface {
 	// Reserve holds funds; downstream.ErrInsufficientFunds when refused.
 	Reserve(ctx context.Context, r downstream.Reservation) error
 	// Release frees a reservation; releasing an unknown one is no error.
-	Release(ctx context.Context, reservationID string) error
+	Release(ctx context.Context, r downstream.ReleaseRequest) error
 }
 
 // Execution is what the saga needs of the execution service.
@@ -253,7 +253,8 @@ func (s *Saga) step(ctx context.Context, l *orders.Lease, log *slog.Logger) erro
 			c = orders.Change{To: orders.Rejected, Reason: ReasonRiskLimit}
 		}
 	case orders.Validated:
-		err := s.portfolio.Reserve(ctx, downstream.Reservation{ID: o.ID, AccountID: o.AccountID, Amount: o.Notional(s.cfg.MarketPrice)})
+		err := s.portfolio.Reserve(ctx, downstream.Reservation{
+			Tenant: l.Tenant, OrderID: o.ID, ID: o.ID, AccountID: o.AccountID, Amount: o.Notional(s.cfg.MarketPrice)})
 		switch {
 		case errors.Is(err, downstream.ErrInsufficientFunds):
 			c = orders.Change{To: orders.Rejected, Reason: ReasonInsufficientFunds}
@@ -266,7 +267,7 @@ func (s *Saga) step(ctx context.Context, l *orders.Lease, log *slog.Logger) erro
 		if err := s.store.BeginExecute(ctx, l); err != nil {
 			return err
 		}
-		fill, err := s.execution.Execute(ctx, executionRequest(o))
+		fill, err := s.execution.Execute(ctx, executionRequest(l.Tenant, o))
 		switch {
 		case downstream.Unprocessed(err):
 			// Nothing was executed: the order may still be cancelled or
@@ -303,8 +304,16 @@ func (s *Saga) ended(ctx context.Context, o *orders.Order, log *slog.Logger) {
 	}
 }
 
-func executionRequest(o *orders.Order) downstream.ExecutionRequest {
-	return downstream.ExecutionRequest{ID: o.ID, AccountID: o.AccountID, Symbol: o.Symbol, Side: string(o.Side), Quantity: o.Quantity, LimitPrice: o.LimitPrice}
+// executionRequest asks for o to be executed. The execution id is the order id: order ids
+// are UUIDv7 minted by the gateway, unique across tenants, and the service scopes its
+// idempotency keys by tenant besides.
+func executionRequest(tenant string, o *orders.Order) downstream.ExecutionRequest {
+	return downstream.ExecutionRequest{Tenant: tenant, OrderID: o.ID, ID: o.ID, AccountID: o.AccountID, Symbol: o.Symbol, Side: string(o.Side), Quantity: o.Quantity, LimitPrice: o.LimitPrice}
+}
+
+// releaseRequest releases the reservation of an order, whose id is the order id.
+func releaseRequest(tenant, orderID string) downstream.ReleaseRequest {
+	return downstream.ReleaseRequest{Tenant: tenant, OrderID: orderID, ReservationID: orderID}
 }
 
 func toFill(f downstream.Fill) *orders.Fill {
@@ -345,7 +354,7 @@ func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
 		reason = ReasonInternal
 	}
 	if l.Executing {
-		fill, err := s.execution.Execute(ctx, executionRequest(o))
+		fill, err := s.execution.Execute(ctx, executionRequest(l.Tenant, o))
 		switch {
 		case err == nil:
 			if err := s.store.Transition(ctx, l, orders.Change{To: orders.Executed, Fill: toFill(fill)}); err != nil {
@@ -367,7 +376,7 @@ func (s *Saga) CompensateTask(ctx context.Context, t *asynq.Task) error {
 		// release is idempotent and harmless when nothing was reserved.
 		// Should the portfolio be away, the order still ends now and the
 		// release is owed: a release task retries it until it succeeds.
-		if err := s.portfolio.Release(ctx, o.ID); err != nil {
+		if err := s.portfolio.Release(ctx, releaseRequest(l.Tenant, o.ID)); err != nil {
 			log.WarnContext(ctx, "release failed; the order ends and the release is retried", "err", err)
 			change.ReleasePending = true
 		}
@@ -392,7 +401,7 @@ func (s *Saga) ReleaseTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if err := s.portfolio.Release(ctx, p.ID); err != nil {
+	if err := s.portfolio.Release(ctx, releaseRequest(p.Tenant, p.ID)); err != nil {
 		return s.retryable(fmt.Errorf("release funds: %w", err))
 	}
 	return s.store.ReleaseDone(ctx, p.Tenant, p.ID)

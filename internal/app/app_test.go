@@ -198,7 +198,8 @@ func TestHappyPath(t *testing.T) {
 	}
 	equal(t, "events", b.eventTypes(t, o.ID), []string{"order.created", "order.validated", "order.funds_reserved", "order.executed"})
 	equal(t, "executions downstream", b.sim.Executions(o.ID), 1)
-	equal(t, "funds still reserved (spent by the fill)", b.sim.Reserved(o.ID), true)
+	equal(t, "funds still reserved", b.sim.Reserved(o.ID), false)
+	equal(t, "reservation settled by the fill", b.sim.Settled(o.ID), true)
 }
 
 func TestRejectedInsufficientFunds(t *testing.T) {

@@ -4,7 +4,7 @@
 // One [Sim] is an [http.Handler] that serves both services, so both downstream base URLs
 // can point at it:
 //
-//	GET  /portfolios/{account}        cash, reserved and available funds of an account
+//	GET  /portfolios/{account}        cash, reserved, available funds and positions of an account
 //	POST /reservations                reserve funds, idempotent on reservation_id (409 insufficient_funds)
 //	POST /reservations/{id}/release   release them, idempotent; an unknown id answers "unknown"
 //	POST /executions                  execute an order, idempotent on execution_id (422 refused)
@@ -14,10 +14,27 @@
 //	GET|PUT /_sim/faults              faults of both services: {"portfolio": {…}, "execution": {…}}
 //	GET|PUT /_sim/faults/{service}    faults of one service ("portfolio" or "execution")
 //	GET     /_sim/stats               the counters of [Stats]
+//	GET     /_sim/orders/{order_id}   the ledger of one order: [OrderLedger] (404 for an order never seen)
 //
 // Tests serve it with httptest.NewServer(s); `asyncgate sim` and `asyncgate dev` with
-// [Sim.Start]. An account seen for the first time starts with [Config.DefaultCash]. Executions do not move
-// cash: the simulator models reservations, not settlement.
+// [Sim.Start].
+//
+// # Tenants, accounts and orders
+//
+// Every call to the services names its tenant in the [HeaderTenant] header; a call without
+// one is refused with 400. The books are kept per tenant and account: tenant B's "acc_1001"
+// is not tenant A's, and reservation and execution ids are idempotency keys within a tenant.
+// An account seen for the first time by a tenant starts with [Config.DefaultCash].
+//
+// A call made for an order names it in the [HeaderOrder] header (required on reservations
+// and executions). The simulator keeps a ledger per order from it, so that effects
+// downstream can be counted: how often the order was executed, whether a reservation of it
+// still holds funds.
+//
+// A fill settles the order's reservation: the reserved funds stop counting as reserved, the
+// cash pays for a buy (or receives a sale), and the position in the symbol moves by the
+// quantity. A portfolio's reserved is therefore the funds of orders that are neither
+// executed nor released. Positions are not checked: a sell may go short.
 //
 // # Faults
 //
@@ -42,6 +59,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"mime"
 	"net/http"
@@ -98,6 +116,7 @@ type Stats struct {
 	Faulted           int `json:"faulted"`            // requests answered by an outage or ErrorRate
 	Reservations      int `json:"reservations"`       // funds reserved
 	Releases          int `json:"releases"`           // reservations released
+	Settlements       int `json:"settlements"`        // reservations consumed by a fill
 	Executions        int `json:"executions"`         // orders executed
 }
 
@@ -109,14 +128,21 @@ type Sim struct {
 
 	mu           sync.Mutex
 	faults       map[Service]Faults
-	accounts     map[string]*account
-	reservations map[string]*reservation
-	executions   map[string]*execution
+	balances     map[string]float64 // SetBalance: cash of an account id in every tenant
+	accounts     map[key]*account
+	reservations map[key]*reservation
+	executions   map[key]*execution
+	ledger       map[key]*OrderLedger
+	byOrder      map[key][]string // the ids of each order's reservations
 	stats        Stats
 }
 
+// key names something of one tenant: an account, a reservation, an execution or an order.
+type key struct{ tenant, id string }
+
 type account struct {
 	cash, reserved float64
+	positions      map[string]float64
 }
 
 type reservationState int
@@ -126,12 +152,14 @@ const (
 	held
 	refused
 	released
+	settled // consumed by the fill of its order
 )
 
 type reservation struct {
 	state   reservationState
 	account string
 	amount  float64
+	order   string
 }
 
 type execution struct {
@@ -139,6 +167,33 @@ type execution struct {
 	performed int
 	code      int            // the first answer, repeated for the same id
 	body      map[string]any // nil until performed or refused
+}
+
+// OrderLedger is what the simulator saw of one order of one tenant: every call the gateway
+// made for it, keyed by the order id it sent in [HeaderOrder].
+type OrderLedger struct {
+	OrderID   string `json:"order_id"`
+	Tenant    string `json:"tenant"`
+	AccountID string `json:"account_id"`
+
+	// Executions is how many times the execution service filled this order: 1 for an
+	// executed order, 0 otherwise, whatever the number of retries.
+	Executions int `json:"executions"`
+	// ReservationOpen is whether a reservation of this order still holds funds.
+	ReservationOpen bool `json:"reservation_open"`
+	// Reservations is how many reservations held funds for this order (usually 0 or 1).
+	Reservations int `json:"reservations"`
+	// Releases is how many of them were released.
+	Releases int `json:"releases"`
+	// Settlements is how many of them a fill consumed.
+	Settlements int `json:"settlements"`
+
+	// The requests that arrived for this order, also those a fault answered.
+	ReserveRequests   int `json:"reserve_requests"`
+	ReleaseRequests   int `json:"release_requests"`
+	ExecutionRequests int `json:"execution_requests"`
+
+	open int // reservations held now
 }
 
 // New returns a Sim with no faults.
@@ -156,7 +211,7 @@ func New(cfg Config) *Sim {
 	s.mux.HandleFunc("GET /_sim/faults/{service}", s.handleGetServiceFaults)
 	s.mux.HandleFunc("PUT /_sim/faults/{service}", s.handlePutServiceFaults)
 	s.mux.HandleFunc("GET /_sim/stats", s.handleStats)
-	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleOrderLedger)
+	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleLedger)
 	return s
 }
 
@@ -165,48 +220,130 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// SetBalance sets the cash of account, creating it if needed. Its reservations stay held.
+// SetBalance sets the cash of the account with this id in every tenant: of those that
+// have it now, and of those that see it first later. Reservations stay held. Tests that
+// care about one tenant use [Sim.SetTenantBalance].
 func (s *Sim) SetBalance(account string, cash float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.account(account).cash = cash
+	s.balances[account] = cash
+	for k, a := range s.accounts {
+		if k.id == account {
+			a.cash = cash
+		}
+	}
 }
 
-// Executions reports how many times the execution with id was performed: 0 or 1.
+// SetTenantBalance sets the cash of one tenant's account, creating it if needed. Its
+// reservations stay held.
+func (s *Sim) SetTenantBalance(tenant, account string, cash float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.account(tenant, account).cash = cash
+}
+
+// Account is one tenant's account as the simulator holds it.
+type Account struct {
+	Cash      float64            `json:"cash"`
+	Reserved  float64            `json:"reserved"`
+	Positions map[string]float64 `json:"positions"`
+}
+
+// Account returns the books of a tenant's account, and false when the tenant never used it.
+// Reading it creates nothing.
+func (s *Sim) Account(tenant, account string) (Account, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.accounts[key{tenant, account}]
+	if !ok {
+		return Account{}, false
+	}
+	return Account{Cash: a.cash, Reserved: a.reserved, Positions: maps.Clone(a.positions)}, true
+}
+
+// Ledger returns what the simulator saw of an order of tenant, and false for an order it
+// never saw.
+func (s *Sim) Ledger(tenant, orderID string) (OrderLedger, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.ledger[key{tenant, orderID}]
+	if !ok {
+		return OrderLedger{}, false
+	}
+	return l.view(), true
+}
+
+// Ledgers returns the ledgers of every order the simulator saw, in no particular order.
+func (s *Sim) Ledgers() []OrderLedger {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]OrderLedger, 0, len(s.ledger))
+	for _, l := range s.ledger {
+		out = append(out, l.view())
+	}
+	return out
+}
+
+func (l *OrderLedger) view() OrderLedger {
+	v := *l
+	v.ReservationOpen, v.open = l.open > 0, 0
+	return v
+}
+
+// Executions reports how many times the execution with id was performed: 0 or 1 per
+// tenant, summed over the tenants that used the id.
 func (s *Sim) Executions(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.executions[id]; ok {
-		return e.performed
+	n := 0
+	for k, e := range s.executions {
+		if k.id == id {
+			n += e.performed
+		}
 	}
-	return 0
+	return n
 }
 
-// ExecutionRequests reports how many requests for the execution with id arrived,
-// including those a fault answered or that were invalid.
+// ExecutionRequests reports how many requests for the execution with id arrived, in any
+// tenant, including those a fault answered or that were invalid.
 func (s *Sim) ExecutionRequests(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.executions[id]; ok {
-		return e.requests
+	n := 0
+	for k, e := range s.executions {
+		if k.id == id {
+			n += e.requests
+		}
 	}
-	return 0
+	return n
 }
 
-// Reserved reports whether the reservation with id currently holds funds.
+// Reserved reports whether a reservation with id currently holds funds, in any tenant.
 func (s *Sim) Reserved(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.reservations[id]
-	return ok && r.state == held
+	return s.anyReservation(id, held)
 }
 
-// Released reports whether the reservation with id was reserved and then released.
+// Released reports whether a reservation with id was reserved and then released, in any
+// tenant.
 func (s *Sim) Released(id string) bool {
+	return s.anyReservation(id, released)
+}
+
+// Settled reports whether a reservation with id was consumed by the fill of its order, in
+// any tenant.
+func (s *Sim) Settled(id string) bool {
+	return s.anyReservation(id, settled)
+}
+
+func (s *Sim) anyReservation(id string, state reservationState) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.reservations[id]
-	return ok && r.state == released
+	for k, r := range s.reservations {
+		if k.id == id && r.state == state {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns the counters since New or the last Reset.
@@ -226,20 +363,64 @@ func (s *Sim) Reset() {
 
 func (s *Sim) resetLocked() {
 	s.faults = map[Service]Faults{Portfolio: {}, Execution: {}}
-	s.accounts = make(map[string]*account)
-	s.reservations = make(map[string]*reservation)
-	s.executions = make(map[string]*execution)
+	s.balances = make(map[string]float64)
+	s.accounts = make(map[key]*account)
+	s.reservations = make(map[key]*reservation)
+	s.executions = make(map[key]*execution)
+	s.ledger = make(map[key]*OrderLedger)
+	s.byOrder = make(map[key][]string)
 	s.stats = Stats{}
 }
 
-// account returns the account with id, creating it with the default cash. s.mu must be held.
-func (s *Sim) account(id string) *account {
-	a, ok := s.accounts[id]
+// account returns the tenant's account with id, creating it with the default cash (or the
+// cash SetBalance gave its id). s.mu must be held.
+func (s *Sim) account(tenant, id string) *account {
+	k := key{tenant, id}
+	a, ok := s.accounts[k]
 	if !ok {
-		a = &account{cash: s.cfg.DefaultCash}
-		s.accounts[id] = a
+		cash, set := s.balances[id]
+		if !set {
+			cash = s.cfg.DefaultCash
+		}
+		a = &account{cash: cash, positions: make(map[string]float64)}
+		s.accounts[k] = a
 	}
 	return a
+}
+
+// order returns the ledger of the tenant's order, creating it; nil when the call named no
+// order. s.mu must be held.
+func (s *Sim) order(tenant, id string) *OrderLedger {
+	if id == "" {
+		return nil
+	}
+	k := key{tenant, id}
+	l, ok := s.ledger[k]
+	if !ok {
+		l = &OrderLedger{OrderID: id, Tenant: tenant}
+		s.ledger[k] = l
+	}
+	return l
+}
+
+// Headers of the calls to the services.
+const (
+	// HeaderTenant names the tenant a call is made for. Every call must carry it.
+	HeaderTenant = "X-Tenant-Id"
+	// HeaderOrder names the order a call is made for; required on reservations and
+	// executions, and the key of the ledger.
+	HeaderOrder = "X-Order-Id"
+)
+
+// caller is who a request to the services is for.
+type caller struct{ tenant, order string }
+
+func callerOf(r *http.Request) (caller, error) {
+	c := caller{tenant: r.Header.Get(HeaderTenant), order: r.Header.Get(HeaderOrder)}
+	if c.tenant == "" {
+		return c, errors.New(HeaderTenant + " header is required: every call names its tenant")
+	}
+	return c, nil
 }
 
 // answer is what a service says to one request, before faults spoil it.
@@ -260,18 +441,24 @@ func errorAnswer(code int, kind, detail string) answer {
 
 func (s *Sim) handlePortfolio(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("account")
+	who, bad := callerOf(r)
 	f, fail := s.arrive(Portfolio, func() { s.stats.PortfolioRequests++ })
 	if s.disrupt(w, r, f, fail) {
 		return
 	}
+	if bad != nil {
+		s.reply(w, r, f, errorAnswer(http.StatusBadRequest, "bad_request", bad.Error()))
+		return
+	}
 
 	s.mu.Lock()
-	a := s.account(id)
+	a := s.account(who.tenant, id)
 	ans := answer{code: http.StatusOK, required: "available", body: map[string]any{
 		"account_id": id,
 		"cash":       a.cash,
 		"reserved":   a.reserved,
 		"available":  a.cash - a.reserved,
+		"positions":  maps.Clone(a.positions),
 		"as_of":      s.cfg.NowFunc().UTC().Format(time.RFC3339Nano),
 	}}
 	s.mu.Unlock()
@@ -300,11 +487,22 @@ func (req *reserveRequest) validate() error {
 
 func (s *Sim) handleReserve(w http.ResponseWriter, r *http.Request) {
 	var req reserveRequest
-	bad := decodeRequest(r, &req, func() string { return req.ReservationID })
+	who, bad := callerOf(r)
+	if bad == nil {
+		bad = decodeRequest(r, &req, func() string { return req.ReservationID })
+	}
 	if bad == nil {
 		bad = req.validate()
 	}
-	f, fail := s.arrive(Portfolio, func() { s.stats.ReserveRequests++ })
+	if bad == nil && who.order == "" {
+		bad = errors.New(HeaderOrder + " header is required: a reservation is made for an order")
+	}
+	f, fail := s.arrive(Portfolio, func() {
+		s.stats.ReserveRequests++
+		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+			l.ReserveRequests++
+		}
+	})
 	if s.disrupt(w, r, f, fail) {
 		return
 	}
@@ -312,32 +510,39 @@ func (s *Sim) handleReserve(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, f, errorAnswer(http.StatusBadRequest, "bad_request", bad.Error()))
 		return
 	}
-	s.reply(w, r, f, s.reserve(req.ReservationID, req.AccountID, *req.Amount))
+	s.reply(w, r, f, s.reserve(who, req.ReservationID, req.AccountID, *req.Amount))
 }
 
-func (s *Sim) reserve(id, accountID string, amount float64) answer {
+func (s *Sim) reserve(who caller, id, accountID string, amount float64) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	res, ok := s.reservations[id]
+	k := key{who.tenant, id}
+	res, ok := s.reservations[k]
 	if !ok {
 		res = &reservation{}
-		s.reservations[id] = res
+		s.reservations[k] = res
 	}
 	switch res.state {
-	case held, released:
+	case held, released, settled:
 		return reservedAnswer(http.StatusOK, id, res)
 	case refused:
 		return errorAnswer(http.StatusConflict, "insufficient_funds", "")
 	}
 
-	a := s.account(accountID)
+	l := s.order(who.tenant, who.order)
+	l.AccountID = accountID
+	a := s.account(who.tenant, accountID)
 	if a.cash-a.reserved < amount {
 		res.state = refused
 		return errorAnswer(http.StatusConflict, "insufficient_funds", "")
 	}
 	a.reserved += amount
-	*res = reservation{state: held, account: accountID, amount: amount}
+	*res = reservation{state: held, account: accountID, amount: amount, order: who.order}
+	ord := key{who.tenant, who.order}
+	s.byOrder[ord] = append(s.byOrder[ord], id)
+	l.Reservations++
+	l.open++
 	s.stats.Reservations++
 	return reservedAnswer(http.StatusCreated, id, res)
 }
@@ -353,31 +558,52 @@ func reservedAnswer(code int, id string, res *reservation) answer {
 
 func (s *Sim) handleRelease(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	f, fail := s.arrive(Portfolio, func() { s.stats.ReleaseRequests++ })
+	who, bad := callerOf(r)
+	if key := r.Header.Get("Idempotency-Key"); bad == nil && key != "" && key != id {
+		bad = errors.New("Idempotency-Key differs from the reservation id")
+	}
+	f, fail := s.arrive(Portfolio, func() {
+		s.stats.ReleaseRequests++
+		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+			l.ReleaseRequests++
+		}
+	})
 	if s.disrupt(w, r, f, fail) {
 		return
 	}
-	if key := r.Header.Get("Idempotency-Key"); key != "" && key != id {
-		s.reply(w, r, f, errorAnswer(http.StatusBadRequest, "bad_request", "Idempotency-Key differs from the reservation id"))
+	if bad != nil {
+		s.reply(w, r, f, errorAnswer(http.StatusBadRequest, "bad_request", bad.Error()))
 		return
 	}
-	s.reply(w, r, f, s.release(id))
+	s.reply(w, r, f, s.release(who, id))
 }
 
-func (s *Sim) release(id string) answer {
+// release frees a held reservation. A reservation a fill consumed answers "settled": there
+// is nothing left to free.
+func (s *Sim) release(who caller, id string) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
 	status := "unknown"
-	res, ok := s.reservations[id]
+	res, ok := s.reservations[key{who.tenant, id}]
+	if ok && who.order != "" && res.order != "" && who.order != res.order {
+		return errorAnswer(http.StatusBadRequest, "bad_request",
+			fmt.Sprintf("reservation %s belongs to order %s, not %s", id, res.order, who.order))
+	}
 	switch {
 	case ok && res.state == held:
-		s.account(res.account).reserved -= res.amount
+		s.account(who.tenant, res.account).reserved -= res.amount
 		res.state = released
+		if l := s.order(who.tenant, res.order); l != nil {
+			l.Releases++
+			l.open--
+		}
 		s.stats.Releases++
 		status = "released"
 	case ok && res.state == released:
 		status = "released"
+	case ok && res.state == settled:
+		status = "settled"
 	}
 	return answer{code: http.StatusOK, required: "status", body: map[string]any{
 		"reservation_id": id,
@@ -416,14 +642,26 @@ func (req *executeRequest) validate() error {
 
 func (s *Sim) handleExecute(w http.ResponseWriter, r *http.Request) {
 	var req executeRequest
-	bad := decodeRequest(r, &req, func() string { return req.ExecutionID })
+	who, bad := callerOf(r)
+	if bad == nil {
+		bad = decodeRequest(r, &req, func() string { return req.ExecutionID })
+	}
 	if bad == nil {
 		bad = req.validate()
 	}
+	if bad == nil && who.order == "" {
+		bad = errors.New(HeaderOrder + " header is required: an execution is made for an order")
+	}
 	f, fail := s.arrive(Execution, func() {
 		s.stats.ExecuteRequests++
+		if who.tenant == "" {
+			return
+		}
 		if req.ExecutionID != "" {
-			s.execution(req.ExecutionID).requests++
+			s.execution(who.tenant, req.ExecutionID).requests++
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
+			l.ExecutionRequests++
 		}
 	})
 	if s.disrupt(w, r, f, fail) {
@@ -433,24 +671,25 @@ func (s *Sim) handleExecute(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, f, errorAnswer(http.StatusBadRequest, "bad_request", bad.Error()))
 		return
 	}
-	s.reply(w, r, f, s.execute(&req, f.RefuseSymbols))
+	s.reply(w, r, f, s.execute(who, &req, f.RefuseSymbols))
 }
 
-// execution returns the execution with id, creating it. s.mu must be held.
-func (s *Sim) execution(id string) *execution {
-	e, ok := s.executions[id]
+// execution returns the tenant's execution with id, creating it. s.mu must be held.
+func (s *Sim) execution(tenant, id string) *execution {
+	k := key{tenant, id}
+	e, ok := s.executions[k]
 	if !ok {
 		e = &execution{}
-		s.executions[id] = e
+		s.executions[k] = e
 	}
 	return e
 }
 
-func (s *Sim) execute(req *executeRequest, refuse []string) answer {
+func (s *Sim) execute(who caller, req *executeRequest, refuse []string) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	e := s.execution(req.ExecutionID)
+	e := s.execution(who.tenant, req.ExecutionID)
 	if e.body != nil {
 		code := e.code
 		if code == http.StatusCreated {
@@ -471,6 +710,12 @@ func (s *Sim) execute(req *executeRequest, refuse []string) answer {
 	}
 	e.performed++
 	s.stats.Executions++
+	l := s.order(who.tenant, who.order)
+	l.Executions++
+	if l.AccountID == "" {
+		l.AccountID = req.AccountID
+	}
+	s.settle(who, l, req, price)
 	e.code = http.StatusCreated
 	e.body = map[string]any{
 		"execution_id": req.ExecutionID,
@@ -482,6 +727,30 @@ func (s *Sim) execute(req *executeRequest, refuse []string) answer {
 		"filled_at":    s.cfg.NowFunc().UTC().Format(time.RFC3339Nano),
 	}
 	return answer{code: e.code, body: e.body, required: "price"}
+}
+
+// settle books a fill: the order's held reservations stop counting as reserved (the fill
+// consumes them), the cash pays for a buy or receives a sale, and the position moves by
+// the quantity. s.mu must be held.
+func (s *Sim) settle(who caller, l *OrderLedger, req *executeRequest, price float64) {
+	for _, id := range s.byOrder[key{who.tenant, who.order}] {
+		res := s.reservations[key{who.tenant, id}]
+		if res.state != held {
+			continue
+		}
+		s.account(who.tenant, res.account).reserved -= res.amount
+		res.state = settled
+		l.open--
+		l.Settlements++
+		s.stats.Settlements++
+	}
+	a := s.account(who.tenant, req.AccountID)
+	qty := *req.Quantity
+	if req.Side == "sell" {
+		qty = -qty
+	}
+	a.cash -= qty * price
+	a.positions[req.Symbol] += qty
 }
 
 func requiredOf(code int) string {
@@ -520,6 +789,48 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(data)
+}
+
+// handleLedger is GET /_sim/orders/{order_id}: the ledger of the order. With ?tenant= it is
+// the order of that tenant; without, the one order of that id in any tenant (order ids
+// minted by the gateway are unique, so there is one).
+func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
+	id, tenant := r.PathValue("order_id"), r.URL.Query().Get("tenant")
+	s.mu.Lock()
+	var found []OrderLedger
+	for k, l := range s.ledger {
+		if k.id == id && (tenant == "" || k.tenant == tenant) {
+			found = append(found, l.view())
+		}
+	}
+	s.mu.Unlock()
+	switch len(found) {
+	case 1:
+		writeJSON(w, http.StatusOK, found[0])
+	case 0:
+		writeProblem(w, http.StatusNotFound, "not_found", fmt.Sprintf("the simulator never saw order %q", id))
+	default:
+		writeProblem(w, http.StatusConflict, "ambiguous",
+			fmt.Sprintf("%d tenants sent order %q; name one with ?tenant=", len(found), id))
+	}
+}
+
+// writeProblem writes an RFC 9457 problem.
+func writeProblem(w http.ResponseWriter, code int, kind, detail string) {
+	data, err := json.Marshal(map[string]any{
+		"type":   "https://asyncgate.dev/problems/sim/" + kind,
+		"title":  http.StatusText(code),
+		"status": code,
+		"code":   kind,
+		"detail": detail,
+	})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(code)
 	_, _ = w.Write(data)
 }

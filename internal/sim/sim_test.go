@@ -51,8 +51,15 @@ type response struct {
 	raw    []byte
 }
 
-// do sends a request with a JSON body (nil for none) and decodes a JSON answer, if any.
+// do sends a request for tenant "acme" and order "o1" with a JSON body (nil for none) and
+// decodes a JSON answer, if any.
 func (tb *testBundle) do(t *testing.T, method, path string, body any) response {
+	t.Helper()
+	return tb.doAs(t, "acme", "o1", method, path, body)
+}
+
+// doAs is do for a tenant and an order; an empty one sends no header.
+func (tb *testBundle) doAs(t *testing.T, tenant, order, method, path string, body any) response {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -73,6 +80,12 @@ func (tb *testBundle) do(t *testing.T, method, path string, body any) response {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if tenant != "" {
+		req.Header.Set(sim.HeaderTenant, tenant)
+	}
+	if order != "" {
+		req.Header.Set(sim.HeaderOrder, order)
+	}
 	resp, err := tb.srv.Client().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -83,7 +96,7 @@ func (tb *testBundle) do(t *testing.T, method, path string, body any) response {
 		t.Fatal(err)
 	}
 	r := response{code: resp.StatusCode, header: resp.Header, raw: raw}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/problem+json") {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
 		}
@@ -96,6 +109,12 @@ func (tb *testBundle) setFaults(t *testing.T, svc sim.Service, f sim.Faults) {
 	if err := tb.sim.SetFaults(svc, f); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// forAcme makes req a call of tenant "acme" for order "o1".
+func forAcme(req *http.Request) {
+	req.Header.Set(sim.HeaderTenant, "acme")
+	req.Header.Set(sim.HeaderOrder, "o1")
 }
 
 func wantCode(t *testing.T, r response, code int) {
@@ -117,7 +136,7 @@ func TestPortfolio(t *testing.T) {
 	wantCode(t, r, http.StatusOK)
 	want := map[string]any{
 		"account_id": "new-account", "cash": 1e6, "reserved": 0.0, "available": 1e6,
-		"as_of": "2026-01-02T03:04:05Z",
+		"positions": map[string]any{}, "as_of": "2026-01-02T03:04:05Z",
 	}
 	if diff := cmp.Diff(want, r.body); diff != "" {
 		t.Errorf("portfolio (-want +got):\n%s", diff)
@@ -295,7 +314,11 @@ func TestBadRequests(t *testing.T) {
 	}
 	t.Run("wrong content type", func(t *testing.T) {
 		t.Parallel()
-		resp, err := tb.srv.Client().Post(tb.srv.URL+"/executions", "text/plain", strings.NewReader(`{}`))
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", tb.srv.URL+"/executions", strings.NewReader(`{}`))
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set(sim.HeaderTenant, "acme")
+		req.Header.Set(sim.HeaderOrder, "o1")
+		resp, err := tb.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,6 +333,8 @@ func TestBadRequests(t *testing.T) {
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", tb.srv.URL+"/executions", bytes.NewReader(data))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", "other")
+		req.Header.Set(sim.HeaderTenant, "acme")
+		req.Header.Set(sim.HeaderOrder, "o1")
 		resp, err := tb.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -319,6 +344,224 @@ func TestBadRequests(t *testing.T) {
 			t.Errorf("status = %d, want 400", resp.StatusCode)
 		}
 	})
+}
+
+// TestCallsNameTheirTenant: a call to the services without a tenant is refused with 400 and
+// changes nothing; reservations and executions also need the order they are made for.
+func TestCallsNameTheirTenant(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	reserve := map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 1}
+	tests := []struct {
+		name, tenant, order, method, path string
+		body                              any
+	}{
+		{"portfolio without tenant", "", "", "GET", "/portfolios/acc", nil},
+		{"reserve without tenant", "", "o1", "POST", "/reservations", reserve},
+		{"reserve without order", "acme", "", "POST", "/reservations", reserve},
+		{"release without tenant", "", "o1", "POST", "/reservations/r1/release", nil},
+		{"execute without tenant", "", "o1", "POST", "/executions", execBody("e1", "S")},
+		{"execute without order", "acme", "", "POST", "/executions", execBody("e1", "S")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tb.doAs(t, tt.tenant, tt.order, tt.method, tt.path, tt.body)
+			wantCode(t, r, http.StatusBadRequest)
+			want := sim.HeaderTenant
+			if tt.tenant != "" {
+				want = sim.HeaderOrder
+			}
+			if detail, _ := r.body["detail"].(string); !strings.Contains(detail, want) {
+				t.Errorf("detail = %q, want it to name %s", detail, want)
+			}
+		})
+	}
+	if got := tb.sim.Stats(); got.Reservations != 0 || got.Executions != 0 || got.Releases != 0 {
+		t.Errorf("calls without tenant or order performed something: %+v", got)
+	}
+	if _, ok := tb.sim.Account("", "acc"); ok {
+		t.Error("a call without tenant created an account")
+	}
+}
+
+// TestTenantsKeepSeparateBooks: two tenants with an account of the same id have two
+// accounts, and the same reservation or execution id in two tenants are two operations.
+func TestTenantsKeepSeparateBooks(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetTenantBalance("acme", "acc_1001", 100)
+
+	// globex's acc_1001 is its own, with the default cash: it can reserve more than acme has.
+	r := tb.doAs(t, "globex", "g1", "POST", "/reservations", map[string]any{"reservation_id": "r1", "account_id": "acc_1001", "amount": 500})
+	wantCode(t, r, http.StatusCreated)
+	if a, _ := tb.sim.Account("acme", "acc_1001"); a.Cash != 100 || a.Reserved != 0 {
+		t.Errorf("acme's account after globex reserved: %+v", a)
+	}
+	// The same reservation id in acme is a new reservation, held against acme's account.
+	r = tb.doAs(t, "acme", "a1", "POST", "/reservations", map[string]any{"reservation_id": "r1", "account_id": "acc_1001", "amount": 500})
+	wantCode(t, r, http.StatusConflict)
+	wantCode(t, tb.doAs(t, "acme", "a2", "POST", "/reservations", map[string]any{"reservation_id": "r2", "account_id": "acc_1001", "amount": 60}), http.StatusCreated)
+
+	acme := tb.doAs(t, "acme", "", "GET", "/portfolios/acc_1001", nil)
+	globex := tb.doAs(t, "globex", "", "GET", "/portfolios/acc_1001", nil)
+	if acme.body["cash"] != 100.0 || acme.body["reserved"] != 60.0 {
+		t.Errorf("acme sees %v", acme.body)
+	}
+	if globex.body["cash"] != 1e6 || globex.body["reserved"] != 500.0 {
+		t.Errorf("globex sees %v", globex.body)
+	}
+
+	// A release by globex of r2 finds no such reservation: acme's funds stay held.
+	rel := tb.doAs(t, "globex", "a2", "POST", "/reservations/r2/release", nil)
+	wantCode(t, rel, http.StatusOK)
+	if rel.body["status"] != "unknown" {
+		t.Errorf("globex released acme's reservation: %v", rel.body)
+	}
+	if a, _ := tb.sim.Account("acme", "acc_1001"); a.Reserved != 60 {
+		t.Errorf("acme's reserved after globex's release = %v, want 60", a.Reserved)
+	}
+
+	// One execution id, two tenants: two executions.
+	wantCode(t, tb.doAs(t, "acme", "x", "POST", "/executions", execBody("e1", "S")), http.StatusCreated)
+	wantCode(t, tb.doAs(t, "globex", "x", "POST", "/executions", execBody("e1", "S")), http.StatusCreated)
+	if got := tb.sim.Executions("e1"); got != 2 {
+		t.Errorf("Executions(e1) over both tenants = %d, want 2", got)
+	}
+}
+
+// TestFillSettlesReservation: a fill consumes its order's reservation (reserved goes back
+// down, the cash pays for the fill, the position moves), and a release afterwards finds
+// nothing to free.
+func TestFillSettlesReservation(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	tb.sim.SetTenantBalance("acme", "acc", 1000)
+	reserve := func(order string, amount float64) {
+		t.Helper()
+		wantCode(t, tb.doAs(t, "acme", order, "POST", "/reservations", map[string]any{"reservation_id": order, "account_id": "acc", "amount": amount}), http.StatusCreated)
+	}
+	execute := func(order, side string, qty float64) {
+		t.Helper()
+		body := map[string]any{"execution_id": order, "account_id": "acc", "symbol": "S", "side": side, "quantity": qty}
+		wantCode(t, tb.doAs(t, "acme", order, "POST", "/executions", body), http.StatusCreated)
+	}
+	account := func() sim.Account {
+		t.Helper()
+		a, _ := tb.sim.Account("acme", "acc")
+		return a
+	}
+
+	reserve("o1", 500)
+	if a := account(); a.Reserved != 500 || a.Cash != 1000 {
+		t.Fatalf("after reserve: %+v", a)
+	}
+	execute("o1", "buy", 5) // at the market price, 100
+	if diff := cmp.Diff(sim.Account{Cash: 500, Positions: map[string]float64{"S": 5}}, account()); diff != "" {
+		t.Errorf("after the buy (-want +got):\n%s", diff)
+	}
+	l, _ := tb.sim.Ledger("acme", "o1")
+	if l.ReservationOpen || l.Settlements != 1 || l.Executions != 1 || l.Releases != 0 {
+		t.Errorf("ledger after the fill: %+v", l)
+	}
+	if !tb.sim.Settled("o1") || tb.sim.Reserved("o1") {
+		t.Errorf("Settled = %v, Reserved = %v", tb.sim.Settled("o1"), tb.sim.Reserved("o1"))
+	}
+
+	// A release of a settled reservation frees nothing.
+	r := tb.doAs(t, "acme", "o1", "POST", "/reservations/o1/release", nil)
+	wantCode(t, r, http.StatusOK)
+	if r.body["status"] != "settled" {
+		t.Errorf("release after the fill: %v", r.body)
+	}
+	if a := account(); a.Cash != 500 || a.Reserved != 0 {
+		t.Errorf("after the late release: %+v", a)
+	}
+	// Retrying the fill settles nothing twice.
+	wantCode(t, tb.doAs(t, "acme", "o1", "POST", "/executions", map[string]any{"execution_id": "o1", "account_id": "acc", "symbol": "S", "side": "buy", "quantity": 5}), http.StatusOK)
+
+	reserve("o2", 200)
+	execute("o2", "sell", 2)
+	if diff := cmp.Diff(sim.Account{Cash: 700, Positions: map[string]float64{"S": 3}}, account()); diff != "" {
+		t.Errorf("after the sell (-want +got):\n%s", diff)
+	}
+	p := tb.doAs(t, "acme", "", "GET", "/portfolios/acc", nil)
+	if p.body["reserved"] != 0.0 || p.body["available"] != 700.0 || p.body["positions"].(map[string]any)["S"] != 3.0 {
+		t.Errorf("portfolio = %s", p.raw)
+	}
+	if got := tb.sim.Stats(); got.Settlements != 2 || got.Releases != 0 {
+		t.Errorf("stats = %+v", got)
+	}
+}
+
+// TestLedger: the simulator counts, per order, what the calls made for it did.
+func TestLedger(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	ledger := func(t *testing.T, path string) map[string]any {
+		t.Helper()
+		r := tb.doAs(t, "", "", "GET", path, nil)
+		wantCode(t, r, http.StatusOK)
+		return r.body
+	}
+
+	// o1: reserved, then released twice.
+	wantCode(t, tb.doAs(t, "acme", "o1", "POST", "/reservations", map[string]any{"reservation_id": "o1", "account_id": "acc", "amount": 10}), http.StatusCreated)
+	if got := ledger(t, "/_sim/orders/o1"); got["reservation_open"] != true || got["reservations"] != 1.0 || got["account_id"] != "acc" {
+		t.Errorf("after reserve: %v", got)
+	}
+	for range 2 {
+		wantCode(t, tb.doAs(t, "acme", "o1", "POST", "/reservations/o1/release", nil), http.StatusOK)
+	}
+	want := map[string]any{
+		"order_id": "o1", "tenant": "acme", "account_id": "acc",
+		"executions": 0.0, "reservation_open": false, "reservations": 1.0, "releases": 1.0, "settlements": 0.0,
+		"reserve_requests": 1.0, "release_requests": 2.0, "execution_requests": 0.0,
+	}
+	if diff := cmp.Diff(want, ledger(t, "/_sim/orders/o1")); diff != "" {
+		t.Errorf("o1 (-want +got):\n%s", diff)
+	}
+
+	// o2: executed once, asked three times, one of them answered by an outage.
+	wantCode(t, tb.doAs(t, "acme", "o2", "POST", "/executions", execBody("o2", "S")), http.StatusCreated)
+	tb.setFaults(t, sim.Execution, sim.Faults{Outage: sim.Outage503})
+	wantCode(t, tb.doAs(t, "acme", "o2", "POST", "/executions", execBody("o2", "S")), http.StatusServiceUnavailable)
+	tb.sim.ClearFaults()
+	wantCode(t, tb.doAs(t, "acme", "o2", "POST", "/executions", execBody("o2", "S")), http.StatusOK)
+	if got := ledger(t, "/_sim/orders/o2"); got["executions"] != 1.0 || got["execution_requests"] != 3.0 {
+		t.Errorf("o2: %v", got)
+	}
+	// The ledger follows the order id the caller sent, not the execution id: an order
+	// executed under two execution ids was executed twice.
+	wantCode(t, tb.doAs(t, "acme", "o2", "POST", "/executions", execBody("o2-again", "S")), http.StatusCreated)
+	if got, _ := tb.sim.Ledger("acme", "o2"); got.Executions != 2 {
+		t.Errorf("o2 under two execution ids: executions = %d, want 2", got.Executions)
+	}
+
+	// An order never seen: a 404 problem.
+	r := tb.doAs(t, "", "", "GET", "/_sim/orders/never", nil)
+	wantCode(t, r, http.StatusNotFound)
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" || r.body["status"] != 404.0 || r.body["detail"] == "" {
+		t.Errorf("404: %s %s", ct, r.raw)
+	}
+	if _, ok := tb.sim.Ledger("acme", "never"); ok {
+		t.Error("Ledger(never) found")
+	}
+
+	// The same order id from two tenants: each has its own ledger; ?tenant= picks one.
+	wantCode(t, tb.doAs(t, "globex", "o1", "POST", "/executions", execBody("o1", "S")), http.StatusCreated)
+	wantCode(t, tb.doAs(t, "", "", "GET", "/_sim/orders/o1", nil), http.StatusConflict)
+	if got := ledger(t, "/_sim/orders/o1?tenant=globex"); got["tenant"] != "globex" || got["executions"] != 1.0 || got["reservations"] != 0.0 {
+		t.Errorf("globex's o1: %v", got)
+	}
+	if got := ledger(t, "/_sim/orders/o1?tenant=acme"); got["executions"] != 0.0 || got["releases"] != 1.0 {
+		t.Errorf("acme's o1: %v", got)
+	}
+	if n := len(tb.sim.Ledgers()); n != 3 {
+		t.Errorf("Ledgers() has %d orders, want 3", n)
+	}
+
+	tb.sim.Reset()
+	wantCode(t, tb.doAs(t, "", "", "GET", "/_sim/orders/o2", nil), http.StatusNotFound)
 }
 
 func TestFaultOutage503(t *testing.T) {
@@ -426,6 +669,7 @@ func TestFaultLatency(t *testing.T) {
 		data, _ := json.Marshal(execBody("e1", "S"))
 		req, _ := http.NewRequestWithContext(ctx, "POST", tb.srv.URL+"/executions", bytes.NewReader(data))
 		req.Header.Set("Content-Type", "application/json")
+		forAcme(req)
 		resp, err := tb.srv.Client().Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -433,6 +677,10 @@ func TestFaultLatency(t *testing.T) {
 		}
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v, want a deadline", err)
+		}
+		// The client may give up before the request even arrived: wait for it.
+		for deadline := time.Now().Add(10 * time.Second); tb.sim.ExecutionRequests("e1") == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
 		}
 		if tb.sim.Executions("e1") != 0 || tb.sim.ExecutionRequests("e1") != 1 {
 			t.Errorf("Executions = %d, requests = %d", tb.sim.Executions("e1"), tb.sim.ExecutionRequests("e1"))
@@ -467,6 +715,7 @@ func TestFaultGarbage(t *testing.T) {
 		tb.setFaults(t, sim.Execution, sim.Faults{Garbage: sim.GarbageInvalidJSON})
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", tb.srv.URL+"/executions", strings.NewReader(`{"execution_id":"e1","account_id":"a","symbol":"S","side":"buy","quantity":1}`))
 		req.Header.Set("Content-Type", "application/json")
+		forAcme(req)
 		resp, err := tb.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -509,7 +758,9 @@ func TestFaultGarbage(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageHuge})
-		resp, err := tb.srv.Client().Get(tb.srv.URL + "/portfolios/a")
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", tb.srv.URL+"/portfolios/a", nil)
+		forAcme(req)
+		resp, err := tb.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,7 +778,9 @@ func TestFaultGarbage(t *testing.T) {
 		t.Parallel()
 		tb := setup(t)
 		tb.setFaults(t, sim.Portfolio, sim.Faults{Garbage: sim.GarbageHuge})
-		resp, err := tb.srv.Client().Get(tb.srv.URL + "/portfolios/a")
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", tb.srv.URL+"/portfolios/a", nil)
+		forAcme(req)
+		resp, err := tb.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -636,7 +889,9 @@ func TestStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(srv.URL + "/portfolios/a")
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/portfolios/a", nil)
+	forAcme(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
