@@ -106,8 +106,7 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		keys = append(keys, key+"="+tenant)
 	}
 	d.apiArgs = append([]string{"api", "--redis", d.redis.URL(0), "--addr", d.apiAddr,
-		"--api-keys", strings.Join(keys, ","), "--rate-limit", "off", "--log-level", "warn",
-		"--reconcile-interval", "1s"}, d.durFlags...)
+		"--api-keys", strings.Join(keys, ","), "--rate-limit", "off", "--log-level", "warn"}, d.durFlags...)
 	d.startAPI()
 	for range 2 {
 		d.startWorker()
