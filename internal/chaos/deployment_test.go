@@ -166,8 +166,10 @@ func (d *deployment) register(tenant string) {
 // simulator's ledger, the receiver's log.
 func (d *deployment) checker() *invariant.Checker {
 	c := &http.Client{Timeout: 5 * time.Second}
+	api := &invariant.HTTPAPI{BaseURL: d.apiURL(), Keys: tenantKeys, Client: c}
 	return &invariant.Checker{
-		API:      &invariant.HTTPAPI{BaseURL: d.apiURL(), Keys: tenantKeys, Client: c},
+		API:      api,
+		Lister:   api,
 		Ledger:   &invariant.HTTPLedger{BaseURL: d.simURL, Client: c},
 		Receiver: invariant.LogFile(d.recv.logPath),
 	}
@@ -375,6 +377,7 @@ func verify(secret []byte, id, ts, sigs string, body []byte) bool {
 // until it gets an answer it can act on.
 type clients struct {
 	d        *deployment
+	keyOnly  bool // no client_order_id: only the Idempotency-Key names the intent
 	mu       sync.Mutex
 	accepted []invariant.Accepted
 	refused  []string // answers a client could not act on (4xx other than 409)
@@ -383,9 +386,10 @@ type clients struct {
 }
 
 // place places n orders, alternating tenants, at an even pace over within, with up to
-// 16 in flight, and returns when each got its answer or was given up.
-func (d *deployment) place(n int, within time.Duration) *clients {
-	cl := &clients{d: d}
+// 16 in flight, and returns when each got its answer or was given up. As the API's
+// guide asks, each order carries a client_order_id, unless keyOnly.
+func (d *deployment) place(n int, within time.Duration, keyOnly bool) *clients {
+	cl := &clients{d: d, keyOnly: keyOnly}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	start := time.Now()
@@ -398,15 +402,22 @@ func (d *deployment) place(n int, within time.Duration) *clients {
 			if i%2 == 1 {
 				tenant = "beta"
 			}
-			cl.placeOne(tenant, fmt.Sprintf(`{"account_id":"acc-%d","symbol":"AAPL","side":"buy","quantity":1,"type":"market"}`, i%4))
+			cl.placeOne(tenant, i%4)
 		})
 	}
 	wg.Wait()
 	return cl
 }
 
-func (cl *clients) placeOne(tenant, body string) {
+// placeOne places one order. Its metadata names the client's intent (the
+// Idempotency-Key), so that the checker can tell which orders one intent made.
+func (cl *clients) placeOne(tenant string, account int) {
 	key := rand.Text()
+	coid := fmt.Sprintf(`"client_order_id":%q,`, key)
+	if cl.keyOnly {
+		coid = ""
+	}
+	body := fmt.Sprintf(`{"account_id":"acc-%d","symbol":"AAPL","side":"buy","quantity":1,"type":"market",%s"metadata":{"intent":%q}}`, account, coid, key)
 	giveUp := time.Now().Add(time.Minute)
 	for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
 		req, _ := http.NewRequest(http.MethodPost, cl.d.apiURL()+"/v1/orders", strings.NewReader(body))
@@ -416,10 +427,17 @@ func (cl *clients) placeOne(tenant, body string) {
 		res, err := cl.d.http.Do(req)
 		if err == nil {
 			var o struct {
-				ID string `json:"id"`
+				ID   string `json:"id"`
+				Code string `json:"code"`
 			}
 			b, _ := io.ReadAll(res.Body)
 			res.Body.Close()
+			if res.StatusCode == http.StatusConflict && json.Unmarshal(b, &o) == nil && o.Code == "duplicate_client_order_id" {
+				// Placed before, by a request whose answer was lost: the order is there.
+				if id, ok := strings.CutPrefix(res.Header.Get("Location"), "/v1/orders/"); ok && id != "" {
+					res.StatusCode, o.ID = http.StatusAccepted, id
+				}
+			}
 			switch {
 			case res.StatusCode == http.StatusAccepted && json.Unmarshal(b, &o) == nil && o.ID != "":
 				cl.mu.Lock()

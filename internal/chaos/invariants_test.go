@@ -24,6 +24,11 @@ type scenario struct {
 	fault func(t *testing.T, d *deployment, placing time.Duration) time.Time
 	// loss: the scenario may lose accepted orders (relaxed durability), and must show it.
 	loss bool
+	// keyOnly: the clients send no client_order_id, only an Idempotency-Key. An API
+	// killed after storing an order and before recording its answer leaves a claim that
+	// expires; the retry then places the order again (the window server/idempotency.go
+	// describes): a known gap, shown and not failed.
+	keyOnly bool
 }
 
 var scenarios = []scenario{
@@ -39,11 +44,22 @@ var scenarios = []scenario{
 		d.workers[0].Kill()
 		return time.Now()
 	}},
-	{name: "API kill -9, restarted", short: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
-		time.Sleep(p / 3)
-		d.api.Kill()
-		time.Sleep(2 * time.Second)
-		d.startAPI()
+	{name: "API kill -9 (three times), restarted", short: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
+		for range 3 {
+			time.Sleep(p / 4)
+			d.api.Kill()
+			time.Sleep(time.Second)
+			d.startAPI()
+		}
+		return time.Now()
+	}},
+	{name: "API kill -9 (three times), Idempotency-Key only", keyOnly: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
+		for range 3 {
+			time.Sleep(p / 4)
+			d.api.Kill()
+			time.Sleep(time.Second)
+			d.startAPI()
+		}
 		return time.Now()
 	}},
 	{name: "Redis kill -9, restarted from its AOF", short: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
@@ -168,7 +184,7 @@ func TestInvariants(t *testing.T) {
 func runScenario(t *testing.T, sc scenario, orders int, placing time.Duration) *invariant.Report {
 	d := newDeployment(t, sc.opts)
 	placed := make(chan *clients, 1)
-	go func() { placed <- d.place(orders, placing) }()
+	go func() { placed <- d.place(orders, placing, sc.keyOnly) }()
 	lastFault := sc.fault(t, d, placing)
 	cl := <-placed
 	t.Logf("%d orders accepted, %d client retries, %d given up after a minute of retrying", len(cl.accepted), cl.retries.Load(), cl.gaveUp)
@@ -191,6 +207,10 @@ func runScenario(t *testing.T, sc scenario, orders int, placing time.Duration) *
 	case sc.loss && rep.Stuck+rep.ExecutedTwice+rep.BadSignatures+rep.WrongTenant > 0:
 		// A relaxed crash loses orders (and leaks what they reserved), nothing more.
 		t.Errorf("beyond its losses, the relaxed crash broke invariants:\n%s", rep)
+	case sc.keyOnly && rep.Violations() == rep.ExecutedTwice:
+		if rep.ExecutedTwice > 0 {
+			t.Logf("KNOWN GAP: %d client intents executed twice: an API killed between storing an order and recording its answer; a client_order_id closes it", rep.ExecutedTwice)
+		}
 	case !sc.loss && rep.Violations() > 0:
 		t.Errorf("invariants broken:\n%s", rep)
 	}

@@ -87,6 +87,20 @@ type Ledger interface {
 	Order(ctx context.Context, id string) (*LedgerEntry, error)
 }
 
+// Listed is an order as the API's list of a tenant's orders shows it. Intent is the
+// client's own name for what it wanted (the orders' metadata "intent", which the chaos
+// clients set to their Idempotency-Key).
+type Listed struct {
+	ID     string
+	Status string
+	Intent string
+}
+
+// Lister lists every order of a tenant through the public API.
+type Lister interface {
+	List(ctx context.Context, tenant string) ([]Listed, error)
+}
+
 // Receiver returns every delivery the webhook receiver logged so far.
 type Receiver interface {
 	Deliveries() ([]Delivery, error)
@@ -107,6 +121,7 @@ type Input struct {
 type Report struct {
 	Scenario           string
 	Accepted           int
+	Unacknowledged     int // orders the API holds that no client got a 202 for (not a violation by itself)
 	Lost               int
 	LostExecuted       int // of the lost orders, those the execution service filled
 	Stuck              int
@@ -153,6 +168,10 @@ type Checker struct {
 	API      API
 	Ledger   Ledger
 	Receiver Receiver
+	// Lister, when set, lists each tenant's orders to find those no client got a 202 for
+	// (a placement answered by nobody, then placed again): when one of them was filled as
+	// well as the order its client got, that intent was executed twice.
+	Lister Lister
 	// Concurrency is the number of reads in flight. Defaults to 8.
 	Concurrency int
 
@@ -278,6 +297,11 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 			}
 		}
 	}
+	if c.Lister != nil {
+		if err := c.countUnacknowledged(ctx, rep, accepted, filled); err != nil {
+			return nil, err
+		}
+	}
 	for intent, n := range filled {
 		if n > 1 {
 			rep.ExecutedTwice++
@@ -289,6 +313,41 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 		rep.Finish = last.Sub(in.LastFault)
 	}
 	return rep, nil
+}
+
+// countUnacknowledged lists every tenant's orders and counts those no client got a 202
+// for; those filled downstream count towards their intent's fills.
+func (c *Checker) countUnacknowledged(ctx context.Context, rep *Report, accepted []Accepted, filled map[[2]string]int) error {
+	known := make(map[string]bool, len(accepted))
+	var tenants []string
+	for _, a := range accepted {
+		known[a.OrderID] = true
+		if !slices.Contains(tenants, a.Tenant) {
+			tenants = append(tenants, a.Tenant)
+		}
+	}
+	for _, tenant := range tenants {
+		list, err := c.Lister.List(ctx, tenant)
+		if err != nil {
+			return fmt.Errorf("list %s's orders: %w", tenant, err)
+		}
+		for _, o := range list {
+			if known[o.ID] {
+				continue
+			}
+			rep.Unacknowledged++
+			rep.example("unacknowledged", fmt.Sprintf("%s (%s, intent %s)", o.ID, o.Status, o.Intent))
+			executed := o.Status == "executed"
+			if !executed {
+				l, err := c.Ledger.Order(ctx, o.ID)
+				executed = err == nil && l.Executions > 0
+			}
+			if executed && o.Intent != "" {
+				filled[[2]string{tenant, o.Intent}]++
+			}
+		}
+	}
+	return nil
 }
 
 // countDeliveries counts duplicates, bad signatures and deliveries to the wrong tenant.
@@ -373,12 +432,12 @@ func (c *Checker) Wait(ctx context.Context, in Input, within time.Duration) (*Re
 }
 
 // columns are the table's headings, in order.
-var columns = []string{"scenario", "accepted", "lost", "stuck", "executed twice", "outcome disagrees",
+var columns = []string{"scenario", "accepted", "without a 202", "lost", "stuck", "executed twice", "outcome disagrees",
 	"reservations leaked", "webhooks missing", "duplicate webhooks", "bad signatures", "wrong tenant",
 	"finish after last fault"}
 
 func (r *Report) cells() []string {
-	return []string{r.Scenario, itoa(r.Accepted), itoa(r.Lost), itoa(r.Stuck), itoa(r.ExecutedTwice),
+	return []string{r.Scenario, itoa(r.Accepted), itoa(r.Unacknowledged), itoa(r.Lost), itoa(r.Stuck), itoa(r.ExecutedTwice),
 		itoa(r.OutcomeDisagrees), itoa(r.ReservationsLeaked), itoa(r.WebhooksMissing),
 		itoa(r.DuplicateWebhooks), itoa(r.BadSignatures), itoa(r.WrongTenant), r.Finish.Round(100 * time.Millisecond).String()}
 }

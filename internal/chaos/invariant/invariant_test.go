@@ -163,6 +163,30 @@ func TestCheckReportsEachViolation(t *testing.T) {
 	}
 }
 
+type fakeLister map[string][]Listed
+
+func (f fakeLister) List(_ context.Context, tenant string) ([]Listed, error) { return f[tenant], nil }
+
+// TestCheckUnacknowledged: an order no client got a 202 for is counted; when it was
+// filled and so was the order its intent's client got, that intent executed twice.
+func TestCheckUnacknowledged(t *testing.T) {
+	api, l, r, in := healthy()
+	l["o9"] = &LedgerEntry{Executions: 1}
+	lister := fakeLister{"a": {{ID: "o1", Status: "executed", Intent: "k1"}, {ID: "o9", Status: "funds_reserved", Intent: "k1"}, {ID: "o8", Status: "failed", Intent: "k7"}}}
+	c := &Checker{API: api, Ledger: l, Receiver: r, Lister: lister}
+	rep, err := c.Check(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Unacknowledged != 2 || rep.ExecutedTwice != 1 {
+		t.Errorf("unacknowledged %d, executed twice %d; want 2 and 1: %s", rep.Unacknowledged, rep.ExecutedTwice, rep)
+	}
+	lister["a"] = lister["a"][:1]
+	if rep, _ := c.Check(context.Background(), in); rep.Unacknowledged != 0 || rep.Violations() != 0 {
+		t.Errorf("with every order acknowledged: %s", rep)
+	}
+}
+
 func TestCheckDuplicatesAreNotViolations(t *testing.T) {
 	api, l, r, in := healthy()
 	r = append(r, r[0], Delivery{Tenant: "a", WebhookID: "w9", Type: "order.executed", OrderID: "o1", SignatureValid: true})
@@ -226,6 +250,10 @@ func TestHTTPSources(t *testing.T) {
 		switch {
 		case r.URL.Path == "/v1/orders/o1" && r.Header.Get("Authorization") == "Bearer ka":
 			w.Write([]byte(`{"id":"o1","status":"executed","updated_at":"2026-01-02T03:04:05Z"}`))
+		case r.URL.Path == "/v1/orders" && r.URL.Query().Get("cursor") == "":
+			w.Write([]byte(`{"data":[{"id":"o2","status":"failed","metadata":{"intent":"k2"}}],"next_cursor":"o2"}`))
+		case r.URL.Path == "/v1/orders" && r.URL.Query().Get("cursor") == "o2":
+			w.Write([]byte(`{"data":[{"id":"o1","status":"executed"}]}`))
 		case r.URL.Path == "/_sim/orders/o1":
 			w.Write([]byte(`{"order_id":"o1","executions":1,"reservation_open":true}`))
 		case strings.HasPrefix(r.URL.Path, "/v1/") && r.Header.Get("Authorization") != "Bearer ka":
@@ -245,6 +273,9 @@ func TestHTTPSources(t *testing.T) {
 	}
 	if _, err := api.Order(ctx, "b", "o1"); err == nil || err == ErrNotFound {
 		t.Errorf("a 401 must be an error, not a loss: %v", err)
+	}
+	if list, err := api.List(ctx, "a"); err != nil || len(list) != 2 || list[0] != (Listed{ID: "o2", Status: "failed", Intent: "k2"}) || list[1].ID != "o1" {
+		t.Errorf("list: %+v, %v", list, err)
 	}
 	ledger := &HTTPLedger{BaseURL: srv.URL}
 	if e, err := ledger.Order(ctx, "o1"); err != nil || e.Executions != 1 || !e.ReservationOpen {

@@ -32,6 +32,39 @@ func (a *HTTPAPI) Order(ctx context.Context, tenant, id string) (*Order, error) 
 	return &o, nil
 }
 
+// List implements [Lister], page by page through GET /v1/orders.
+func (a *HTTPAPI) List(ctx context.Context, tenant string) ([]Listed, error) {
+	key, ok := a.Keys[tenant]
+	if !ok {
+		return nil, fmt.Errorf("no API key for tenant %q", tenant)
+	}
+	var out []Listed
+	for cursor := ""; ; {
+		var page struct {
+			Data []struct {
+				ID       string            `json:"id"`
+				Status   string            `json:"status"`
+				Metadata map[string]string `json:"metadata"`
+			} `json:"data"`
+			NextCursor string `json:"next_cursor"`
+		}
+		u := a.BaseURL + "/v1/orders?limit=100"
+		if cursor != "" {
+			u += "&cursor=" + url.QueryEscape(cursor)
+		}
+		if err := getJSON(ctx, a.Client, u, key, &page); err != nil {
+			return nil, err
+		}
+		for _, o := range page.Data {
+			out = append(out, Listed{ID: o.ID, Status: o.Status, Intent: o.Metadata["intent"]})
+		}
+		if page.NextCursor == "" || len(page.Data) == 0 {
+			return out, nil
+		}
+		cursor = page.NextCursor
+	}
+}
+
 // HTTPLedger reads the simulator's ledger.
 type HTTPLedger struct {
 	BaseURL string // the simulator's, such as http://127.0.0.1:9090
