@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 
-.PHONY: help run test verify deps lint lint-spec vet fmt bench chaos build docker clean
+.PHONY: help run test verify deps brokers lint lint-spec vet fmt bench chaos build docker clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ deps: ## install what the tests need (redis-server, strace for the chaos suite's
 	fi
 	@chromium --version 2>/dev/null
 
-test: deps verify ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
+brokers: ## start RabbitMQ and NATS JetStream for the destination tests when they are down (installs them when absent)
+	@bash internal/brokertest/brokers.sh
+
+test: deps brokers verify ## the whole test suite, with the race detector; benchmarks run once to keep them compiling
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -50,7 +53,7 @@ lint-spec: ## lint openapi.yaml with Redocly (installed from npm on first use)
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps ## load and speed figures (long): accept path, end to end, baselines
+bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/

@@ -157,6 +157,7 @@ const (
 	ProblemCodeInternal               ProblemCode = "internal"
 	ProblemCodeMalformedRequest       ProblemCode = "malformed_request"
 	ProblemCodeMethodNotAllowed       ProblemCode = "method_not_allowed"
+	ProblemCodeNotDurable             ProblemCode = "not_durable"
 	ProblemCodeNotFound               ProblemCode = "not_found"
 	ProblemCodePortfolioUnavailable   ProblemCode = "portfolio_unavailable"
 	ProblemCodeRateLimited            ProblemCode = "rate_limited"
@@ -191,6 +192,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMalformedRequest:
 		return true
 	case ProblemCodeMethodNotAllowed:
+		return true
+	case ProblemCodeNotDurable:
 		return true
 	case ProblemCodeNotFound:
 		return true
@@ -337,7 +340,7 @@ func (e WebhookEventType) Valid() bool {
 	}
 }
 
-// AccountId The account the order is for.
+// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 //
 // Example: acc-42
 type AccountId = string
@@ -391,7 +394,8 @@ type Event struct {
 	Order *Order `json:"order,omitempty"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -476,7 +480,7 @@ type Metadata map[string]string
 // Order An order and where it stands: the request's fields as accepted, plus
 // the status and its history's summary.
 type Order struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -528,7 +532,8 @@ type Order struct {
 	Quantity Quantity `json:"quantity"`
 
 	// Reason Why the order ended other than executed, such as
-	// `insufficient_funds`, `risk_limit`, `execution_refused`,
+	// `insufficient_funds`, `unknown_account` (your tenant has no such
+	// account), `risk_limit`, `execution_refused`,
 	// `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 	// `cancelled_by_client` or `internal_error`. More may be added.
 	//
@@ -569,7 +574,7 @@ type OrderList struct {
 
 // OrderRequest What you ask for. Unknown fields are refused.
 type OrderRequest struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -626,7 +631,7 @@ type OrderType string
 
 // Portfolio An account's funds.
 type Portfolio struct {
-	// AccountId The account the order is for.
+	// AccountId The account the order is for, one of your tenant's accounts (account ids are scoped per tenant).
 	//
 	// Example: acc-42
 	AccountId AccountId `json:"account_id"`
@@ -717,7 +722,8 @@ type ReadinessChecksRedis string
 type ReadinessStatus string
 
 // Reason Why the order ended other than executed, such as
-// `insufficient_funds`, `risk_limit`, `execution_refused`,
+// `insufficient_funds`, `unknown_account` (your tenant has no such
+// account), `risk_limit`, `execution_refused`,
 // `retries_exhausted`, `deadline_exceeded`, `downstream_unavailable`,
 // `cancelled_by_client` or `internal_error`. More may be added.
 //
@@ -789,9 +795,14 @@ type WebhookDelivery struct {
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -847,9 +858,14 @@ type WebhookEndpoint struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -873,9 +889,14 @@ type WebhookEndpointRequest struct {
 	// Events The event types to receive; absent or empty, all of them.
 	Events *[]WebhookEventType `json:"events,omitempty"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -919,9 +940,14 @@ type WebhookEndpointWithSecret struct {
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
-	// Url Where events go: an absolute `https` URL (plain `http` only where
-	// the operator allows it), without credentials or fragment, whose host
-	// is a public address (see `POST /v1/webhook-endpoints`).
+	// Url Where events go, by scheme (see Event destinations in the
+	// introduction): an absolute `https` URL (plain `http` only where the
+	// operator allows it), without credentials or fragment; a RabbitMQ
+	// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+	// (or `amqps://`); or a NATS JetStream subject,
+	// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+	// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+	// In answers, a password or token is shown as `***`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	Url WebhookUrl `json:"url"`
@@ -959,9 +985,14 @@ type WebhookEventType string
 // Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 type WebhookSecret = string
 
-// WebhookUrl Where events go: an absolute `https` URL (plain `http` only where
-// the operator allows it), without credentials or fragment, whose host
-// is a public address (see `POST /v1/webhook-endpoints`).
+// WebhookUrl Where events go, by scheme (see Event destinations in the
+// introduction): an absolute `https` URL (plain `http` only where the
+// operator allows it), without credentials or fragment; a RabbitMQ
+// exchange, `amqp://user:pass@host:5672/vhost?exchange=NAME[&routing_key=KEY]`
+// (or `amqps://`); or a NATS JetStream subject,
+// `nats://[user:pass@|token@]host:4222?subject=SUBJECT` (or `tls://`).
+// Its host must be a public address (see `POST /v1/webhook-endpoints`).
+// In answers, a password or token is shown as `***`.
 //
 // Example: https://example.com/hooks/asyncgate
 type WebhookUrl = string
@@ -1035,6 +1066,9 @@ type WebhookConflict = Problem
 
 // WebhookEndpointUnprocessable An RFC 9457 problem detail.
 type WebhookEndpointUnprocessable = Problem
+
+// WriteUnavailable An RFC 9457 problem detail.
+type WriteUnavailable = Problem
 
 // GetDocsParams defines parameters for GetDocs.
 type GetDocsParams struct {
@@ -1492,10 +1526,18 @@ type ClientInterface interface {
 
 	// GetPortfolio Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1535,7 +1577,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1558,7 +1603,10 @@ type ClientInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -1884,10 +1932,18 @@ func (c *RawClient) ListOrderEvents(ctx context.Context, id OrderId, params *Lis
 
 // GetPortfolio Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Corresponds with GET /v1/portfolios/{account_id} (the `GetPortfolio` operationId).
@@ -1967,7 +2023,10 @@ func (c *RawClient) ListWebhookEndpoints(ctx context.Context, params *ListWebhoo
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -2000,7 +2059,10 @@ func (c *RawClient) CreateWebhookEndpointWithBody(ctx context.Context, params *C
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3590,10 +3652,18 @@ type ClientWithResponsesInterface interface {
 
 	// GetPortfolioWithResponse Get an account's funds
 	//
-	// Reads the account's funds from the portfolio service, at once. When
-	// the service cannot answer (down, slow, or its circuit breaker open),
-	// the answer is the last view of the account that your tenant read,
-	// with `stale: true` and its `as_of`; with no such view, `503
+	// Reads the account's funds from the portfolio service, at once.
+	//
+	// Accounts belong to tenants: the portfolio service is told your
+	// tenant (that of your API key) on every call and answers for your
+	// account of that id. Another tenant's account with the same id is
+	// another account, which you never see or move; an account your
+	// tenant does not have is `404 not_found`. Orders reserve funds the
+	// same way, only in your tenant's account.
+	//
+	// When the service cannot answer (down, slow, or its circuit breaker
+	// open), the answer is the last view of the account that your tenant
+	// read, with `stale: true` and its `as_of`; with no such view, `503
 	// portfolio_unavailable`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3641,7 +3711,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -3664,7 +3737,10 @@ type ClientWithResponsesInterface interface {
 	// introduction). The answer holds the endpoint's signing secret,
 	// `whsec_…`: it is shown this once, so store it.
 	//
-	// The URL must be `https` and its host must be, or resolve to, public
+	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+	// Event destinations in the introduction. A webhook URL must be
+	// `https`. Any URL's host must be, or resolve to, public
 	// addresses only: plain `http`, and loopback, private, link-local,
 	// carrier-grade NAT and cloud metadata addresses (such as
 	// `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -4061,6 +4137,7 @@ type RotateCallbackSecretResponse500Headers struct {
 
 // RotateCallbackSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateCallbackSecret
 type RotateCallbackSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4083,7 +4160,7 @@ type RotateCallbackSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateCallbackSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4138,7 +4215,7 @@ func (r RotateCallbackSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateCallbackSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4361,6 +4438,7 @@ type PlaceOrderResponse500Headers struct {
 
 // PlaceOrderResponse503Headers the declared response headers of an HTTP 503 response for PlaceOrder
 type PlaceOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4387,7 +4465,7 @@ type PlaceOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *PlaceOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4456,7 +4534,7 @@ func (r PlaceOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r PlaceOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r PlaceOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4690,6 +4768,7 @@ type CancelOrderResponse500Headers struct {
 
 // CancelOrderResponse503Headers the declared response headers of an HTTP 503 response for CancelOrder
 type CancelOrderResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -4714,7 +4793,7 @@ type CancelOrderResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *CancelOrderResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -4776,7 +4855,7 @@ func (r CancelOrderResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CancelOrderResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CancelOrderResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -4952,6 +5031,12 @@ type GetPortfolioResponse401Headers struct {
 	XRequestId      string
 }
 
+// GetPortfolioResponse404Headers the declared response headers of an HTTP 404 response for GetPortfolio
+type GetPortfolioResponse404Headers struct {
+	IdempotentReplayed *string
+	XRequestId         string
+}
+
 // GetPortfolioResponse422Headers the declared response headers of an HTTP 422 response for GetPortfolio
 type GetPortfolioResponse422Headers struct {
 	XRequestId string
@@ -4985,6 +5070,8 @@ type GetPortfolioResponse struct {
 	JSON200 *Portfolio
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
 	ApplicationproblemJSON422 *ValidationFailed
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
@@ -4997,6 +5084,8 @@ type GetPortfolioResponse struct {
 	Headers200 *GetPortfolioResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetPortfolioResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetPortfolioResponse404Headers
 	// Headers422 the parsed response headers for an HTTP 422 response
 	Headers422 *GetPortfolioResponse422Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -5015,6 +5104,11 @@ func (r GetPortfolioResponse) GetJSON200() *Portfolio {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r GetPortfolioResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetPortfolioResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
@@ -5251,6 +5345,7 @@ type RetryWebhookDeliveryResponse500Headers struct {
 
 // RetryWebhookDeliveryResponse503Headers the declared response headers of an HTTP 503 response for RetryWebhookDelivery
 type RetryWebhookDeliveryResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5275,7 +5370,7 @@ type RetryWebhookDeliveryResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers202 the parsed response headers for an HTTP 202 response
 	Headers202 *RetryWebhookDeliveryResponse202Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5337,7 +5432,7 @@ func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RetryWebhookDeliveryResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5544,6 +5639,7 @@ type CreateWebhookEndpointResponse500Headers struct {
 
 // CreateWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for CreateWebhookEndpoint
 type CreateWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5570,7 +5666,7 @@ type CreateWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers201 the parsed response headers for an HTTP 201 response
 	Headers201 *CreateWebhookEndpointResponse201Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -5639,7 +5735,7 @@ func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r CreateWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -5709,6 +5805,7 @@ type DeleteWebhookEndpointResponse500Headers struct {
 
 // DeleteWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DeleteWebhookEndpoint
 type DeleteWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -5725,7 +5822,7 @@ type DeleteWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers204 the parsed response headers for an HTTP 204 response
 	Headers204 *DeleteWebhookEndpointResponse204Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -5761,7 +5858,7 @@ func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DeleteWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6121,6 +6218,7 @@ type DisableWebhookEndpointResponse500Headers struct {
 
 // DisableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for DisableWebhookEndpoint
 type DisableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6145,7 +6243,7 @@ type DisableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DisableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6207,7 +6305,7 @@ func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r DisableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6295,6 +6393,7 @@ type EnableWebhookEndpointResponse500Headers struct {
 
 // EnableWebhookEndpointResponse503Headers the declared response headers of an HTTP 503 response for EnableWebhookEndpoint
 type EnableWebhookEndpointResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6319,7 +6418,7 @@ type EnableWebhookEndpointResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *EnableWebhookEndpointResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6381,7 +6480,7 @@ func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON500() *Internal 
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r EnableWebhookEndpointResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6469,6 +6568,7 @@ type RotateWebhookSecretResponse500Headers struct {
 
 // RotateWebhookSecretResponse503Headers the declared response headers of an HTTP 503 response for RotateWebhookSecret
 type RotateWebhookSecretResponse503Headers struct {
+	Location   *string
 	RetryAfter int
 	XRequestId string
 }
@@ -6493,7 +6593,7 @@ type RotateWebhookSecretResponse struct {
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
 	ApplicationproblemJSON500 *Internal
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Unavailable
+	ApplicationproblemJSON503 *WriteUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *RotateWebhookSecretResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
@@ -6555,7 +6655,7 @@ func (r RotateWebhookSecretResponse) GetApplicationproblemJSON500() *Internal {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *Unavailable {
+func (r RotateWebhookSecretResponse) GetApplicationproblemJSON503() *WriteUnavailable {
 	return r.ApplicationproblemJSON503
 }
 
@@ -6813,10 +6913,18 @@ func (c *ClientWithResponses) ListOrderEventsWithResponse(ctx context.Context, i
 
 // GetPortfolioWithResponse Get an account's funds
 //
-// Reads the account's funds from the portfolio service, at once. When
-// the service cannot answer (down, slow, or its circuit breaker open),
-// the answer is the last view of the account that your tenant read,
-// with `stale: true` and its `as_of`; with no such view, `503
+// Reads the account's funds from the portfolio service, at once.
+//
+// Accounts belong to tenants: the portfolio service is told your
+// tenant (that of your API key) on every call and answers for your
+// account of that id. Another tenant's account with the same id is
+// another account, which you never see or move; an account your
+// tenant does not have is `404 not_found`. Orders reserve funds the
+// same way, only in your tenant's account.
+//
+// When the service cannot answer (down, slow, or its circuit breaker
+// open), the answer is the last view of the account that your tenant
+// read, with `stale: true` and its `as_of`; with no such view, `503
 // portfolio_unavailable`.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6888,7 +6996,10 @@ func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Conte
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -6917,7 +7028,10 @@ func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx cont
 // introduction). The answer holds the endpoint's signing secret,
 // `whsec_…`: it is shown this once, so store it.
 //
-// The URL must be `https` and its host must be, or resolve to, public
+// The URL is a webhook receiver (`https`), a RabbitMQ exchange
+// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
+// Event destinations in the introduction. A webhook URL must be
+// `https`. Any URL's host must be, or resolve to, public
 // addresses only: plain `http`, and loopback, private, link-local,
 // carrier-grade NAT and cloud metadata addresses (such as
 // `169.254.169.254`) are refused with `422 url_not_allowed`, unless
@@ -7330,7 +7444,7 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -7495,6 +7609,13 @@ func ParseRotateCallbackSecretResponse(rsp *http.Response) (*RotateCallbackSecre
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateCallbackSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -7787,7 +7908,7 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -7993,6 +8114,13 @@ func ParsePlaceOrderResponse(rsp *http.Response) (*PlaceOrderResponse, error) {
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers PlaceOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8309,7 +8437,7 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -8505,6 +8633,13 @@ func ParseCancelOrderResponse(rsp *http.Response) (*CancelOrderResponse, error) 
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CancelOrderResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -8754,6 +8889,13 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
 		var dest ValidationFailed
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8833,6 +8975,23 @@ func ParseGetPortfolioResponse(rsp *http.Response) (*GetPortfolioResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetPortfolioResponse404Headers
+		if values := rsp.Header.Values("Idempotent-Replayed"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Idempotent-Replayed", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.IdempotentReplayed = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
 	case rsp.StatusCode == 422:
 		var headers GetPortfolioResponse422Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
@@ -9192,7 +9351,7 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9381,6 +9540,13 @@ func ParseRetryWebhookDeliveryResponse(rsp *http.Response) (*RetryWebhookDeliver
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RetryWebhookDeliveryResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9656,7 +9822,7 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -9848,6 +10014,13 @@ func ParseCreateWebhookEndpointResponse(rsp *http.Response) (*CreateWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers CreateWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -9914,7 +10087,7 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10045,6 +10218,13 @@ func ParseDeleteWebhookEndpointResponse(rsp *http.Response) (*DeleteWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DeleteWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10555,7 +10735,7 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -10737,6 +10917,13 @@ func ParseDisableWebhookEndpointResponse(rsp *http.Response) (*DisableWebhookEnd
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers DisableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -10828,7 +11015,7 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11010,6 +11197,13 @@ func ParseEnableWebhookEndpointResponse(rsp *http.Response) (*EnableWebhookEndpo
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers EnableWebhookEndpointResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -11101,7 +11295,7 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.ApplicationproblemJSON500 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Unavailable
+		var dest WriteUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -11283,6 +11477,13 @@ func ParseRotateWebhookSecretResponse(rsp *http.Response) (*RotateWebhookSecretR
 		response.Headers500 = &headers
 	case rsp.StatusCode == 503:
 		var headers RotateWebhookSecretResponse503Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

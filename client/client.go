@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -300,16 +301,48 @@ func (c *Client) Orders(ctx context.Context, filter OrderFilter) iter.Seq2[Order
 	}
 }
 
-// VerifyWebhook checks a webhook that asyncgate delivered to you: secret is
-// the endpoint's or callback secret ("whsec_…"), header the request's
-// headers and body its raw bytes. It returns nil when the signature matches
-// and the timestamp is within webhooks.DefaultTolerance of now.
-func VerifyWebhook(secret string, header http.Header, body []byte) error {
+// WebhookHeader is what VerifyWebhook reads the signature headers from: an
+// HTTP request's http.Header, a NATS message's nats.Header (both
+// map[string][]string), or a RabbitMQ delivery's amqp.Table
+// (map[string]any, string values). Names are matched in any case.
+type WebhookHeader interface {
+	~map[string][]string | ~map[string]any
+}
+
+// VerifyWebhook checks an event that asyncgate delivered to you, as a
+// webhook or as a message on your broker: secret is the endpoint's or
+// callback secret ("whsec_…"), header the request's or message's headers
+// and body its raw bytes. It returns nil when the signature matches and the
+// timestamp is within webhooks.DefaultTolerance of now.
+//
+//	err := client.VerifyWebhook(secret, r.Header, body)          // net/http
+//	err := client.VerifyWebhook(secret, msg.Headers, msg.Body)   // amqp091-go Delivery
+//	err := client.VerifyWebhook(secret, msg.Headers(), msg.Data()) // nats.go jetstream.Msg
+func VerifyWebhook[H WebhookHeader](secret string, header H, body []byte) error {
 	s, err := webhooks.ParseSecret(secret)
 	if err != nil {
 		return err
 	}
-	return webhooks.Verify(s, header, body, webhooks.DefaultTolerance)
+	return webhooks.Verify(s, httpHeader(header), body, webhooks.DefaultTolerance)
+}
+
+// httpHeader copies h into an http.Header with canonical names: broker
+// headers arrive with lower-case names, and AMQP's as a table of values.
+func httpHeader[H WebhookHeader](h H) http.Header {
+	out := make(http.Header, len(h))
+	it := reflect.ValueOf(h).MapRange()
+	for it.Next() {
+		k := http.CanonicalHeaderKey(it.Key().String())
+		switch v := it.Value().Interface().(type) {
+		case []string:
+			out[k] = append(out[k], v...)
+		case string:
+			out[k] = append(out[k], v)
+		case []byte:
+			out[k] = append(out[k], string(v))
+		}
+	}
+	return out
 }
 
 // call sends a request with send, retrying it as the policy allows, and

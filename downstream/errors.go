@@ -16,6 +16,11 @@ var (
 	// cannot cover. It is final for that reservation id.
 	ErrInsufficientFunds = errors.New("insufficient funds")
 
+	// ErrUnknownAccount is the portfolio's answer (404, error "unknown_account") for an
+	// account the tenant does not have: accounts belong to tenants, and the portfolio
+	// service, which every call tells the tenant, knows whose they are. It is final.
+	ErrUnknownAccount = errors.New("unknown account")
+
 	// ErrRefused is the execution service's answer (422) to an order it will not execute.
 	// Errors that match it are an [*RefusedError] with the reason.
 	ErrRefused = errors.New("execution refused")
@@ -115,12 +120,13 @@ var errCallerDone = errors.New("caller gave up")
 
 // IsTransient reports whether err may go away when the call is tried again later: timeouts,
 // connection errors, 5xx, 408 and 429 statuses, bad responses, an open breaker and a full
-// bulkhead. Business answers (ErrInsufficientFunds, ErrRefused), other statuses (a 400 or 404
+// bulkhead. Business answers (ErrInsufficientFunds, ErrUnknownAccount, ErrRefused), other statuses (a 400 or 404
 // is a bug on our side), the caller's context.Canceled and nil are not.
 func IsTransient(err error) bool {
 	if err == nil ||
 		errors.Is(err, context.Canceled) ||
 		errors.Is(err, ErrInsufficientFunds) ||
+		errors.Is(err, ErrUnknownAccount) ||
 		errors.Is(err, ErrRefused) {
 		return false
 	}

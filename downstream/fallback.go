@@ -81,6 +81,10 @@ func (r *Reader) Read(ctx context.Context, tenant, accountID string) (Snapshot, 
 		r.store(ctx, tenant, v)
 		return Snapshot{View: v}, nil
 	}
+	if errors.Is(err, ErrUnknownAccount) {
+		// The tenant has no such account (any more): an outage must not bring an old view back.
+		r.forget(ctx, tenant, accountID)
+	}
 	if !IsTransient(err) {
 		return Snapshot{}, err
 	}
@@ -108,6 +112,14 @@ func (r *Reader) store(ctx context.Context, tenant string, v View) {
 	defer cancel()
 	if err := r.rdb.Set(ctx, r.keys.view(tenant, v.AccountID), data, r.cfg.TTL).Err(); err != nil {
 		r.cfg.Logger.WarnContext(ctx, "cache portfolio view", "tenant", tenant, "account_id", v.AccountID, "err", err)
+	}
+}
+
+func (r *Reader) forget(ctx context.Context, tenant, accountID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RedisTimeout)
+	defer cancel()
+	if err := r.rdb.Del(ctx, r.keys.view(tenant, accountID)).Err(); err != nil {
+		r.cfg.Logger.WarnContext(ctx, "forget portfolio view", "tenant", tenant, "account_id", accountID, "err", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +51,63 @@ func TestReaderFallsBackToLastView(t *testing.T) {
 	}
 	if d, ok := RetryAfter(err); !ok || d != time.Second {
 		t.Errorf("RetryAfter = %v, %v; want the downstream's 1s", d, ok)
+	}
+}
+
+// TestReaderReadsTheTenantsAccount: the fresh read asks the portfolio service for the
+// tenant's account, not for whichever account has that id (before, only the cached view
+// was per tenant, and the read showed every tenant the same account).
+func TestReaderReadsTheTenantsAccount(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, nil, nil)
+	r := NewReader(tb.portfolio, redistest.Shared(t).NewClient(t), ReaderConfig{})
+	tb.sim.SetTenantBalance("acme", "acc_1001", 5000)
+	tb.sim.SetTenantBalance("globex", "acc_1001", 20)
+	for tenant, cash := range map[string]float64{"acme": 5000, "globex": 20} {
+		v, err := r.Read(t.Context(), tenant, "acc_1001")
+		if err != nil || v.Cash != cash {
+			t.Errorf("%s reads %+v, %v; want its own cash %v", tenant, v, err, cash)
+		}
+	}
+}
+
+// TestReaderForgetsUnknownAccount: once the service says the tenant has no such account,
+// an outage does not bring its old view back.
+func TestReaderForgetsUnknownAccount(t *testing.T) {
+	t.Parallel()
+	gone := false
+	var mu sync.Mutex
+	tb := setup(t, func(s *sim.Sim) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			g := gone
+			mu.Unlock()
+			if g {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(`{"error":"unknown_account"}`))
+				return
+			}
+			s.ServeHTTP(w, r)
+		})
+	}, func(c *Config) { c.MaxAttempts = 1 })
+	r := NewReader(tb.portfolio, redistest.Shared(t).NewClient(t), ReaderConfig{})
+	ctx := t.Context()
+	if _, err := r.Read(ctx, "acme", "acc-1"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	if _, err := r.Read(ctx, "acme", "acc-1"); !errors.Is(err, ErrUnknownAccount) {
+		t.Fatalf("err = %v, want ErrUnknownAccount", err)
+	}
+	tb.setFaults(t, sim.Portfolio, sim.Faults{Outage: sim.Outage503})
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	if s, err := r.Read(ctx, "acme", "acc-1"); err == nil {
+		t.Errorf("during the outage: %+v, want no stale view of an unknown account", s)
 	}
 }
 

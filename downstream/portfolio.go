@@ -69,7 +69,8 @@ func (p *Portfolio) Stats() Stats {
 }
 
 // Get returns the funds of a tenant's account. An account id means something only within
-// its tenant: another tenant's account of the same id is another account.
+// its tenant: another tenant's account of the same id is another account. It returns
+// ErrUnknownAccount when the tenant has no such account.
 func (p *Portfolio) Get(ctx context.Context, tenant, accountID string) (View, error) {
 	if accountID == "" {
 		return View{}, errors.New("get portfolio: empty account id")
@@ -77,6 +78,9 @@ func (p *Portfolio) Get(ctx context.Context, tenant, accountID string) (View, er
 	var v View
 	err := p.c.call(ctx, request{method: http.MethodGet, path: "/portfolios/" + url.PathEscape(accountID), tenant: tenant},
 		func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusNotFound {
+				return p.notFound(resp)
+			}
 			if resp.StatusCode != http.StatusOK {
 				return p.c.statusError(resp)
 			}
@@ -126,7 +130,8 @@ func decodeView(data []byte) (View, error) {
 
 // Reserve reserves funds. It is idempotent on r.ID: repeating a reservation that
 // succeeded succeeds without reserving twice. It returns ErrInsufficientFunds when the
-// account cannot cover r.Amount; that answer is final for r.ID.
+// account cannot cover r.Amount, ErrUnknownAccount when the tenant has no such account;
+// those answers are final for r.ID.
 func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
 	switch {
 	case r.ID == "":
@@ -146,6 +151,8 @@ func (p *Portfolio) Reserve(ctx context.Context, r Reservation) error {
 				return p.checkStatus(resp, r.ID, "reserved")
 			case http.StatusConflict:
 				return ErrInsufficientFunds
+			case http.StatusNotFound:
+				return p.notFound(resp)
 			}
 			return p.c.statusError(resp)
 		})
@@ -183,6 +190,23 @@ func (p *Portfolio) Release(ctx context.Context, r ReleaseRequest) error {
 		return fmt.Errorf("release %s: %w", reservationID, err)
 	}
 	return nil
+}
+
+// notFound reads a 404: ErrUnknownAccount when the service says the account is not the
+// tenant's, else a status error (a 404 of anything else, such as a wrong base URL, is a
+// bug on our side, not an answer about the account).
+func (p *Portfolio) notFound(resp *http.Response) error {
+	data, err := readJSON(resp, p.c.cfg.MaxBodyBytes)
+	if err != nil {
+		return p.c.statusError(resp)
+	}
+	var w struct {
+		Error string `json:"error"`
+	}
+	if unmarshal(data, &w) != nil || w.Error != "unknown_account" {
+		return p.c.statusError(resp)
+	}
+	return ErrUnknownAccount
 }
 
 // checkStatus reads a reservation answer and checks that it is about id and has one of

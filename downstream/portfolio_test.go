@@ -3,6 +3,7 @@ package downstream
 import (
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +180,46 @@ func TestConfig(t *testing.T) {
 func TestHeadersMatchSimulator(t *testing.T) {
 	if HeaderTenant != sim.HeaderTenant || HeaderOrder != sim.HeaderOrder {
 		t.Errorf("clients send %s and %s, the simulator reads %s and %s", HeaderTenant, HeaderOrder, sim.HeaderTenant, sim.HeaderOrder)
+	}
+}
+
+// TestUnknownAccount: a portfolio service that answers 404 unknown_account for an account
+// the tenant does not have gives ErrUnknownAccount, final and no failure of the service;
+// a 404 of anything else is a bug on our side, not an answer about the account.
+func TestUnknownAccount(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, func(s *sim.Sim) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/portfolios/gone" {
+				http.NotFound(w, r)
+				return
+			}
+			s.ServeHTTP(w, r)
+		})
+	}, nil)
+	ctx := t.Context()
+	closed := sim.New(sim.Config{ClosedAccounts: true})
+	srv := httptest.NewServer(closed)
+	t.Cleanup(srv.Close)
+	closed.SetTenantBalance("acme", "acc", 100)
+	strict := newBundle(t, closed, testConfig(srv.URL))
+
+	if _, err := strict.portfolio.Get(ctx, "acme", "acc"); err != nil {
+		t.Fatalf("acme's own account: %v", err)
+	}
+	_, getErr := strict.portfolio.Get(ctx, "globex", "acc")
+	reserveErr := strict.portfolio.Reserve(ctx, Reservation{Tenant: "globex", OrderID: "o1", ID: "o1", AccountID: "acc", Amount: 1})
+	for _, err := range []error{getErr, reserveErr} {
+		if !errors.Is(err, ErrUnknownAccount) || IsTransient(err) {
+			t.Errorf("err = %v, want ErrUnknownAccount, not transient", err)
+		}
+	}
+	if st := strict.portfolio.Stats(); st.Failed != 0 || st.Sent != 3 {
+		t.Errorf("stats = %+v: want 3 calls sent, none a failure", st)
+	}
+
+	_, err := tb.portfolio.Get(ctx, "acme", "gone")
+	if se, ok := errors.AsType[*StatusError](err); !ok || se.Code != http.StatusNotFound || errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("a plain 404: err = %v, want a StatusError 404", err)
 	}
 }

@@ -267,6 +267,12 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 // attempt asked for, else jittered exponential backoff.
 func (n *Notifier) RetryDelay(count int, err error, _ *asynq.Task) time.Duration {
 	if p, ok := errors.AsType[*Postponed](err); ok {
+		if errors.Is(p.Err, webhooks.ErrEndpointBusy) {
+			// Its endpoint's slots are taken (a slow receiver): each
+			// return waits longer, up to 8 times the first wait, so a
+			// long backlog looks rarely and the slots stay full.
+			return wholeSecond(time.Now(), jitteredBackoff(p.Delay, 8*p.Delay, count))
+		}
 		return wholeSecond(time.Now(), p.Delay)
 	}
 	if r, ok := errors.AsType[*retryIn](err); ok {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 func TestNotifierRetryDelay(t *testing.T) {
@@ -62,5 +64,26 @@ func TestWorkerRetryDelayDispatchesOnTaskType(t *testing.T) {
 	}
 	if d := f(0, errors.New("x"), asynq.NewTask(TypeProcessOrder, nil)); d != time.Minute {
 		t.Errorf("order task: %s, want the default", d)
+	}
+}
+
+// TestNotifierBusyEndpointBacksOff: a delivery whose endpoint's slots are
+// taken comes back soon at first, then less often, never past 8 times the
+// first wait (and a whole second).
+func TestNotifierBusyEndpointBacksOff(t *testing.T) {
+	t.Parallel()
+	n := NewNotifier(nil, nil, nil, nil, nil, NotifierConfig{})
+	task := asynq.NewTask(TypeWebhookDeliver, nil)
+	busy := &Postponed{Delay: time.Second, Err: webhooks.ErrEndpointBusy}
+	for range 20 {
+		if d := n.RetryDelay(0, busy, task); d > 2*time.Second {
+			t.Fatalf("first return: %s, want at most 1s stretched to a whole second", d)
+		}
+		if d := n.RetryDelay(2, busy, task); d < 2*time.Second || d > 5*time.Second {
+			t.Fatalf("third return: %s, want within [2s, 4s] and a whole second", d)
+		}
+		if d := n.RetryDelay(50, busy, task); d < 4*time.Second || d > 9*time.Second {
+			t.Fatalf("50th return: %s, want within [4s, 8s] and a whole second", d)
+		}
 	}
 }

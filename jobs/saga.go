@@ -31,6 +31,7 @@ type Execution interface {
 // Reasons an order ends without being executed.
 const (
 	ReasonInsufficientFunds     = "insufficient_funds"
+	ReasonUnknownAccount        = "unknown_account"
 	ReasonRiskLimit             = "risk_limit"
 	ReasonExecutionRefused      = "execution_refused"
 	ReasonRetriesExhausted      = "retries_exhausted"
@@ -258,6 +259,9 @@ func (s *Saga) step(ctx context.Context, l *orders.Lease, log *slog.Logger) erro
 		switch {
 		case errors.Is(err, downstream.ErrInsufficientFunds):
 			c = orders.Change{To: orders.Rejected, Reason: ReasonInsufficientFunds}
+		case errors.Is(err, downstream.ErrUnknownAccount):
+			// Accounts belong to tenants: this tenant has none of that id.
+			c = orders.Change{To: orders.Rejected, Reason: ReasonUnknownAccount}
 		case err != nil:
 			return fmt.Errorf("reserve funds: %w", err)
 		default:

@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -11,8 +12,14 @@ import (
 
 // WorkerConfig configures the Asynq server that runs the handlers.
 type WorkerConfig struct {
-	// Concurrency is the number of handlers running at once. Defaults to 50.
+	// Concurrency is the number of order tasks (the critical and orders
+	// queues) running at once. Defaults to 50.
 	Concurrency int
+	// WebhookConcurrency is the number of webhook tasks (fan-outs and
+	// deliveries, the webhooks queue) running at once, in an Asynq server
+	// of their own: a slow receiver can only fill these slots, never the
+	// orders'. Defaults to 50.
+	WebhookConcurrency int
 	// PollInterval is how often an idle worker looks for new tasks. Asynq's
 	// default of 1s would add up to a second to every order. Defaults to 10ms.
 	PollInterval time.Duration
@@ -29,6 +36,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.Concurrency == 0 {
 		c.Concurrency = 50
 	}
+	if c.WebhookConcurrency == 0 {
+		c.WebhookConcurrency = 50
+	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 10 * time.Millisecond
 	}
@@ -44,9 +54,11 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	return c
 }
 
-// Worker runs the order handlers (and any extra handlers registered on Mux).
+// Worker runs the order handlers (and any extra handlers registered on Mux)
+// in two Asynq servers that share no capacity: one for the critical and
+// orders queues, one for the webhooks queue.
 type Worker struct {
-	srv *asynq.Server
+	srv, hooks *asynq.Server
 	// Mux routes task types to handlers; register more before Start.
 	Mux *asynq.ServeMux
 	// delays are the retry delays of task types that do not use the saga's.
@@ -57,18 +69,23 @@ type Worker struct {
 func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{delays: make(map[string]asynq.RetryDelayFunc)}
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: cfg.Concurrency,
-		// Compensation first: it frees funds and ends orders.
-		Queues:                   map[string]int{QueueCritical: 6, QueueOrders: 3, QueueWebhooks: 3},
-		TaskCheckInterval:        cfg.PollInterval,
-		DelayedTaskCheckInterval: cfg.DelayedPollInterval,
-		RetryDelayFunc:           w.retryDelay(saga.RetryDelay),
-		IsFailure:                IsFailure,
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		Logger:                   asynqLogger{cfg.Logger},
-		LogLevel:                 asynq.WarnLevel,
-	})
+	server := func(concurrency int, queues map[string]int) *asynq.Server {
+		return asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:              concurrency,
+			Queues:                   queues,
+			TaskCheckInterval:        cfg.PollInterval,
+			DelayedTaskCheckInterval: cfg.DelayedPollInterval,
+			RetryDelayFunc:           w.retryDelay(saga.RetryDelay),
+			IsFailure:                IsFailure,
+			ShutdownTimeout:          cfg.ShutdownTimeout,
+			Logger:                   asynqLogger{cfg.Logger},
+			LogLevel:                 asynq.WarnLevel,
+		})
+	}
+	// Compensation first: it frees funds and ends orders.
+	srv := server(cfg.Concurrency, map[string]int{QueueCritical: 6, QueueOrders: 3})
+	// Webhook fan-outs and deliveries in slots of their own (decision 29).
+	w.hooks = server(cfg.WebhookConcurrency, map[string]int{QueueWebhooks: 1})
 	mux := asynq.NewServeMux()
 	mux.Use(TraceTasks) // a consumer span per attempt, in the enqueuer's trace
 	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
@@ -92,16 +109,26 @@ func (w *Worker) retryDelay(def asynq.RetryDelayFunc) asynq.RetryDelayFunc {
 	}
 }
 
-// Start starts processing in the background.
+// Start starts processing in the background. Both servers route through Mux.
 func (w *Worker) Start() error {
 	if err := w.srv.Start(w.Mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	if err := w.hooks.Start(w.Mux); err != nil {
+		w.srv.Shutdown()
+		return fmt.Errorf("start webhook worker: %w", err)
+	}
 	return nil
 }
 
-// Shutdown stops taking tasks and waits for running handlers.
-func (w *Worker) Shutdown() { w.srv.Shutdown() }
+// Shutdown stops taking tasks and waits for running handlers, of both
+// servers at once (each up to WorkerConfig.ShutdownTimeout).
+func (w *Worker) Shutdown() {
+	var wg sync.WaitGroup
+	wg.Go(w.hooks.Shutdown)
+	w.srv.Shutdown()
+	wg.Wait()
+}
 
 // asynqLogger sends Asynq's logs to slog.
 type asynqLogger struct{ l *slog.Logger }

@@ -54,6 +54,9 @@ func (s *Server) authenticate(c *gin.Context) {
 // bearer resolves the request's Bearer key to its principal and puts it on
 // the context; on a missing or invalid key it answers the 401 problem
 // (hint says how to authenticate) and returns nil.
+//
+// It runs before anything reads the request's body, and a 401 never reads
+// it (see writeProblem).
 func (s *Server) bearer(c *gin.Context, hint string) *principal {
 	key, ok := bearerToken(c.GetHeader("Authorization"))
 	if !ok {

@@ -104,6 +104,9 @@ type idemRequest struct {
 	// status is one that is recorded.
 	answer *idemRecord
 	record string
+	// unconfirmed is set by answerDurably when the handler's writes were
+	// not confirmed durable: its answer is recorded, the client gets this.
+	unconfirmed *Problem
 }
 
 // validIdempotencyKey reports whether k is 1-255 printable ASCII characters.
@@ -244,6 +247,10 @@ func (s *Server) idempotency(c *gin.Context) {
 
 	if !recorded(bw.status) {
 		r.release()
+		if r.unconfirmed != nil { // not an answer answerDurably sends; never a false one
+			s.sendUnconfirmed(c, r)
+			return
+		}
 	} else {
 		r.answer = &idemRecord{Fingerprint: r.fp, Status: bw.status, Body: bw.buf.Bytes(), Header: make(map[string]string, len(replayedHeaders))}
 		for _, h := range replayedHeaders {
@@ -255,9 +262,24 @@ func (s *Server) idempotency(c *gin.Context) {
 		// The recorder writes it in the background; until it is written,
 		// this process answers replays from memory.
 		s.recorder.add(r)
+		if r.unconfirmed != nil {
+			// Not durable yet: a retry with the key gets the recorded
+			// answer once the barrier passes; this client gets 503.
+			s.sendUnconfirmed(c, r)
+			return
+		}
 	}
 	c.Writer.WriteHeader(bw.status)
 	c.Writer.Write(bw.buf.Bytes())
+}
+
+// sendUnconfirmed sends r's 503 not_durable in place of the held answer,
+// keeping only its Location.
+func (s *Server) sendUnconfirmed(c *gin.Context, r *idemRequest) {
+	h := c.Writer.Header()
+	h.Del("Content-Type")
+	h.Del("Retry-After")
+	writeProblem(c, r.unconfirmed)
 }
 
 // answerFromRecord answers a request whose key is taken: by the recorded
@@ -289,6 +311,17 @@ func (s *Server) answerFromRecord(c *gin.Context, r *idemRequest, prev string) {
 		writeProblem(c, newProblem("idempotency_key_in_use",
 			"a request with this Idempotency-Key is still being processed; retry after Retry-After seconds"))
 	default:
+		// A replay says the change is there: under --durability strict it
+		// waits for the barrier like the first answer (which may have been
+		// a 503 not_durable).
+		if s.deps.Durability != nil {
+			if err := s.deps.Durability.Sync(c.Request.Context()); err != nil {
+				p := newProblem("not_durable", "the change this Idempotency-Key made is not yet confirmed on disk or on replicas; retry after Retry-After seconds")
+				p.err = err
+				writeProblem(c, p)
+				return
+			}
+		}
 		h := c.Writer.Header()
 		for k, v := range rec.Header {
 			h.Set(k, v)

@@ -113,8 +113,13 @@ func (s *Server) placeOrder(c *gin.Context) {
 	ctx := c.Request.Context()
 	created, err := s.deps.Orders.Create(ctx, o)
 	if errors.Is(err, orders.ErrDuplicateClientOrderID) && created != nil {
-		c.Header("Location", "/v1/orders/"+created.ID)
-		writeProblem(c, err)
+		// The order found may be another request's whose answer was a 503
+		// not_durable: this answer waits for the barrier as that one did.
+		loc := "/v1/orders/" + created.ID
+		s.answerDurably(c, loc, func() {
+			c.Header("Location", loc)
+			writeProblem(c, err)
+		})
 		return
 	}
 	if err != nil {
@@ -127,8 +132,11 @@ func (s *Server) placeOrder(c *gin.Context) {
 	if err := s.deps.Queue.EnqueueOrder(ctx, tenant, o.ID, nil); err != nil {
 		s.log.WarnContext(ctx, "enqueue failed; the reconciler will enqueue the order", "order_id", o.ID, "tenant", tenant, "err", err)
 	}
-	s.cfg.Metrics.OrderAccepted()
-	s.accepted(c, created)
+	// The durability barrier: after the last write the 202 stands on (the
+	// enqueue), before the answer.
+	if s.answerDurably(c, "/v1/orders/"+created.ID, func() { s.accepted(c, created) }) {
+		s.cfg.Metrics.OrderAccepted()
+	}
 }
 
 func (s *Server) accepted(c *gin.Context, o *orders.Order) {
@@ -178,6 +186,7 @@ func (s *Server) getOrder(c *gin.Context) {
 	var o *orders.Order
 	var err error
 	if wait > 0 {
+		outlast(c, wait)
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		o, err = s.deps.Orders.WaitForChange(wctx, tenant, id, "")
@@ -275,5 +284,5 @@ func (s *Server) cancelOrder(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	s.accepted(c, o)
+	s.answerDurably(c, "/v1/orders/"+id, func() { s.accepted(c, o) })
 }

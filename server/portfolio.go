@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -13,11 +14,16 @@ import (
 
 // PortfolioReader reads an account's funds on behalf of a tenant.
 type PortfolioReader interface {
-	// ReadPortfolio returns the account's funds from the portfolio service, or, when the
-	// service cannot answer now, the last view the tenant read, marked Stale. With neither,
-	// it returns an *UnavailableError.
+	// ReadPortfolio returns the tenant's account's funds from the portfolio service, or,
+	// when the service cannot answer now, the last view the tenant read, marked Stale. With
+	// neither, it returns an *UnavailableError; for an account the tenant does not have,
+	// an error matching ErrAccountNotFound.
 	ReadPortfolio(ctx context.Context, tenant, accountID string) (Portfolio, error)
 }
+
+// ErrAccountNotFound is the portfolio service's answer for an account the tenant does not
+// have. Accounts belong to tenants: another tenant's account of the same id is not found.
+var ErrAccountNotFound = errors.New("no such account")
 
 // Portfolio is an account's funds as the API shows them.
 type Portfolio struct {

@@ -66,6 +66,7 @@ var problemKinds = map[string]struct {
 	"rate_limited":              {http.StatusTooManyRequests, "Too many requests"},
 	"unavailable":               {http.StatusServiceUnavailable, "Service unavailable"},
 	"portfolio_unavailable":     {http.StatusServiceUnavailable, "Portfolio unavailable"},
+	"not_durable":               {http.StatusServiceUnavailable, "Not confirmed durable"},
 	"internal":                  {http.StatusInternalServerError, "Internal error"},
 	"url_not_allowed":           {http.StatusUnprocessableEntity, "URL not allowed"},
 	"endpoint_disabled":         {http.StatusConflict, "Endpoint disabled"},
@@ -112,6 +113,8 @@ func toProblem(err error) *Problem {
 		p = problemf("body_too_large", "the body exceeds %d bytes", mbe.Limit)
 	case errors.Is(err, orders.ErrNotFound):
 		p = newProblem("not_found", "no such order")
+	case errors.Is(err, ErrAccountNotFound):
+		p = newProblem("not_found", "no such account for your tenant")
 	case errors.Is(err, orders.ErrTooLate):
 		p = newProblem("too_late", "the order is already executing and can no longer be cancelled")
 	case errors.Is(err, orders.ErrTerminal):
@@ -151,6 +154,9 @@ func writeProblem(c *gin.Context, err error) {
 	// that is well-formed, else percent-encoded (a space, '<', '"').
 	p.Instance = c.Request.URL.EscapedPath()
 	p.RequestID = c.GetString(ctxRequestID)
+	if p.Status == http.StatusUnauthorized {
+		dropBody(c) // nobody we know: their body is not worth a read
+	}
 	if p.Status >= 500 {
 		c.Header("Retry-After", strconv.Itoa(int(max(1, (p.retryAfter+time.Second-1)/time.Second))))
 	}

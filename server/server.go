@@ -37,6 +37,15 @@ type Enqueuer interface {
 	EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error
 }
 
+// Durability makes a request's writes durable before the API acknowledges
+// them (internal/durability.Barrier).
+type Durability interface {
+	// Sync returns once every write whose reply the caller holds is on
+	// disk or on replicas as promised. An error means they were made but
+	// are not known to be durable: the API answers 503.
+	Sync(ctx context.Context) error
+}
+
 // Pinger reports whether a dependency is reachable (readiness).
 type Pinger interface {
 	Ping(ctx context.Context) error
@@ -161,6 +170,9 @@ type Deps struct {
 	Dashboard Dashboard
 	// MetricsHandler serves GET /metrics; nil leaves the route out.
 	MetricsHandler http.Handler
+	// Durability is passed before every acknowledged write (see
+	// durable.go); nil waits for nothing.
+	Durability Durability
 }
 
 // Server is the HTTP API.

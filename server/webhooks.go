@@ -101,8 +101,11 @@ func (s *Server) createEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Header("Location", "/v1/webhook-endpoints/"+ep.ID)
-	writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+	loc := "/v1/webhook-endpoints/" + ep.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+	})
 }
 
 func (s *Server) listEndpoints(c *gin.Context) {
@@ -139,8 +142,10 @@ func (s *Server) deleteEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Status(http.StatusNoContent)
-	c.Writer.WriteHeaderNow()
+	s.answerDurably(c, "", func() {
+		c.Status(http.StatusNoContent)
+		c.Writer.WriteHeaderNow()
+	})
 }
 
 func (s *Server) rotateSecret(c *gin.Context) {
@@ -153,7 +158,7 @@ func (s *Server) rotateSecret(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()})
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()}) })
 }
 
 func (s *Server) disableEndpoint(c *gin.Context) {
@@ -166,7 +171,7 @@ func (s *Server) disableEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", ep)
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
 }
 
 func (s *Server) enableEndpoint(c *gin.Context) {
@@ -179,7 +184,7 @@ func (s *Server) enableEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", ep)
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
 }
 
 func (s *Server) listDeliveries(c *gin.Context) {
@@ -232,8 +237,11 @@ func (s *Server) retryDelivery(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	c.Header("Location", "/v1/webhook-deliveries/"+d.ID)
-	writeJSON(c, http.StatusAccepted, "application/json", d)
+	loc := "/v1/webhook-deliveries/" + d.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusAccepted, "application/json", d)
+	})
 }
 
 func (s *Server) rotateCallbackSecret(c *gin.Context) {
@@ -242,7 +250,9 @@ func (s *Server) rotateCallbackSecret(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, "application/json", CallbackSecret{Secret: secret.String(), PreviousSecretExpiresAt: prevUntil})
+	s.answerDurably(c, "", func() {
+		writeJSON(c, http.StatusOK, "application/json", CallbackSecret{Secret: secret.String(), PreviousSecretExpiresAt: prevUntil})
+	})
 }
 
 // webhookProblem maps the webhook package's errors to problems; nil for

@@ -1,19 +1,14 @@
 package webhooks
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // DefaultSchedule is the default wait before each retry of a delivery: the
@@ -56,6 +51,15 @@ type DelivererConfig struct {
 	// BreakerMaxCooldown. Then one attempt probes the endpoint. Default to
 	// 30s and 1h.
 	BreakerCooldown, BreakerMaxCooldown time.Duration
+	// EndpointConcurrency caps the attempts in flight to one endpoint (and
+	// to one tenant's callback URLs, together), across every worker: one
+	// slow or dead receiver holds at most this many delivery slots, and its
+	// other deliveries wait in Redis. Defaults to 4; negative: no cap.
+	EndpointConcurrency int
+	// SlotWait is how long a delivery that found its endpoint's slots all
+	// taken waits before it looks again (the queue adds backoff and
+	// jitter). Defaults to 1s.
+	SlotWait time.Duration
 	// DisableAfter disables an endpoint whose attempts have all failed for
 	// this long. Defaults to 5 days.
 	DisableAfter time.Duration
@@ -67,6 +71,13 @@ type DelivererConfig struct {
 	Now func() time.Time
 	// Metrics receives the attempts' outcomes and latencies. Defaults to none.
 	Metrics Metrics
+	// AMQP and NATS carry the deliveries to amqp(s):// and nats:// or
+	// tls:// URLs. Default to the senders of send_amqp.go and send_nats.go,
+	// which dial through Guard; tests wrap them.
+	AMQP, NATS Sender
+	// BrokerIdle is how long a broker connection stays open unused.
+	// Defaults to 2m.
+	BrokerIdle time.Duration
 }
 
 func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
@@ -97,6 +108,12 @@ func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
 	if c.BreakerMaxCooldown == 0 {
 		c.BreakerMaxCooldown = time.Hour
 	}
+	if c.EndpointConcurrency == 0 {
+		c.EndpointConcurrency = 4
+	}
+	if c.SlotWait == 0 {
+		c.SlotWait = time.Second
+	}
 	if c.DisableAfter == 0 {
 		c.DisableAfter = 5 * 24 * time.Hour
 	}
@@ -111,6 +128,9 @@ func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
 	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
+	}
+	if c.BrokerIdle == 0 {
+		c.BrokerIdle = 2 * time.Minute
 	}
 	return c
 }
@@ -137,8 +157,9 @@ func (c DelivererConfig) validate() error {
 type Deliverer struct {
 	store   *Store
 	cfg     DelivererConfig
-	client  *http.Client
+	senders senders
 	breaker breakerConfig
+	slots   slotConfig
 }
 
 // NewDeliverer returns a deliverer recording into store.
@@ -147,37 +168,27 @@ func NewDeliverer(store *Store, cfg DelivererConfig) (*Deliverer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tr := cfg.Transport
-	if tr == nil {
-		tr = &http.Transport{
-			Proxy:                 nil,
-			DialContext:           cfg.Guard.DialContext,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          1000,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ExpectContinueTimeout: time.Second,
-		}
-	}
 	d := &Deliverer{store: store, cfg: cfg}
-	d.client = &http.Client{
-		Transport: tr,
-		Timeout:   cfg.Timeout,
-		// A redirect is the receiver's answer, recorded as a failure; it
-		// is never followed (it could point anywhere, even past the guard
-		// when a custom Transport is used).
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	d.senders = senders{http: newHTTPSender(cfg), amqp: cfg.AMQP, nats: cfg.NATS}
+	if d.senders.amqp == nil {
+		d.senders.amqp = newAMQPSender(cfg)
+	}
+	if d.senders.nats == nil {
+		d.senders.nats = newNATSSender(cfg)
 	}
 	d.breaker = breakerConfig{
 		threshold: cfg.BreakerThreshold, cooldown: cfg.BreakerCooldown, maxCool: cfg.BreakerMaxCooldown,
 		disableAfter: cfg.DisableAfter,
 	}
+	// A slot outlives the longest attempt (the client's timeout) by a
+	// margin; it is given back as soon as the attempt is recorded.
+	d.slots = slotConfig{max: max(cfg.EndpointConcurrency, 0), ttl: cfg.Timeout + 15*time.Second}
 	return d, nil
 }
 
-// Close closes the idle connections to receivers.
-func (d *Deliverer) Close() { d.client.CloseIdleConnections() }
+// Close closes the idle connections to receivers and the connections to
+// brokers.
+func (d *Deliverer) Close() { d.senders.close() }
 
 // Timeout is the bound of one attempt.
 func (d *Deliverer) Timeout() time.Duration { return d.cfg.Timeout }
@@ -194,9 +205,9 @@ const (
 	// Retry: the attempt failed; try again after Result.Delay. It spent
 	// one attempt of the budget.
 	Retry
-	// Postpone: no attempt was made (the endpoint's breaker is open, or the
-	// delivery is not due yet); try again after Result.Delay. It spent
-	// nothing.
+	// Postpone: no attempt was made (the endpoint's breaker is open, its
+	// delivery slots are all taken, or the delivery is not due yet); try
+	// again after Result.Delay. It spent nothing.
 	Postpone
 	// Exhausted: the last attempt of the budget failed; the delivery is
 	// marked failed. Send the task to the dead-letter queue.
@@ -237,7 +248,7 @@ type Result struct {
 // runs again elsewhere, with the same webhook-id.
 func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	now := d.cfg.Now()
-	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown)
+	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown, d.slots)
 	if err != nil {
 		return Result{}, err
 	}
@@ -250,6 +261,11 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		// Spread the endpoint's waiting deliveries over a tenth of the wait.
 		wait += rand.N(wait/10 + 1)
 		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: errors.New("the endpoint's breaker is open")}, nil
+	case "busy":
+		// Look again soon, spread so that the waiting deliveries do not
+		// come back together; the queue backs off further on each return.
+		wait := d.cfg.SlotWait + rand.N(d.cfg.SlotWait/2+1)
+		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: ErrEndpointBusy}, nil
 	case "held":
 		return Result{Outcome: Done, Status: DeliveryHeld}, nil
 	case "deleted":
@@ -262,6 +278,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 
 	att, retryAfter := d.tracedPost(ctx, r, a, now)
 	if ctx.Err() != nil {
+		d.releaseSlot(ctx, r)
 		return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
 	}
 	made := a.attempts + 1
@@ -285,6 +302,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	}
 	status, err := d.store.finish(context.WithoutCancel(ctx), r, d.cfg.Now(), o, d.breaker)
 	if err != nil {
+		d.releaseSlot(ctx, r)
 		return Result{}, err
 	}
 	d.cfg.Metrics.ObserveWebhookAttempt(o.kind, attemptLatency(att))
@@ -303,6 +321,19 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 	return res, nil
 }
 
+// releaseSlot gives back the slot of an attempt that could not be
+// recorded. Should Redis not answer, the slot expires by itself.
+func (d *Deliverer) releaseSlot(ctx context.Context, r Ref) {
+	if d.slots.max == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := d.store.releaseSlot(ctx, r); err != nil {
+		d.cfg.Logger.WarnContext(ctx, "webhook delivery slot not released; it expires by itself", "delivery_id", r.DeliveryID, "tenant", r.Tenant, "err", err)
+	}
+}
+
 // retryDelay is the wait after the made-th attempt, with jitter.
 func (d *Deliverer) retryDelay(made int) time.Duration {
 	i := min(max(made-1, 0), len(d.cfg.Schedule)-1)
@@ -314,105 +345,27 @@ func (d *Deliverer) retryDelay(made int) time.Duration {
 	return w
 }
 
-// post sends one attempt and describes it. retryAfter is set when a 429 or
-// 503 asked for a wait.
+// post signs one attempt, hands it to the sender of the URL's scheme, and
+// describes it. retryAfter is set when the receiver asked for a wait.
 func (d *Deliverer) post(ctx context.Context, r Ref, a *attempt, now time.Time) (att Attempt, retryAfter time.Duration) {
 	att.At = now.UTC()
-	if _, err := d.cfg.Guard.parse(a.url); err != nil {
+	u, err := d.cfg.Guard.parse(a.url)
+	if err != nil {
 		att.Error = err.Error()
 		return att, 0
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(a.body))
-	if err != nil {
-		att.Error = "bad request: " + unwrapURLError(err).Error()
-		return att, 0
+	m := &Message{ID: r.EventID, Body: a.body, Timestamp: d.cfg.Now()}
+	if isBrokerScheme(u.Scheme) {
+		m.Type = eventType(a.body) // the default routing key
 	}
-	h := Headers(r.EventID, d.cfg.Now(), a.body, a.secrets...)
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", d.cfg.UserAgent)
-	injectTrace(ctx, req.Header) // traceparent of the attempt's span
+	m.Header = Headers(r.EventID, m.Timestamp, a.body, a.secrets...)
+	m.Header.Set("Content-Type", "application/json")
+	injectTrace(ctx, m.Header) // traceparent of the attempt's span
 
 	start := time.Now()
-	resp, err := d.client.Do(req)
-	defer func() { att.LatencyMS = float64(time.Since(start).Microseconds()) / 1000 }()
-	if err != nil {
-		att.Error = describe(err, d.cfg.Timeout)
-		return att, 0
-	}
-	defer resp.Body.Close()
-	att.StatusCode = resp.StatusCode
-	// Read at most the limit: a huge or endless body costs us nothing more.
-	// Closing the rest unread drops the connection instead of draining it.
-	buf, _ := io.ReadAll(io.LimitReader(resp.Body, int64(d.cfg.MaxResponseBytes)+1))
-	if len(buf) > d.cfg.MaxResponseBytes {
-		buf, att.ResponseTruncated = buf[:d.cfg.MaxResponseBytes], true
-	}
-	att.Response = strings.ToValidUTF8(string(buf), string(utf8.RuneError))
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		// The receiver said yes; how the rest of the body ends does not matter.
-		return att, 0
-	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		att.Error = fmt.Sprintf("the receiver answered %d (a redirect to %q, not followed)", resp.StatusCode, resp.Header.Get("Location"))
-	default:
-		att.Error = fmt.Sprintf("the receiver answered %d", resp.StatusCode)
-	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), d.cfg.Now()); ok {
-			retryAfter = min(ra, d.cfg.MaxRetryAfter)
-			att.Error += fmt.Sprintf("; Retry-After %s honoured", retryAfter)
-		}
-	}
-	return att, retryAfter
-}
-
-// parseRetryAfter reads Retry-After: delay-seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 {
-			return 0, false
-		}
-		return time.Duration(min(n, int64(365*24*3600))) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
-}
-
-// describe says why a request got no answer, without the URL that
-// url.Error repeats.
-func describe(err error, timeout time.Duration) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, ErrURLNotAllowed):
-		return "refused at connect: " + strings.TrimPrefix(innermost(err, ErrURLNotAllowed), "webhooks: ")
-	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Sprintf("no answer within %s", timeout)
-	}
-	return unwrapURLError(err).Error()
-}
-
-// innermost returns the message of the deepest error in err's chain that
-// wraps target (target itself excluded), or err's own message.
-func innermost(err, target error) string {
-	msg := err.Error()
-	for e := err; e != nil && e != target && errors.Is(e, target); e = errors.Unwrap(e) {
-		msg = e.Error()
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				if errors.Is(x, target) {
-					return innermost(x, target)
-				}
-			}
-		}
-	}
-	return msg
+	sent := d.senderFor(u.Scheme).Send(ctx, u, m)
+	att.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	att.StatusCode, att.Response, att.ResponseTruncated = sent.StatusCode, sent.Response, sent.ResponseTruncated
+	att.Error = redactURL(sent.Err, u)
+	return att, sent.RetryAfter
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -559,5 +560,95 @@ func TestDeliveriesList(t *testing.T) {
 	pending, _, err := b.store.Deliveries(ctx, "acme", ep.ID, webhooks.DeliveryListParams{Status: webhooks.DeliveryPending, Limit: 1})
 	if err != nil || len(pending) != 1 || pending[0].ID != ids[3] || pending[0].NextAttemptAt == nil {
 		t.Fatalf("pending = %+v, %v", pending, err)
+	}
+}
+
+// TestEndpointSlotsCapDeliveriesInFlight: at most EndpointConcurrency
+// attempts to one endpoint are in flight; the next delivery is postponed
+// without a request and without spending an attempt, other endpoints and
+// the tenant's callbacks have slots of their own, a finished attempt gives
+// its slot back, and a slot whose holder vanished (a killed worker) frees
+// itself when it expires.
+func TestEndpointSlotsCapDeliveriesInFlight(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(o *options) { o.deliverer.EndpointConcurrency = 2 })
+	slow := newReceiver(t)
+	release := make(chan struct{})
+	var inFlight, most atomic.Int64
+	slow.answer(func(w http.ResponseWriter, _ *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+	})
+	fast := newReceiver(t)
+	b.endpoint(t, "acme", slow.URL)
+	var refs []webhooks.Ref
+	for range 4 {
+		_, r := b.publish(t, "acme", "")
+		refs = append(refs, one(t, r))
+	}
+	results := make(chan webhooks.Result, 2)
+	for _, r := range refs[:2] {
+		go func() {
+			res, err := b.deliverer.Deliver(context.Background(), r)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		}()
+	}
+	slow.next(t)
+	slow.next(t)
+
+	res := b.deliver(t, refs[2])
+	if res.Outcome != webhooks.Postpone || !errors.Is(res.Err, webhooks.ErrEndpointBusy) || res.Delay < time.Second || res.Delay > 2*time.Second {
+		t.Fatalf("a third delivery while two are in flight: %+v, want postponed ~1s as busy", res)
+	}
+	if d := b.delivery(t, refs[2]); d.AttemptCount != 0 || d.Status != webhooks.DeliveryPending {
+		t.Fatalf("the busy delivery: %+v, want pending with no attempt spent", d)
+	}
+	if n := slow.count.Load(); n != 2 {
+		t.Fatalf("the slow receiver got %d requests, want 2", n)
+	}
+
+	// Another endpoint and the callback URL are not held up.
+	b.endpoint(t, "globex", fast.URL)
+	_, other := b.publish(t, "globex", "")
+	if res := b.deliver(t, one(t, other)); res.Status != webhooks.DeliveryDelivered {
+		t.Fatalf("another tenant's endpoint: %+v, want delivered", res)
+	}
+	_, cb := b.publish(t, "globex", fast.URL+"/cb")
+	for _, r := range cb {
+		if res := b.deliver(t, r); res.Status != webhooks.DeliveryDelivered {
+			t.Fatalf("a callback: %+v, want delivered", res)
+		}
+	}
+
+	// The holders' slots expire (Timeout 5s + 15s) as a killed worker's
+	// would: the waiting delivery goes.
+	b.clock.advance(21 * time.Second)
+	done := make(chan webhooks.Result, 1)
+	go func() {
+		res, _ := b.deliverer.Deliver(context.Background(), refs[2])
+		done <- res
+	}()
+	slow.next(t)
+	close(release)
+	for range 2 {
+		if res := <-results; res.Status != webhooks.DeliveryDelivered {
+			t.Fatalf("a held delivery: %+v, want delivered", res)
+		}
+	}
+	if res := <-done; res.Status != webhooks.DeliveryDelivered {
+		t.Fatalf("the delivery that waited: %+v, want delivered", res)
+	}
+	// Finished attempts gave their slots back.
+	if res := b.deliver(t, refs[3]); res.Status != webhooks.DeliveryDelivered {
+		t.Fatalf("a delivery after the others finished: %+v, want delivered", res)
+	}
+	if m := most.Load(); m > 3 {
+		t.Fatalf("%d requests in flight at once, want at most 3 (2 + 1 after the expiry)", m)
 	}
 }

@@ -158,7 +158,7 @@ func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackU
 		_, rest, _ := strings.Cut(subs[id], "|")
 		events, url, _ := strings.Cut(rest, "|")
 		if strings.Contains(events, ","+ev.Type+",") {
-			add(id, url)
+			add(id, MaskURL(url)) // the delivery's record shows where it went; its attempts read the endpoint's URL
 		}
 	}
 	if callbackURL != "" {
@@ -228,7 +228,7 @@ func decodeDelivery(h map[string]string, log []string) *Delivery {
 		return nil
 	}
 	d := &Delivery{
-		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: h["url"], Status: h["status"],
+		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: MaskURL(h["url"]), Status: h["status"],
 		CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]), Attempts: make([]Attempt, 0, len(log)),
 	}
 	d.AttemptCount, _ = strconv.Atoi(h["attempts"])
@@ -423,10 +423,15 @@ func (s *Store) eventOrderID(ctx context.Context, tenant, eventID string) string
 
 // beginScript reads what an attempt needs and decides whether it may go:
 // the delivery must be pending (or held, with its endpoint enabled again),
-// due, and its endpoint enabled and not waiting (an open breaker, or a
-// receiver's Retry-After). After a run of failures the breaker is half-open
-// once its wait ends: the attempt that finds it so is the probe, and the
-// endpoint's other deliveries wait out the probe window behind it.
+// due, its endpoint enabled and not waiting (an open breaker, or a
+// receiver's Retry-After), and a slot of the target free: at most
+// ARGV[6] attempts to one endpoint (or one tenant's callback URLs) are in
+// flight, each holding a slot (KEYS[5], a zset of delivery ids scored by
+// when the slot expires, so that a killed worker's slot frees itself)
+// until finish gives it back. After a run of failures the breaker is
+// half-open once its wait ends: the attempt that finds it so (and gets a
+// slot) is the probe, and the endpoint's other deliveries wait out the
+// probe window behind it.
 var beginScript = redis.NewScript(`
 local d = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'limit', 'url', 'next')
 if not d[1] then return {'gone'} end
@@ -435,7 +440,7 @@ local body = redis.call('HGET', KEYS[2], 'body')
 if not body then return {'gone'} end
 local now = tonumber(ARGV[1])
 if d[5] and tonumber(d[5]) > now then return {'early', d[5]} end
-local url, s = d[4], nil
+local url, s, probe = d[4], nil, false
 if ARGV[2] == '1' then
   local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until')
   if not e[1] then
@@ -453,20 +458,30 @@ if ARGV[2] == '1' then
     redis.call('HSET', KEYS[1], 'next', e[7])
     return {'open', e[7]}
   end
-  if tonumber(e[6] or '0') >= tonumber(ARGV[3]) then
-    redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
-  end
+  probe = tonumber(e[6] or '0') >= tonumber(ARGV[3])
   url, s = e[1], {e[2], e[3] or '', e[4] or '0'}
 else
   local c = redis.call('HMGET', KEYS[3], 'secret', 'prev', 'prev_until')
   s = {c[1] or '', c[2] or '', c[3] or '0'}
+end
+local cap = tonumber(ARGV[6])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if not redis.call('ZSCORE', KEYS[5], ARGV[5]) and redis.call('ZCARD', KEYS[5]) >= cap then
+    return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+  end
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
+  redis.call('PEXPIREAT', KEYS[5], redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2])
+end
+if probe then
+  redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
 end
 return {'ok', body, url, s[1], s[2], s[3], d[2], d[3]}
 `)
 
 // attempt is what begin hands to one attempt.
 type attempt struct {
-	verdict   string // ok, gone, delivered, failed, deleted, held, early, open
+	verdict   string // ok, gone, delivered, failed, deleted, held, early, open, busy
 	until     time.Time
 	body      []byte
 	url       string
@@ -484,21 +499,22 @@ func (s *Store) targetKeys(r Ref) (target, held string) {
 }
 
 // begin loads a delivery for an attempt; see beginScript.
-func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, probe time.Duration) (*attempt, error) {
+// A slot is held until now+sl.ttl; sl.max 0 means no cap.
+func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, probe time.Duration, sl slotConfig) (*attempt, error) {
 	target, held := s.targetKeys(r)
 	isEndpoint := "0"
 	if r.EndpointID != "" {
 		isEndpoint = "1"
 	}
 	res, err := beginScript.Run(ctx, s.rdb,
-		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held},
-		now.UnixMilli(), isEndpoint, threshold, probe.Milliseconds(), r.DeliveryID).StringSlice()
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held, s.k.targetSlots(r.Tenant, r.EndpointID)},
+		now.UnixMilli(), isEndpoint, threshold, probe.Milliseconds(), r.DeliveryID, sl.max, now.Add(sl.ttl).UnixMilli()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a := &attempt{verdict: res[0], endpoints: r.EndpointID != ""}
 	switch a.verdict {
-	case "early", "open":
+	case "early", "open", "busy":
 		a.until = msTime(res[1])
 		return a, nil
 	case "ok":
@@ -512,11 +528,8 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 	if rec.secret, err = ParseSecret(res[3]); err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
-	if res[4] != "" {
-		if rec.prev, err = ParseSecret(res[4]); err != nil {
-			return nil, fmt.Errorf("begin delivery: %w", err)
-		}
-		rec.prevUntil = msTime(res[5])
+	if err := rec.setPrev(res[4], res[5]); err != nil {
+		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a.secrets = rec.secrets(now)
 	return a, nil
@@ -534,7 +547,8 @@ type outcome struct {
 // finishScript records an attempt: the log entry, the delivery's new
 // status, and the endpoint's breaker (a run of failures opens it, longer
 // and longer; a success closes it; a run lasting DisableAfter, or a 410,
-// disables the endpoint and holds the delivery).
+// disables the endpoint and holds the delivery), and gives the attempt's
+// slot back (KEYS[7]).
 var finishScript = redis.NewScript(luaSetSub + `
 local now = tonumber(ARGV[1])
 local outcome = ARGV[2]
@@ -586,6 +600,7 @@ if new == 'held' then redis.call('ZADD', KEYS[4], ARGV[1], ARGV[13]) elseif ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 redis.call('PEXPIRE', KEYS[5], ARGV[11])
+redis.call('ZREM', KEYS[7], ARGV[13])
 return new
 `)
 
@@ -594,6 +609,18 @@ type breakerConfig struct {
 	threshold         int
 	cooldown, maxCool time.Duration
 	disableAfter      time.Duration
+}
+
+// slotConfig caps the attempts in flight to one target.
+type slotConfig struct {
+	max int           // 0: no cap
+	ttl time.Duration // how long a slot is held at most
+}
+
+// releaseSlot gives back the slot r holds, if any: what finish does, for
+// an attempt that was interrupted before it could be recorded.
+func (s *Store) releaseSlot(ctx context.Context, r Ref) error {
+	return s.rdb.ZRem(ctx, s.k.targetSlots(r.Tenant, r.EndpointID), r.DeliveryID).Err()
 }
 
 // finish records an attempt and returns the delivery's new status.
@@ -609,7 +636,7 @@ func (s *Store) finish(ctx context.Context, r Ref, now time.Time, o outcome, b b
 		openUntil = o.openUntil.UnixMilli()
 	}
 	res, err := finishScript.Run(ctx, s.rdb,
-		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.attempts(r.Tenant, r.DeliveryID), target, held, s.k.event(r.Tenant, r.EventID), s.k.subscriptions(r.Tenant)},
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.attempts(r.Tenant, r.DeliveryID), target, held, s.k.event(r.Tenant, r.EventID), s.k.subscriptions(r.Tenant), s.k.targetSlots(r.Tenant, r.EndpointID)},
 		now.UnixMilli(), o.kind, entry, o.next.UnixMilli(), isEndpoint,
 		b.threshold, b.cooldown.Milliseconds(), b.maxCool.Milliseconds(), b.disableAfter.Milliseconds(), openUntil,
 		s.cfg.Retention.Milliseconds(), s.cfg.MaxAttemptLog, r.DeliveryID, o.disableMsg, ReasonGone, r.EndpointID,

@@ -36,6 +36,21 @@
 // disable the endpoint with a reason; its deliveries are then held, not
 // lost, and go again when the endpoint is enabled.
 //
+// # Destinations
+//
+// An endpoint's URL scheme picks how its events travel; everything above
+// stays the same. The Deliverer signs each attempt and hands it, as a
+// [Message], to the [Sender] of the scheme: https (a POST; a 2xx is a
+// success), amqp and amqps (a persistent, mandatory publish to a RabbitMQ
+// exchange on a channel in confirm mode; the broker's ack is a success, and
+// a nack, a returned message, a missing exchange, a refused login or no
+// confirm in time is a failure), nats and tls (a JetStream publish with
+// Nats-Msg-Id = webhook-id; the stream's ack is a success). The message
+// carries the body and the signature headers as a webhook does, with
+// lower-case names. Broker connections are pooled per URL and closed when
+// idle. Credentials in a URL are masked ([MaskURL]) wherever an endpoint or
+// delivery is read.
+//
 // # Where webhooks may go
 //
 // A [Guard] refuses URLs that are not https (unless allowed) and hosts

@@ -28,6 +28,9 @@ var (
 	ErrEndpointNotFound = errors.New("webhook endpoint not found")
 	// ErrDeliveryNotFound: no such delivery for this tenant (or it expired).
 	ErrDeliveryNotFound = errors.New("webhook delivery not found")
+	// ErrEndpointBusy: the endpoint has DelivererConfig.EndpointConcurrency
+	// attempts in flight already; the delivery waits for a slot.
+	ErrEndpointBusy = errors.New("the webhook endpoint has its maximum of deliveries in flight")
 	// ErrEndpointDisabled: the endpoint is disabled; enable it first.
 	ErrEndpointDisabled = errors.New("webhook endpoint is disabled")
 	// ErrTooManyEndpoints: the tenant has StoreConfig.MaxEndpoints already.

@@ -19,7 +19,8 @@ import (
 var ErrURLNotAllowed = errors.New("webhooks: URL not allowed")
 
 // ErrInvalidURL is returned, wrapped, for text that is not a usable
-// absolute http(s) URL, or whose host does not resolve.
+// absolute http(s) or broker URL, or whose host does not resolve. The
+// message never repeats the URL (it may hold a password).
 var ErrInvalidURL = errors.New("webhooks: invalid URL")
 
 // MaxURLLength is the longest endpoint URL accepted.
@@ -83,8 +84,9 @@ func NewGuard(cfg GuardConfig) *Guard {
 
 // CheckURL checks a URL for registration: it must be an absolute https URL
 // (or http when allowed) of at most MaxURLLength bytes, with a host, no
-// user info and no fragment, and its host must be a public address or
-// resolve only to allowed ones. It returns an error wrapping
+// user info and no fragment, or a broker URL (amqp, amqps, nats, tls; see
+// parseTarget), which may hold credentials; and its host must be a public
+// address or resolve only to allowed ones. It returns an error wrapping
 // ErrInvalidURL or ErrURLNotAllowed.
 func (g *Guard) CheckURL(ctx context.Context, raw string) error {
 	u, err := g.parse(raw)
@@ -105,17 +107,25 @@ func (g *Guard) parse(raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidURL, unwrapURLError(err))
 	}
+	broker := isBrokerScheme(u.Scheme)
 	switch {
 	case u.Scheme == "http" && !g.cfg.AllowHTTP:
 		return nil, fmt.Errorf("%w: plain http is not allowed; use https", ErrURLNotAllowed)
-	case u.Scheme != "https" && u.Scheme != "http":
-		return nil, fmt.Errorf("%w: must be an absolute https URL", ErrInvalidURL)
+	case u.Scheme == "" && u.Opaque == "" && u.Host == "":
+		return nil, fmt.Errorf("%w: must be an absolute URL: https://, amqp(s)://…?exchange= or nats:// (tls://)…?subject=", ErrInvalidURL)
+	case u.Scheme != "https" && u.Scheme != "http" && !broker:
+		return nil, fmt.Errorf("%w: unknown scheme %q: use https, amqp, amqps, nats or tls", ErrInvalidURL, u.Scheme)
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
 		return nil, fmt.Errorf("%w: has no host", ErrInvalidURL)
-	case u.User != nil:
+	case u.User != nil && !broker:
 		return nil, fmt.Errorf("%w: must not hold credentials (user info)", ErrInvalidURL)
 	case u.Fragment != "" || strings.HasSuffix(raw, "#"):
 		return nil, fmt.Errorf("%w: must not have a fragment", ErrInvalidURL)
+	}
+	if broker {
+		if _, err := parseTarget(u); err != nil {
+			return nil, err
+		}
 	}
 	return u, nil
 }

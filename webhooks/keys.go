@@ -12,7 +12,9 @@ package webhooks
 //	ag:{T}:wh:subs           hash   endpoint id → "<0, or 1 if disabled>|<,events,>|<url>": what a fan-out reads, in one command
 //	ag:{T}:wh:ep:ID:dlv      zset   the endpoint's delivery ids, score 0, lex order = creation order
 //	ag:{T}:wh:ep:ID:held     zset   deliveries held while the endpoint is disabled, score = ms when held
+//	ag:{T}:wh:ep:ID:slots    zset   the endpoint's delivery slots: delivery ids attempting now, score = ms when the slot expires
 //	ag:{T}:wh:cb             hash   the tenant's callback_url secrets (current, previous and its end)
+//	ag:{T}:wh:cb:slots       zset   the delivery slots of the tenant's callback_url deliveries, as ep:ID:slots
 //	ag:{T}:wh:cb:dlv         zset   the tenant's callback_url delivery ids, same shape as ep:ID:dlv
 //	ag:{T}:wh:evt:ID         hash   an event: the body as sent, its type, its delivery ids
 //	ag:{T}:wh:dlv:ID         hash   a delivery: event, target, status, attempt count and budget, next attempt
@@ -29,11 +31,22 @@ func (k keys) subscriptions(t string) string          { return k.tenant(t) + "su
 func (k keys) endpoint(t, id string) string           { return k.tenant(t) + "ep:" + id }
 func (k keys) endpointDeliveries(t, id string) string { return k.tenant(t) + "ep:" + id + ":dlv" }
 func (k keys) held(t, id string) string               { return k.tenant(t) + "ep:" + id + ":held" }
+func (k keys) slots(t, id string) string              { return k.tenant(t) + "ep:" + id + ":slots" }
 func (k keys) callback(t string) string               { return k.tenant(t) + "cb" }
 func (k keys) callbackDeliveries(t string) string     { return k.tenant(t) + "cb:dlv" }
 func (k keys) event(t, id string) string              { return k.tenant(t) + "evt:" + id }
 func (k keys) delivery(t, id string) string           { return k.tenant(t) + "dlv:" + id }
 func (k keys) attempts(t, id string) string           { return k.tenant(t) + "dlv:" + id + ":att" }
+
+// targetSlots is the slot set of a delivery to target: the endpoint's, or
+// the tenant's callback_url deliveries' (all callback URLs of a tenant
+// share one set).
+func (k keys) targetSlots(t, endpointID string) string {
+	if endpointID == "" {
+		return k.tenant(t) + "cb:slots"
+	}
+	return k.slots(t, endpointID)
+}
 
 // deliveryIndex is the index a delivery to target is listed in.
 func (k keys) deliveryIndex(t, endpointID string) string {

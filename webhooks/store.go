@@ -131,7 +131,7 @@ func (s *Store) CreateEndpoint(ctx context.Context, tenant string, in EndpointIn
 		return nil, Secret{}, fmt.Errorf("%w: at most %d per tenant", ErrTooManyEndpoints, s.cfg.MaxEndpoints)
 	}
 	at := time.UnixMilli(now.UnixMilli()).UTC()
-	return &Endpoint{ID: id, URL: in.URL, Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
+	return &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
 }
 
 // joinEvents stores a subscription as ",a,b,", so that a script can test
@@ -151,17 +151,57 @@ func splitEvents(s string) []string {
 // endpointRecord is an endpoint as stored, secrets included.
 type endpointRecord struct {
 	Endpoint
-	secret, prev Secret
-	prevUntil    time.Time
+	secret Secret
+	prev   []prevSecret // rotated-out secrets, newest first
 }
 
-// secrets returns the secrets that sign now: the current one, and the
-// previous one during its grace period.
+// prevSecret is a rotated-out secret and the end of its grace period.
+type prevSecret struct {
+	secret Secret
+	until  time.Time
+}
+
+// secrets returns the secrets that sign now: the current one, and each
+// rotated-out one still in its grace period.
 func (r *endpointRecord) secrets(now time.Time) []Secret {
-	if !r.prev.IsZero() && now.Before(r.prevUntil) {
-		return []Secret{r.secret, r.prev}
+	out := []Secret{r.secret}
+	for _, p := range r.prev {
+		if now.Before(p.until) {
+			out = append(out, p.secret)
+		}
 	}
-	return []Secret{r.secret}
+	return out
+}
+
+// setPrev reads the stored rotated-out secrets: the hash fields prev and
+// prev_until, space-separated lists in the same order (one secret each
+// before several could overlap).
+func (r *endpointRecord) setPrev(secrets, untils string) error {
+	us := strings.Fields(untils)
+	for i, f := range strings.Fields(secrets) {
+		sec, err := ParseSecret(f)
+		if err != nil {
+			return err
+		}
+		p := prevSecret{secret: sec}
+		if i < len(us) {
+			p.until = msTime(us[i])
+		}
+		r.prev = append(r.prev, p)
+	}
+	return nil
+}
+
+// prevExpiresAt is the end of the last grace period still running, if any.
+func (r *endpointRecord) prevExpiresAt(now time.Time) *time.Time {
+	var last *time.Time
+	for _, p := range r.prev {
+		if now.Before(p.until) && (last == nil || p.until.After(*last)) {
+			t := p.until
+			last = &t
+		}
+	}
+	return last
 }
 
 func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error) {
@@ -169,7 +209,7 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 		return nil, ErrEndpointNotFound
 	}
 	r := &endpointRecord{Endpoint: Endpoint{
-		ID: h["id"], URL: h["url"], Description: h["desc"], Events: splitEvents(h["events"]),
+		ID: h["id"], URL: MaskURL(h["url"]), Description: h["desc"], Events: splitEvents(h["events"]),
 		Status: EndpointEnabled, CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]),
 	}}
 	if reason := h["disabled"]; reason != "" {
@@ -181,15 +221,10 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 	if r.secret, err = ParseSecret(h["secret"]); err != nil {
 		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
 	}
-	if h["prev"] != "" {
-		if r.prev, err = ParseSecret(h["prev"]); err != nil {
-			return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
-		}
-		r.prevUntil = msTime(h["prev_until"])
-		if now.Before(r.prevUntil) {
-			r.PreviousSecretExpiresAt = &r.prevUntil
-		}
+	if err := r.setPrev(h["prev"], h["prev_until"]); err != nil {
+		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
 	}
+	r.PreviousSecretExpiresAt = r.prevExpiresAt(now)
 	return r, nil
 }
 
@@ -300,16 +335,37 @@ func (s *Store) DeleteEndpoint(ctx context.Context, tenant, id string) error {
 	return nil
 }
 
-// rotateScript moves the current secret to prev for the grace period and
-// stores the new one. A second rotation within the grace period drops the
-// oldest secret: only two ever sign.
+// rotateScript makes the current secret a previous one until ARGV[2] and
+// stores the new one. The previous secrets still in their grace period keep
+// theirs, so a second rotation in quick succession does not cut short the
+// first one's overlap; expired ones are dropped, and beyond maxPrevSecrets
+// the oldest. prev and prev_until are space-separated lists, newest first.
 var rotateScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'secret')
 if ARGV[4] == '1' and not cur then return 0 end
-if cur then redis.call('HSET', KEYS[1], 'prev', cur, 'prev_until', ARGV[2]) end
+if cur then
+  local now, keep = tonumber(ARGV[3]), tonumber(ARGV[5])
+  local old = redis.call('HMGET', KEYS[1], 'prev', 'prev_until')
+  local ps, us = {cur}, {ARGV[2]}
+  local untils = {}
+  for u in string.gmatch(old[2] or '', '%S+') do untils[#untils + 1] = u end
+  local i = 0
+  for p in string.gmatch(old[1] or '', '%S+') do
+    i = i + 1
+    local u = untils[i]
+    if u and tonumber(u) > now and #ps < keep then
+      ps[#ps + 1], us[#us + 1] = p, u
+    end
+  end
+  redis.call('HSET', KEYS[1], 'prev', table.concat(ps, ' '), 'prev_until', table.concat(us, ' '))
+end
 redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'updated', ARGV[3])
 return 1
 `)
+
+// maxPrevSecrets bounds the rotated-out secrets that sign alongside the
+// current one (a signature each on every delivery).
+const maxPrevSecrets = 5
 
 // RotateSecret gives the endpoint a new secret, returned this once. The
 // previous secret keeps signing alongside it for StoreConfig.SecretGrace, so
@@ -324,7 +380,7 @@ func (s *Store) RotateSecret(ctx context.Context, tenant, id string) (*Endpoint,
 	}
 	now := s.cfg.Now()
 	n, err := rotateScript.Run(ctx, s.rdb, []string{s.k.endpoint(tenant, id)},
-		secret.String(), now.Add(s.cfg.SecretGrace).UnixMilli(), now.UnixMilli(), "1").Int()
+		secret.String(), now.Add(s.cfg.SecretGrace).UnixMilli(), now.UnixMilli(), "1", maxPrevSecrets).Int()
 	if err != nil {
 		return nil, Secret{}, fmt.Errorf("rotate webhook secret: %w", err)
 	}
@@ -347,7 +403,7 @@ func (s *Store) RotateCallbackSecret(ctx context.Context, tenant string) (Secret
 	now := s.cfg.Now()
 	until := now.Add(s.cfg.SecretGrace)
 	if err := rotateScript.Run(ctx, s.rdb, []string{s.k.callback(tenant)},
-		secret.String(), until.UnixMilli(), now.UnixMilli(), "0").Err(); err != nil {
+		secret.String(), until.UnixMilli(), now.UnixMilli(), "0", maxPrevSecrets).Err(); err != nil {
 		return Secret{}, nil, fmt.Errorf("rotate callback secret: %w", err)
 	}
 	h, err := s.rdb.HMGet(ctx, s.k.callback(tenant), "prev").Result()

@@ -22,6 +22,10 @@ import (
 // the secret. The package uses the global tracer provider and propagator,
 // no-ops unless the process sets them up.
 
+// A broker destination's span names the messaging system and the exchange
+// or subject instead of the HTTP method; the message carries the
+// traceparent in its headers.
+
 // TracerName is the instrumentation scope of the package's spans.
 const TracerName = "github.com/asyncgate/asyncgate/webhooks"
 
@@ -33,7 +37,6 @@ func (d *Deliverer) tracedPost(ctx context.Context, r Ref, a *attempt, now time.
 		return d.post(ctx, r, a, now)
 	}
 	attrs := []attribute.KeyValue{
-		attribute.String("http.request.method", http.MethodPost),
 		attribute.String("webhook.delivery_id", r.DeliveryID),
 		attribute.String("webhook.event_id", r.EventID),
 		attribute.String("asyncgate.tenant", r.Tenant),
@@ -48,6 +51,16 @@ func (d *Deliverer) tracedPost(ctx context.Context, r Ref, a *attempt, now time.
 		attrs = append(attrs, attribute.String("url.scheme", u.Scheme), attribute.String("server.address", u.Hostname()))
 		if port, err := strconv.Atoi(u.Port()); err == nil {
 			attrs = append(attrs, attribute.Int("server.port", port))
+		}
+		switch t, _ := parseTarget(u); u.Scheme {
+		case "http", "https":
+			attrs = append(attrs, attribute.String("http.request.method", http.MethodPost))
+		case "amqp", "amqps":
+			attrs = append(attrs, attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.destination.name", t.exchange),
+				attribute.String("messaging.operation.type", "send"))
+		case "nats", "tls":
+			attrs = append(attrs, attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", t.subject),
+				attribute.String("messaging.operation.type", "send"))
 		}
 	}
 	span.SetAttributes(attrs...)

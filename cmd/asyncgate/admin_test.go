@@ -44,6 +44,9 @@ func TestDevPrintsTheDashboard(t *testing.T) {
 	if !strings.Contains(out.String(), "\n  Queues     "+base+"/admin/queues\n") {
 		t.Fatalf("no queues line:\n%s", out.String())
 	}
+	if !strings.Contains(out.String(), "\n  Durability relaxed: ") {
+		t.Errorf("dev does not say it runs relaxed:\n%s", out.String())
+	}
 	c := apitest.Client(t, base)
 	resp, err := c.Get("/admin/")
 	if err != nil {

@@ -30,6 +30,9 @@ type options struct {
 	executionURL  string
 	orderDeadline time.Duration
 	concurrency   int
+	hookConc      int // --webhook-concurrency
+	endpointConc  int // --webhook-endpoint-concurrency
+	listen        listenOptions
 	logFormat     string
 	logLevel      string
 	metricsAddr   string
@@ -37,6 +40,7 @@ type options struct {
 	downTimeout   time.Duration
 	reconcile     time.Duration
 	resilience    resilienceOptions
+	durability    durabilityOptions
 	webhooks      webhookOptions
 	envErr        error // bad ASYNCGATE_* values, reported with the other config errors
 }
@@ -70,6 +74,7 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (required)")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+	o.durability.register(cf, r)
 
 	if r.api {
 		g := cf.Group("HTTP API")
@@ -97,6 +102,8 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	if r.worker {
 		g := cf.Group("Workers")
 		g.Int(&o.concurrency, "concurrency", 50, 1, "N", "order tasks run at once per worker")
+		g.Int(&o.hookConc, "webhook-concurrency", 50, 1, "N", "webhook tasks (fan-outs, deliveries) run at once per worker, in slots of their own: a slow receiver never takes an order's")
+		g.Int(&o.endpointConc, "webhook-endpoint-concurrency", 4, 1, "N", "deliveries in flight to one webhook endpoint (or one tenant's callback URLs) across all workers; the rest wait in Redis")
 		g.Duration(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
 	}
 
@@ -117,6 +124,7 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	o.resilience.register(cf, r)
 
 	o.webhooks.register(cf, r)
+	o.listen.register(cf)
 
 	g = cf.Group("Logs, metrics and traces")
 	logDef := "json"
@@ -201,7 +209,7 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config()}
 	var errs []error
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)
@@ -233,6 +241,7 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 			errs = append(errs, errors.New("--concurrency must be at least 1"))
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
+		cfg.WorkerPool.WebhookConcurrency = o.hookConc
 		cfg.Reconciler.Interval = o.reconcile
 	}
 	if err := o.resilienceConfig(&cfg, api, worker); err != nil {
@@ -242,5 +251,6 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 	if cfg.Webhooks, err = o.webhooks.config(); err != nil {
 		errs = append(errs, err)
 	}
+	cfg.Webhooks.Deliverer.EndpointConcurrency = o.endpointConc
 	return cfg, errors.Join(errs...)
 }

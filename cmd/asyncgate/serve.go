@@ -72,8 +72,24 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	}
 	defer rdb.Close()
 	cfg.Redis = rdb
-	return runApp(ctx, cfg, log, func() error { return waitRedis(ctx, rdb, o.redisURL, o.redisWait, log) }, func(a *app.App) {
-		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL())
+	// The durability barrier is known once Redis was asked, after app.New
+	// has checked the rest of the configuration and before anything
+	// listens: a process that cannot keep --durability's promise does not
+	// start.
+	barrier := &checkedBarrier{}
+	if api {
+		cfg.Durability = barrier
+	}
+	check := func() (err error) {
+		if err := waitRedis(ctx, rdb, o.redisURL, o.redisWait, log); err != nil {
+			return err
+		}
+		barrier.b, err = o.durability.check(ctx, rdb, log)
+		return err
+	}
+	return runApp(ctx, cfg, log, check, func(a *app.App) {
+		log.Info("asyncgate started", "api", api, "worker", worker, "addr", a.URL(), "metrics", a.MetricsURL(),
+			"durability", o.durability.mode, "durability_method", barrier.b.Method().String())
 	})
 }
 
@@ -190,7 +206,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 		o.adminKeys = adminKey + "=dev"
 	}
 	s := sim.New(sim.Config{Logger: log})
-	simSrv, err := s.Start("127.0.0.1:0")
+	simSrv, err := s.StartWith("127.0.0.1:0", o.listen.config())
 	if err != nil {
 		return err
 	}
@@ -234,6 +250,7 @@ asyncgate dev is running.
   Queues     %[1]s/admin/queues
   Simulator  %[3]s   (faults: curl %[3]s/_sim/faults)
   Redis      %[4]s
+  Durability relaxed: a 202 does not wait for disk or replicas (serve, api and worker run --durability strict)
 
 Try:
   curl -s -X POST %[1]s/v1/orders -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
@@ -263,13 +280,15 @@ func runSim(ctx context.Context, args []string, stdout io.Writer, getenv func(st
 	cf.Group("Simulator").String(&addr, "sim-addr", "ADDR", ":9090", "listen address (--addr works too)")
 	// --addr is the name the simulator's flag has always had; --sim-addr matches its variable.
 	cf.fs.Var(cf.fs.Lookup("sim-addr").Value, "addr", "listen address (same as --sim-addr)")
+	var lo listenOptions
+	lo.register(cf)
 	if err := cf.Parse(args, stdout, simSynopsis); err != nil {
 		return err
 	}
 	if cf.envErr != nil {
 		return cf.envErr
 	}
-	srv, err := sim.New(sim.Config{}).Start(addr)
+	srv, err := sim.New(sim.Config{}).StartWith(addr, lo.config())
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/asyncgate/asyncgate/admin"
 	"github.com/asyncgate/asyncgate/apikeys"
 	"github.com/asyncgate/asyncgate/downstream"
+	"github.com/asyncgate/asyncgate/internal/listen"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
@@ -34,6 +35,9 @@ type Config struct {
 	API, Worker bool
 	// Addr is the API's listen address. Defaults to ":8080".
 	Addr string
+	// Listen sets the timeouts and connection caps of the API's and the
+	// metrics' listeners. Zero values take listen's defaults.
+	Listen listen.Config
 
 	Server     server.Config
 	Admin      admin.Config
@@ -54,6 +58,11 @@ type Config struct {
 	PortfolioReadTimeout time.Duration
 	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
 	AdminQueuesReadOnly bool
+
+	// Durability is the barrier the API passes before it acknowledges a
+	// write (a *durability.Barrier from durability.Check); nil waits for
+	// nothing, as under --durability relaxed.
+	Durability server.Durability
 
 	Logger *slog.Logger
 	// Metrics are the process's Prometheus metrics, served at /metrics by
@@ -159,6 +168,7 @@ func New(cfg Config) (*App, error) {
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
 			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
+		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
 			return nil, err
 		}
@@ -234,12 +244,12 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
 		if listen {
-			ln, err := net.Listen("tcp", a.cfg.Addr)
+			ln, err := a.cfg.Listen.Listen(a.cfg.Addr)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
 			a.ln = ln
-			a.httpSrv = &http.Server{Handler: a.API, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+			a.httpSrv = a.cfg.Listen.Server(a.API)
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()

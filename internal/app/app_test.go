@@ -66,8 +66,14 @@ func testLogger(t *testing.T) *slog.Logger {
 
 func setup(t *testing.T, opts ...option) *bundle {
 	t.Helper()
+	return setupWithSim(t, sim.Config{}, opts...)
+}
+
+// setupWithSim is setup with a simulator configured by simCfg.
+func setupWithSim(t *testing.T, simCfg sim.Config, opts ...option) *bundle {
+	t.Helper()
 	rdb := redistest.Shared(t).NewClient(t)
-	s := sim.New(sim.Config{})
+	s := sim.New(simCfg)
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
 	cfg := fastConfig(rdb, simSrv.URL)

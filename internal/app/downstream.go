@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,6 +58,9 @@ type portfolioReader struct{ r *downstream.Reader }
 func (p portfolioReader) ReadPortfolio(ctx context.Context, tenant, accountID string) (server.Portfolio, error) {
 	s, err := p.r.Read(ctx, tenant, accountID)
 	if err != nil {
+		if errors.Is(err, downstream.ErrUnknownAccount) {
+			return server.Portfolio{}, fmt.Errorf("%w: %w", server.ErrAccountNotFound, err)
+		}
 		if downstream.IsTransient(err) {
 			d, _ := downstream.RetryAfter(err)
 			return server.Portfolio{}, &server.UnavailableError{Service: "portfolio", RetryAfter: d, Err: err}

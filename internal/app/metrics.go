@@ -94,7 +94,7 @@ func (a *App) startMetricsListener() error {
 	if a.cfg.MetricsAddr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	ln, err := a.cfg.Listen.Listen(a.cfg.MetricsAddr)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (a *App) startMetricsListener() error {
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	a.metricsLn = ln
-	a.metricsSrv = &http.Server{Handler: withRequestID(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.metricsSrv = a.cfg.Listen.Server(withRequestID(mux))
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -3,12 +3,14 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/asyncgate/asyncgate/internal/apitest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
@@ -75,15 +77,30 @@ func TestLedgerThroughSaga(t *testing.T) {
 	}
 }
 
-// readPortfolio reads GET /v1/portfolios/{account} with an API key.
+// getPortfolio reads GET /v1/portfolios/{account} with an API key, the answer checked
+// against openapi.yaml.
+func (b *bundle) getPortfolio(t *testing.T, key, account string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", "/v1/portfolios/"+account, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := apitest.Client(t, b.url).Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/portfolios/%s: %v", account, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, body
+}
+
+// readPortfolio reads an account that must be there.
 func (b *bundle) readPortfolio(t *testing.T, key, account string) server.Portfolio {
 	t.Helper()
-	r := b.do(t, "GET", "/v1/portfolios/"+account, key, nil)
-	if r.status != http.StatusOK {
-		t.Fatalf("GET /v1/portfolios/%s: %d %s", account, r.status, r.body)
+	code, body := b.getPortfolio(t, key, account)
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/portfolios/%s: %d %s", account, code, body)
 	}
 	var p server.Portfolio
-	if err := json.Unmarshal(r.body, &p); err != nil {
+	if err := json.Unmarshal(body, &p); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -218,5 +235,47 @@ func TestReservedSettles(t *testing.T) {
 		if l.Executions+l.Releases != 1 || l.Settlements != l.Executions {
 			t.Errorf("order %s: %s", id, fmt.Sprintf("%+v: want either settled by one fill or released", l))
 		}
+	}
+}
+
+// TestUnknownAccountOfTenant: with a portfolio service that knows whose accounts are
+// whose (the simulator with ClosedAccounts), another tenant's account id is not found: a
+// read answers 404 and an order is rejected unknown_account, nothing reserved anywhere.
+func TestUnknownAccountOfTenant(t *testing.T) {
+	t.Parallel()
+	b := setupWithSim(t, sim.Config{ClosedAccounts: true})
+	const globexKey = "other-key-0123456789abcdef"
+	b.sim.SetTenantBalance("acme", "acc_1001", 5000)
+
+	if p := b.readPortfolio(t, apiKey, "acc_1001"); p.Cash != 5000 {
+		t.Errorf("acme reads %+v", p)
+	}
+	code, body := b.getPortfolio(t, globexKey, "acc_1001")
+	var p server.Problem
+	json.Unmarshal(body, &p)
+	if code != http.StatusNotFound || p.Code != "not_found" {
+		t.Errorf("globex reads acme's account: %d %s, want 404 not_found", code, body)
+	}
+
+	r := b.do(t, "POST", "/v1/orders", globexKey, order(func(m map[string]any) { m["account_id"] = "acc_1001" }))
+	if r.status != http.StatusAccepted {
+		t.Fatalf("place: %d %s", r.status, r.body)
+	}
+	id := r.order(t).ID
+	var o orders.Order
+	pollUntil(t, 20*time.Second, "globex's order to end", func() bool {
+		o = b.do(t, "GET", "/v1/orders/"+id+"?wait=2s", globexKey, nil).order(t)
+		return o.Status.Terminal()
+	})
+	equal(t, "status", o.Status, orders.Rejected)
+	equal(t, "reason", o.Reason, jobs.ReasonUnknownAccount)
+	if l, _ := b.sim.Ledger("globex", id); l.Reservations != 0 || l.Executions != 0 {
+		t.Errorf("globex's order downstream: %+v", l)
+	}
+	if a, _ := b.sim.Account("acme", "acc_1001"); a.Reserved != 0 || a.Cash != 5000 {
+		t.Errorf("acme's book: %+v", a)
+	}
+	if _, ok := b.sim.Account("globex", "acc_1001"); ok {
+		t.Error("globex got an account acc_1001")
 	}
 }

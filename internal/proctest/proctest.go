@@ -60,10 +60,12 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 }
 
 // WorkerArgs are the arguments of `asyncgate worker` on redisURL with both
-// downstreams at simURL, quiet logs and a fast reconciler, then extra.
+// downstreams at simURL, quiet logs, a fast reconciler and --durability
+// relaxed (the test servers run without appendfsync always; extra may say
+// --durability strict, the last flag wins), then extra.
 func WorkerArgs(redisURL, simURL string, extra ...string) []string {
 	return append([]string{"worker", "--redis", redisURL, "--portfolio-url", simURL, "--execution-url", simURL,
-		"--log-level", "warn", "--reconcile-interval", "1s"}, extra...)
+		"--log-level", "warn", "--reconcile-interval", "1s", "--durability", "relaxed"}, extra...)
 }
 
 // Kill sends SIGKILL and waits for the process to end. Calling it again does nothing.

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -36,6 +37,8 @@ type Options struct {
 	// Appendfsync is the AOF's fsync policy when AOF is on: "always",
 	// "everysec" or "no". Defaults to "always".
 	Appendfsync string
+	// ReplicaOf, host:port, makes the server a replica of that one.
+	ReplicaOf string
 	// TraceSyncs runs the server under strace, recording its writes and
 	// fsyncs, so that [Server.Crash] can cut the AOF back to what reached
 	// the disk. Needs AOF.
@@ -98,6 +101,27 @@ func StartServer(opts Options, dir string) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// StartReplica starts a replica of master for the test, with opts (its
+// ReplicaOf set to master), and waits until master counts it in sync.
+func StartReplica(t testing.TB, master *Server, opts Options) *Server {
+	t.Helper()
+	opts.ReplicaOf = master.Addr()
+	r := Start(t, opts)
+	c := redis.NewClient(&redis.Options{Addr: master.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info := c.Info(context.Background(), "replication").Val()
+		if strings.Contains(info, "port="+strconv.Itoa(r.port)+",state=online") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: replica %s not in sync after 20s:\n%s", r.Addr(), info)
+		}
+		time.Sleep(20 * time.Millisecond) // poll with a deadline: Redis gives no event
+	}
 }
 
 var (
@@ -186,6 +210,13 @@ func (s *Server) Restart() error {
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	if s.opts.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(s.opts.ReplicaOf)
+		if err != nil {
+			return fmt.Errorf("redistest: ReplicaOf: %w", err)
+		}
+		args = append(args, "--replicaof", host, port)
+	}
 	cmd := exec.Command("redis-server", args...)
 	if s.opts.TraceSyncs {
 		args = append(args, "--pidfile", filepath.Join(s.dir, "redis.pid"))
@@ -247,6 +278,22 @@ func (s *Server) logTail() string {
 
 // Dir is the server's directory: its AOF is in appendonlydir/ under it.
 func (s *Server) Dir() string { return s.dir }
+
+// Pause stops the process with SIGSTOP: it holds its connections but
+// answers nothing (a replica that stops acknowledging) until Resume.
+func (s *Server) Pause() { s.send(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.send(syscall.SIGCONT) }
+
+// send signals the running process, if any, without waiting.
+func (s *Server) send(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(sig)
+	}
+}
 
 // Kill sends SIGKILL and waits for the process to exit.
 func (s *Server) Kill() { s.signal(syscall.SIGKILL) }

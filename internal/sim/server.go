@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
+
+	"github.com/asyncgate/asyncgate/internal/listen"
 )
 
 // Server is a [Sim] listening on a TCP address. Start it with [Sim.Start].
@@ -19,9 +20,13 @@ type Server struct {
 }
 
 // Start listens on addr (such as ":9090", or "127.0.0.1:0" for a free port) and serves s in
-// the background until [Server.Shutdown]. An address it cannot listen on is an error.
-func (s *Sim) Start(addr string) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+// the background until [Server.Shutdown], with the default timeouts and caps of
+// listen.Config. An address it cannot listen on is an error.
+func (s *Sim) Start(addr string) (*Server, error) { return s.StartWith(addr, listen.Config{}) }
+
+// StartWith is Start with the listener's timeouts and connection caps set by lc.
+func (s *Sim) StartWith(addr string, lc listen.Config) (*Server, error) {
+	ln, err := lc.Listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("sim: listen: %w", err)
 	}
@@ -35,7 +40,7 @@ func (s *Sim) Start(addr string) (*Server, error) {
 	}
 	srv := &Server{
 		URL:  "http://" + net.JoinHostPort(host, port),
-		hs:   &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second},
+		hs:   lc.Server(s),
 		done: make(chan error, 1),
 	}
 	go func() { srv.done <- srv.hs.Serve(ln) }()

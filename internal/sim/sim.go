@@ -5,7 +5,9 @@
 // can point at it:
 //
 //	GET  /portfolios/{account}        cash, reserved, available funds and positions of an account
-//	POST /reservations                reserve funds, idempotent on reservation_id (409 insufficient_funds)
+//	                                  (404 unknown_account with Config.ClosedAccounts)
+//	POST /reservations                reserve funds, idempotent on reservation_id (409 insufficient_funds,
+//	                                  404 unknown_account)
 //	POST /reservations/{id}/release   release them, idempotent; an unknown id answers "unknown"
 //	POST /executions                  execute an order, idempotent on execution_id (422 refused)
 //
@@ -15,6 +17,7 @@
 //	GET|PUT /_sim/faults/{service}    faults of one service ("portfolio" or "execution")
 //	GET     /_sim/stats               the counters of [Stats]
 //	GET     /_sim/orders/{order_id}   the ledger of one order: [OrderLedger] (404 for an order never seen)
+//	GET     /_sim/orders              every order's ledger, {"data": [...]}, oldest first; ?tenant= filters
 //
 // Tests serve it with httptest.NewServer(s); `asyncgate sim` and `asyncgate dev` with
 // [Sim.Start].
@@ -24,7 +27,8 @@
 // Every call to the services names its tenant in the [HeaderTenant] header; a call without
 // one is refused with 400. The books are kept per tenant and account: tenant B's "acc_1001"
 // is not tenant A's, and reservation and execution ids are idempotency keys within a tenant.
-// An account seen for the first time by a tenant starts with [Config.DefaultCash].
+// An account seen for the first time by a tenant starts with [Config.DefaultCash], unless
+// [Config].ClosedAccounts makes the tenant's accounts only those given a balance.
 //
 // A call made for an order names it in the [HeaderOrder] header (required on reservations
 // and executions). The simulator keeps a ledger per order from it, so that effects
@@ -72,6 +76,12 @@ import (
 type Config struct {
 	// DefaultCash is the cash of an account the first time it is seen. Defaults to 1,000,000.
 	DefaultCash float64
+
+	// ClosedAccounts makes a tenant's accounts only those opened by [Sim.SetTenantBalance]
+	// or [Sim.SetBalance]; any other answers 404 unknown_account, as a real portfolio
+	// service answers for an account that is not the tenant's. Defaults to false: an
+	// account opens on its tenant's first use, with DefaultCash.
+	ClosedAccounts bool
 
 	// MarketPrice is the fill price of an execution without a limit price. Defaults to 100.
 	MarketPrice float64
@@ -133,7 +143,9 @@ type Sim struct {
 	reservations map[key]*reservation
 	executions   map[key]*execution
 	ledger       map[key]*OrderLedger
-	byOrder      map[key][]string // the ids of each order's reservations
+	byOrder      map[key][]string    // the ids of each order's reservations
+	orderTenants map[string][]string // the tenants that sent each order id
+	orderSeen    []key               // the ledger's keys, in the order first seen
 	stats        Stats
 }
 
@@ -212,6 +224,7 @@ func New(cfg Config) *Sim {
 	s.mux.HandleFunc("PUT /_sim/faults/{service}", s.handlePutServiceFaults)
 	s.mux.HandleFunc("GET /_sim/stats", s.handleStats)
 	s.mux.HandleFunc("GET /_sim/orders/{order_id}", s.handleLedger)
+	s.mux.HandleFunc("GET /_sim/orders", s.handleLedgers)
 	return s
 }
 
@@ -273,13 +286,20 @@ func (s *Sim) Ledger(tenant, orderID string) (OrderLedger, bool) {
 	return l.view(), true
 }
 
-// Ledgers returns the ledgers of every order the simulator saw, in no particular order.
+// Ledgers returns the ledgers of every order the simulator saw, oldest first.
 func (s *Sim) Ledgers() []OrderLedger {
+	return s.ledgers("")
+}
+
+// ledgers returns the ledgers of tenant's orders (of all with ""), oldest first.
+func (s *Sim) ledgers(tenant string) []OrderLedger {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]OrderLedger, 0, len(s.ledger))
-	for _, l := range s.ledger {
-		out = append(out, l.view())
+	out := make([]OrderLedger, 0, len(s.orderSeen))
+	for _, k := range s.orderSeen {
+		if tenant == "" || k.tenant == tenant {
+			out = append(out, s.ledger[k].view())
+		}
 	}
 	return out
 }
@@ -369,6 +389,8 @@ func (s *Sim) resetLocked() {
 	s.executions = make(map[key]*execution)
 	s.ledger = make(map[key]*OrderLedger)
 	s.byOrder = make(map[key][]string)
+	s.orderTenants = make(map[string][]string)
+	s.orderSeen = nil
 	s.stats = Stats{}
 }
 
@@ -388,6 +410,22 @@ func (s *Sim) account(tenant, id string) *account {
 	return a
 }
 
+// openAccount returns the tenant's account with id, opening it on first use unless
+// ClosedAccounts is set and it was never given a balance. s.mu must be held.
+func (s *Sim) openAccount(tenant, id string) (*account, bool) {
+	if a, ok := s.accounts[key{tenant, id}]; ok {
+		return a, true
+	}
+	if _, set := s.balances[id]; s.cfg.ClosedAccounts && !set {
+		return nil, false
+	}
+	return s.account(tenant, id), true
+}
+
+func unknownAccount(id string) answer {
+	return errorAnswer(http.StatusNotFound, "unknown_account", fmt.Sprintf("the tenant has no account %q", id))
+}
+
 // order returns the ledger of the tenant's order, creating it; nil when the call named no
 // order. s.mu must be held.
 func (s *Sim) order(tenant, id string) *OrderLedger {
@@ -399,6 +437,8 @@ func (s *Sim) order(tenant, id string) *OrderLedger {
 	if !ok {
 		l = &OrderLedger{OrderID: id, Tenant: tenant}
 		s.ledger[k] = l
+		s.orderTenants[id] = append(s.orderTenants[id], tenant)
+		s.orderSeen = append(s.orderSeen, k)
 	}
 	return l
 }
@@ -452,7 +492,12 @@ func (s *Sim) handlePortfolio(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
-	a := s.account(who.tenant, id)
+	a, ok := s.openAccount(who.tenant, id)
+	if !ok {
+		s.mu.Unlock()
+		s.reply(w, r, f, unknownAccount(id))
+		return
+	}
 	ans := answer{code: http.StatusOK, required: "available", body: map[string]any{
 		"account_id": id,
 		"cash":       a.cash,
@@ -499,7 +544,10 @@ func (s *Sim) handleReserve(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReserveRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReserveRequests++
 		}
 	})
@@ -532,7 +580,11 @@ func (s *Sim) reserve(who caller, id, accountID string, amount float64) answer {
 
 	l := s.order(who.tenant, who.order)
 	l.AccountID = accountID
-	a := s.account(who.tenant, accountID)
+	a, ok := s.openAccount(who.tenant, accountID)
+	if !ok {
+		delete(s.reservations, k) // nothing happened: the same id may be tried again
+		return unknownAccount(accountID)
+	}
 	if a.cash-a.reserved < amount {
 		res.state = refused
 		return errorAnswer(http.StatusConflict, "insufficient_funds", "")
@@ -564,7 +616,10 @@ func (s *Sim) handleRelease(w http.ResponseWriter, r *http.Request) {
 	}
 	f, fail := s.arrive(Portfolio, func() {
 		s.stats.ReleaseRequests++
-		if l := s.order(who.tenant, who.order); l != nil && who.tenant != "" {
+		if who.tenant == "" {
+			return
+		}
+		if l := s.order(who.tenant, who.order); l != nil {
 			l.ReleaseRequests++
 		}
 	})
@@ -698,9 +753,15 @@ func (s *Sim) execute(who caller, req *executeRequest, refuse []string) answer {
 		return answer{code: code, body: e.body, required: requiredOf(e.code)}
 	}
 
+	reason := ""
 	if slices.Contains(refuse, req.Symbol) {
+		reason = fmt.Sprintf("symbol %s is not tradable", req.Symbol)
+	} else if _, ok := s.openAccount(who.tenant, req.AccountID); !ok {
+		reason = fmt.Sprintf("the tenant has no account %q", req.AccountID)
+	}
+	if reason != "" {
 		e.code = http.StatusUnprocessableEntity
-		e.body = map[string]any{"error": "refused", "reason": fmt.Sprintf("symbol %s is not tradable", req.Symbol)}
+		e.body = map[string]any{"error": "refused", "reason": reason}
 		return answer{code: e.code, body: e.body, required: "error"}
 	}
 
@@ -800,9 +861,9 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 	id, tenant := r.PathValue("order_id"), r.URL.Query().Get("tenant")
 	s.mu.Lock()
 	var found []OrderLedger
-	for k, l := range s.ledger {
-		if k.id == id && (tenant == "" || k.tenant == tenant) {
-			found = append(found, l.view())
+	for _, t := range s.orderTenants[id] {
+		if tenant == "" || t == tenant {
+			found = append(found, s.ledger[key{t, id}].view())
 		}
 	}
 	s.mu.Unlock()
@@ -815,6 +876,12 @@ func (s *Sim) handleLedger(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusConflict, "ambiguous",
 			fmt.Sprintf("%d tenants sent order %q; name one with ?tenant=", len(found), id))
 	}
+}
+
+// handleLedgers is GET /_sim/orders: every order's ledger, or one tenant's with ?tenant=,
+// so that a checker can also find effects of orders it never heard of.
+func (s *Sim) handleLedgers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"data": s.ledgers(r.URL.Query().Get("tenant"))})
 }
 
 // writeProblem writes an RFC 9457 problem.

@@ -382,6 +382,9 @@ func TestCallsNameTheirTenant(t *testing.T) {
 	if _, ok := tb.sim.Account("", "acc"); ok {
 		t.Error("a call without tenant created an account")
 	}
+	if l := tb.sim.Ledgers(); len(l) != 0 {
+		t.Errorf("ledgers = %+v, want none: no call named both tenant and order", l)
+	}
 }
 
 // TestTenantsKeepSeparateBooks: two tenants with an account of the same id have two
@@ -426,6 +429,43 @@ func TestTenantsKeepSeparateBooks(t *testing.T) {
 	wantCode(t, tb.doAs(t, "globex", "x", "POST", "/executions", execBody("e1", "S")), http.StatusCreated)
 	if got := tb.sim.Executions("e1"); got != 2 {
 		t.Errorf("Executions(e1) over both tenants = %d, want 2", got)
+	}
+}
+
+// TestClosedAccounts: with ClosedAccounts a tenant has only the accounts given a balance;
+// the others answer 404 unknown_account and change nothing.
+func TestClosedAccounts(t *testing.T) {
+	t.Parallel()
+	tb := setupWith(t, sim.Config{ClosedAccounts: true, NowFunc: func() time.Time { return fixedNow }})
+	tb.sim.SetTenantBalance("acme", "acc", 100)
+	reserve := map[string]any{"reservation_id": "r1", "account_id": "acc", "amount": 10}
+
+	wantCode(t, tb.doAs(t, "acme", "", "GET", "/portfolios/acc", nil), http.StatusOK)
+	for _, r := range []response{
+		tb.doAs(t, "globex", "", "GET", "/portfolios/acc", nil),
+		tb.doAs(t, "globex", "g1", "POST", "/reservations", reserve),
+	} {
+		wantCode(t, r, http.StatusNotFound)
+		if r.body["error"] != "unknown_account" {
+			t.Errorf("body = %s", r.raw)
+		}
+	}
+	r := tb.doAs(t, "globex", "g1", "POST", "/executions", execBody("g1", "S"))
+	wantCode(t, r, http.StatusUnprocessableEntity)
+	if _, ok := tb.sim.Account("globex", "acc"); ok {
+		t.Error("globex got an account")
+	}
+	if got := tb.sim.Stats(); got.Reservations != 0 || got.Executions != 0 {
+		t.Errorf("stats = %+v", got)
+	}
+
+	// Once opened, the same reservation id goes through: the 404 was not its final answer.
+	tb.sim.SetTenantBalance("globex", "acc", 50)
+	wantCode(t, tb.doAs(t, "globex", "g1", "POST", "/reservations", reserve), http.StatusCreated)
+	// SetBalance opens an account id in every tenant.
+	tb.sim.SetBalance("shared", 7)
+	if r := tb.doAs(t, "initech", "", "GET", "/portfolios/shared", nil); r.code != http.StatusOK || r.body["cash"] != 7.0 {
+		t.Errorf("initech's shared: %d %s", r.code, r.raw)
 	}
 }
 
@@ -558,6 +598,24 @@ func TestLedger(t *testing.T) {
 	}
 	if n := len(tb.sim.Ledgers()); n != 3 {
 		t.Errorf("Ledgers() has %d orders, want 3", n)
+	}
+	var list struct{ Data []sim.OrderLedger }
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{{"", []string{"acme/o1", "acme/o2", "globex/o1"}}, {"?tenant=globex", []string{"globex/o1"}}, {"?tenant=initech", nil}} {
+		r := tb.doAs(t, "", "", "GET", "/_sim/orders"+c.query, nil)
+		wantCode(t, r, http.StatusOK)
+		if err := json.Unmarshal(r.raw, &list); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range list.Data {
+			got = append(got, l.Tenant+"/"+l.OrderID)
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("GET /_sim/orders%s (-want +got):\n%s", c.query, diff)
+		}
 	}
 
 	tb.sim.Reset()
