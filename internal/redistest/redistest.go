@@ -290,9 +290,16 @@ func (s *Server) Resume() { s.send(syscall.SIGCONT) }
 func (s *Server) send(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
-		s.cmd.Process.Signal(sig)
+	if s.cmd == nil {
+		return
 	}
+	if s.opts.TraceSyncs {
+		if pid, err := s.redisPID(); err == nil {
+			syscall.Kill(pid, sig) // the child is strace; signal the redis-server it runs
+			return
+		}
+	}
+	s.cmd.Process.Signal(sig)
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
