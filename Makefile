@@ -58,7 +58,7 @@ bench: deps brokers ## load and speed figures (long): accept path (relaxed besid
 	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
 
-chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers), 2,750 orders, separate processes (about 15 minutes)
+chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers), 3,000 orders, separate processes (about 10 minutes)
 	ASYNCGATE_CHAOS=long $(GO) test -race -v -timeout 40m ./internal/chaos/...
 
 build: ## build bin/asyncgate
