@@ -370,7 +370,13 @@ type CallbackSecret struct {
 }
 
 // CallbackUrl An http(s) URL that receives the order's signed webhook events
-// (Standard Webhooks).
+// (Standard Webhooks). It is checked at placement as a webhook
+// endpoint's URL is at registration: it must parse strictly (no
+// spaces or other characters RFC 3986 forbids; escape them), be https
+// (unless the server allows http), and its host must not be, or
+// resolve to, a loopback, private, link-local or cloud metadata
+// address. A refused URL is a `422` (`url_not_allowed` or
+// `validation_failed`) naming `callback_url`.
 //
 // Example: https://example.com/hooks/asyncgate
 type CallbackUrl = string
@@ -466,13 +472,17 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
-// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+// LimitPrice The worst acceptable price. Required for limit orders; absent for
+// market orders. Bounded like `quantity`: more than 0 and at most
+// 10^12, with at most 8 decimal places and 15 significant digits.
 //
 // Example: 101.25
 type LimitPrice = float64
 
 // Metadata Your own key-value pairs, returned as given: at most 16 keys of
-// 1-64 bytes, values of at most 512 bytes (UTF-8).
+// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+// string: `null` is refused with `422`. `"metadata": null` is the
+// same as leaving it out.
 //
 // Example: {"strategy":"rebalance"}
 type Metadata map[string]string
@@ -486,7 +496,13 @@ type Order struct {
 	AccountId AccountId `json:"account_id"`
 
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
-	// (Standard Webhooks).
+	// (Standard Webhooks). It is checked at placement as a webhook
+	// endpoint's URL is at registration: it must parse strictly (no
+	// spaces or other characters RFC 3986 forbids; escape them), be https
+	// (unless the server allows http), and its host must not be, or
+	// resolve to, a loopback, private, link-local or cloud metadata
+	// address. A refused URL is a `422` (`url_not_allowed` or
+	// `validation_failed`) naming `callback_url`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
@@ -515,18 +531,28 @@ type Order struct {
 	// Example: 0190f1a2-7b3c-7d4e-8f90-123456789abc
 	Id openapi_types.UUID `json:"id"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for
+	// market orders. Bounded like `quantity`: more than 0 and at most
+	// 10^12, with at most 8 decimal places and 15 significant digits.
+	//
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
 
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
-	// 1-64 bytes, values of at most 512 bytes (UTF-8).
+	// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+	// string: `null` is refused with `422`. `"metadata": null` is the
+	// same as leaving it out.
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell.
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+	// most 8 decimal places and 15 significant digits as written (so that
+	// the value is exact in a double, the downstream's number type): a
+	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+	// `0.100000000000000001` are refused with `422` naming the field.
+	//
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -580,7 +606,13 @@ type OrderRequest struct {
 	AccountId AccountId `json:"account_id"`
 
 	// CallbackUrl An http(s) URL that receives the order's signed webhook events
-	// (Standard Webhooks).
+	// (Standard Webhooks). It is checked at placement as a webhook
+	// endpoint's URL is at registration: it must parse strictly (no
+	// spaces or other characters RFC 3986 forbids; escape them), be https
+	// (unless the server allows http), and its host must not be, or
+	// resolve to, a loopback, private, link-local or cloud metadata
+	// address. A refused URL is a `422` (`url_not_allowed` or
+	// `validation_failed`) naming `callback_url`.
 	//
 	// Example: https://example.com/hooks/asyncgate
 	CallbackUrl *CallbackUrl `json:"callback_url,omitempty"`
@@ -591,18 +623,28 @@ type OrderRequest struct {
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders.
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for
+	// market orders. Bounded like `quantity`: more than 0 and at most
+	// 10^12, with at most 8 decimal places and 15 significant digits.
+	//
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
 
 	// Metadata Your own key-value pairs, returned as given: at most 16 keys of
-	// 1-64 bytes, values of at most 512 bytes (UTF-8).
+	// 1-64 bytes, values of at most 512 bytes (UTF-8). A value must be a
+	// string: `null` is refused with `422`. `"metadata": null` is the
+	// same as leaving it out.
 	//
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell.
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+	// most 8 decimal places and 15 significant digits as written (so that
+	// the value is exact in a double, the downstream's number type): a
+	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+	// `0.100000000000000001` are refused with `422` naming the field.
+	//
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -695,7 +737,11 @@ type Problem struct {
 // ProblemCode The stable, machine-readable kind of problem; see the table in the introduction.
 type ProblemCode string
 
-// Quantity How much to buy or sell.
+// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
+// most 8 decimal places and 15 significant digits as written (so that
+// the value is exact in a double, the downstream's number type): a
+// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
+// `0.100000000000000001` are refused with `422` naming the field.
 //
 // Example: 10
 type Quantity = float64
@@ -785,13 +831,21 @@ type WebhookDelivery struct {
 	// Example: dlv_0190f1a2-7b3c-7d4e-8f90-123456789abc
 	Id WebhookDeliveryId `json:"id"`
 
+	// LastError Why a `failed` delivery went to the dead-letter queue when its
+	// last attempt does not say: its task ran out of retries while
+	// postponed (an open breaker), or was archived by an operator.
+	// Cleared by a redelivery.
+	LastError *string `json:"last_error,omitempty"`
+
 	// NextAttemptAt When a `pending` delivery is attempted next.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 
 	// Status `pending`: waiting for its first or next attempt. `delivered`: a
-	// `2xx` came back. `failed`: every attempt failed; it sits in the
-	// dead-letter queue, and can be redelivered. `held`: its endpoint is
-	// disabled; it is delivered when the endpoint is enabled.
+	// `2xx` came back. `failed`: every attempt failed, or its task went to
+	// the dead-letter queue for another reason (then `last_error` says
+	// which); it sits in the dead-letter queue, and can be redelivered.
+	// `held`: its endpoint is disabled; it is delivered when the endpoint
+	// is enabled.
 	Status    WebhookDeliveryStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
 
@@ -822,9 +876,11 @@ type WebhookDeliveryList struct {
 }
 
 // WebhookDeliveryStatus `pending`: waiting for its first or next attempt. `delivered`: a
-// `2xx` came back. `failed`: every attempt failed; it sits in the
-// dead-letter queue, and can be redelivered. `held`: its endpoint is
-// disabled; it is delivered when the endpoint is enabled.
+// `2xx` came back. `failed`: every attempt failed, or its task went to
+// the dead-letter queue for another reason (then `last_error` says
+// which); it sits in the dead-letter queue, and can be redelivered.
+// `held`: its endpoint is disabled; it is delivered when the endpoint
+// is enabled.
 type WebhookDeliveryStatus string
 
 // WebhookEndpoint A registered webhook endpoint (its secret is never shown again).
@@ -1558,7 +1614,10 @@ type ClientInterface interface {
 	// one stops waiting for its next retry, a `delivered` one is sent
 	// again (same `webhook-id`). The endpoint must be enabled (`409
 	// endpoint_disabled` otherwise: enabling it redelivers what it
-	// missed). No body is needed.
+	// missed). The attempt goes even while the endpoint's breaker is
+	// open (after a run of failures): it is the breaker's probe, the
+	// endpoint's other deliveries wait behind it, and its success closes
+	// the breaker. No body is needed.
 	//
 	// Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
 	RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1984,7 +2043,10 @@ func (c *RawClient) GetWebhookDelivery(ctx context.Context, id WebhookDeliveryId
 // one stops waiting for its next retry, a `delivered` one is sent
 // again (same `webhook-id`). The endpoint must be enabled (`409
 // endpoint_disabled` otherwise: enabling it redelivers what it
-// missed). No body is needed.
+// missed). The attempt goes even while the endpoint's breaker is
+// open (after a run of failures): it is the breaker's probe, the
+// endpoint's other deliveries wait behind it, and its success closes
+// the breaker. No body is needed.
 //
 // Corresponds with POST /v1/webhook-deliveries/{id}/retry (the `RetryWebhookDelivery` operationId).
 func (c *RawClient) RetryWebhookDelivery(ctx context.Context, id WebhookDeliveryIdParameter, params *RetryWebhookDeliveryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3688,7 +3750,10 @@ type ClientWithResponsesInterface interface {
 	// one stops waiting for its next retry, a `delivered` one is sent
 	// again (same `webhook-id`). The endpoint must be enabled (`409
 	// endpoint_disabled` otherwise: enabling it redelivers what it
-	// missed). No body is needed.
+	// missed). The attempt goes even while the endpoint's breaker is
+	// open (after a run of failures): it is the breaker's probe, the
+	// endpoint's other deliveries wait behind it, and its success closes
+	// the breaker. No body is needed.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -6961,7 +7026,10 @@ func (c *ClientWithResponses) GetWebhookDeliveryWithResponse(ctx context.Context
 // one stops waiting for its next retry, a `delivered` one is sent
 // again (same `webhook-id`). The endpoint must be enabled (`409
 // endpoint_disabled` otherwise: enabling it redelivers what it
-// missed). No body is needed.
+// missed). The attempt goes even while the endpoint's breaker is
+// open (after a run of failures): it is the breaker's probe, the
+// endpoint's other deliveries wait behind it, and its success closes
+// the breaker. No body is needed.
 //
 // Returns a wrapper object for the known response body format(s).
 //

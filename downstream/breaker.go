@@ -20,8 +20,8 @@ const maxProbeWait = time.Second
 // CircuitBreaker, the time until which it is open (which gobreaker does not expose), and,
 // with a [Shared], what the other processes learnt.
 //
-// Without Shared, gobreaker decides alone: it trips on the failure ratio of its rolling
-// window, stays open for OpenTimeout, then lets HalfOpenProbes probes through.
+// Without Shared, gobreaker decides alone: it trips on ConsecutiveFailures failed attempts
+// in a row or on the failure ratio of its rolling window, stays open for OpenTimeout, then lets HalfOpenProbes probes through.
 //
 // With Shared, a local trip is recorded in Redis and published; a trip of another process
 // arrives as remoteOpen and rejects calls until its open-until time (forcedUntil). From a
@@ -68,7 +68,11 @@ func newBreaker(name string, cfg Config) *breaker {
 		Interval:     bc.Interval,
 		BucketPeriod: bc.Interval / 10,
 		Timeout:      bc.OpenTimeout,
+		// A run of failures trips at once; otherwise the ratio of the window decides.
 		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= uint32(bc.ConsecutiveFailures) {
+				return true
+			}
 			done := c.TotalSuccesses + c.TotalFailures
 			return done >= uint32(bc.MinRequests) &&
 				float64(c.TotalFailures) >= bc.FailureRatio*float64(done)

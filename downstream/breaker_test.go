@@ -435,3 +435,47 @@ func TestBulkheadFailsFast(t *testing.T) {
 		}
 	})
 }
+
+// A downstream that dies after a busy healthy period: the window is full of successes, so
+// the failure ratio alone would let hundreds of calls through before it trips (about 290
+// in 3.5 s of a full execution outage, before consecutive failures counted). Failures in
+// a row trip it: the calls that reach the dead downstream are at most the threshold plus
+// the attempts already in flight.
+func TestBreakerTripsOnConsecutiveFailures(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const threshold, callers = 5, 8
+		tb := setupInMemory(t, nil, func(c *Config) {
+			c.Breaker = BreakerConfig{ConsecutiveFailures: threshold} // the default ratio, window and minimum
+		})
+		ctx := t.Context()
+		for range 300 {
+			if _, err := tb.portfolio.Get(ctx, "acme", "acc"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := tb.sim.Stats().PortfolioRequests
+		tb.setFaults(t, sim.Portfolio, sim.Faults{Outage: sim.Outage503})
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for range 100 {
+					_, err := tb.portfolio.Get(ctx, "acme", "acc")
+					if errors.Is(err, ErrBreakerOpen) {
+						return
+					}
+				}
+				t.Error("100 calls to a dead downstream and the breaker is still closed")
+			})
+		}
+		wg.Wait()
+		if got := tb.portfolio.BreakerState(); got != gobreaker.StateOpen {
+			t.Fatalf("state = %v, want open", got)
+		}
+		wasted := tb.sim.Stats().PortfolioRequests - before
+		t.Logf("calls that reached the dead downstream: %d (threshold %d, %d callers)", wasted, threshold, callers)
+		if wasted > threshold+callers {
+			t.Errorf("%d calls reached the dead downstream before the breaker opened, want at most %d", wasted, threshold+callers)
+		}
+	})
+}

@@ -92,6 +92,12 @@ type BreakerConfig struct {
 	// HalfOpenProbes is the number of probes let through while half-open; that many
 	// successes close the breaker, and one failure opens it again. Defaults to 1.
 	HalfOpenProbes int
+
+	// ConsecutiveFailures is the number of failed attempts in a row that opens the
+	// breaker, whatever the ratio: a downstream that went down after a busy healthy period
+	// would otherwise be called until its failures outweigh the window's successes.
+	// Defaults to 5.
+	ConsecutiveFailures int
 }
 
 func (c Config) withDefaults() Config {
@@ -149,6 +155,9 @@ func (b BreakerConfig) withDefaults() BreakerConfig {
 	if b.HalfOpenProbes == 0 {
 		b.HalfOpenProbes = 1
 	}
+	if b.ConsecutiveFailures == 0 {
+		b.ConsecutiveFailures = 5
+	}
 	return b
 }
 
@@ -184,6 +193,8 @@ func (c Config) validate() error {
 		return errors.New("breaker durations must not be negative")
 	case b.HalfOpenProbes < 1 || int64(b.HalfOpenProbes) > math.MaxUint32:
 		return errors.New("Breaker.HalfOpenProbes must be at least 1")
+	case b.ConsecutiveFailures < 1 || int64(b.ConsecutiveFailures) > math.MaxUint32:
+		return errors.New("Breaker.ConsecutiveFailures must be at least 1")
 	}
 	return nil
 }

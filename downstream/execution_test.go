@@ -86,7 +86,7 @@ func TestGarbage(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			tb := setup(t, nil, func(c *Config) {
-				c.Breaker.MinRequests = 100
+				c.Breaker.MinRequests, c.Breaker.ConsecutiveFailures = 100, 100
 				c.MaxBodyBytes = 64 << 10 // the huge answer is 100 MiB
 			})
 			tb.setFaults(t, sim.Execution, sim.Faults{Garbage: mode})

@@ -141,7 +141,7 @@ func TestConfig(t *testing.T) {
 		got.MaxBodyBytes != 1<<20 || got.HTTPClient == nil || got.Logger == nil {
 		t.Errorf("defaults: %+v", got)
 	}
-	wantBreaker := BreakerConfig{FailureRatio: 0.5, MinRequests: 10, Interval: 10 * time.Second, OpenTimeout: 5 * time.Second, HalfOpenProbes: 1}
+	wantBreaker := BreakerConfig{FailureRatio: 0.5, MinRequests: 10, Interval: 10 * time.Second, OpenTimeout: 5 * time.Second, HalfOpenProbes: 1, ConsecutiveFailures: 5}
 	if diff := cmp.Diff(wantBreaker, got.Breaker); diff != "" {
 		t.Errorf("breaker defaults (-want +got):\n%s", diff)
 	}

@@ -23,6 +23,13 @@ type ReconcilerConfig struct {
 	Grace time.Duration
 	// Batch is how many orders of a tenant one pass looks at. Defaults to 1000.
 	Batch int
+	// LeaseCheck is how often in-flight orders whose lease expired while
+	// their task is still active (the worker holding it died) are looked
+	// for and resumed by another worker (ResumeStale), without waiting for
+	// Asynq's recoverer (its lease of 30 s, then a pass every minute). An
+	// order held by a dead worker resumes within about SagaConfig.LeaseTTL
+	// + LeaseCheck. Defaults to 5s.
+	LeaseCheck time.Duration
 	// LockKey is the Redis key that makes one process at a time reconcile.
 	// Defaults to "ag:reconciler:lock".
 	LockKey string
@@ -45,6 +52,9 @@ func (c ReconcilerConfig) withDefaults() ReconcilerConfig {
 	}
 	if c.Batch == 0 {
 		c.Batch = 1000
+	}
+	if c.LeaseCheck == 0 {
+		c.LeaseCheck = 5 * time.Second
 	}
 	if c.LockKey == "" {
 		c.LockKey = "ag:reconciler:lock"
@@ -78,14 +88,24 @@ type ReconcileStats struct {
 	Checked, Requeued, Compensated, Releases, Outbox int
 }
 
-// Run reconciles every Interval until ctx ends, whenever this process holds the lock.
+// Run reconciles every Interval until ctx ends, whenever this process holds
+// the lock, and resumes orders held by dead workers every LeaseCheck.
 func (r *Reconciler) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
+	leases := time.NewTicker(r.cfg.LeaseCheck)
+	defer leases.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-leases.C:
+			if n, err := r.ResumeStaleLocked(ctx); err != nil {
+				r.cfg.Logger.WarnContext(ctx, "resume orders of dead workers", "err", err)
+			} else if n > 0 {
+				r.cfg.Logger.InfoContext(ctx, "resumed orders held by a dead worker", "resumed", n)
+			}
+			continue
 		case <-t.C:
 		}
 		st, ran, err := r.RunLocked(ctx)
@@ -201,6 +221,54 @@ func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.
 		}
 	}
 	return r.ensureTask(ctx, QueueCritical, compensationTaskID(id), func() error { return r.enq.EnqueueCompensation(ctx, tenant, id, nil) }, &st.Compensated)
+}
+
+// ResumeStaleLocked runs ResumeStale unless another process did within
+// LeaseCheck: the lock is left to expire, so the processes share the work.
+func (r *Reconciler) ResumeStaleLocked(ctx context.Context) (int, error) {
+	ok, err := r.rdb.SetNX(ctx, r.cfg.LockKey+":leases", uuid.NewString(), r.cfg.LeaseCheck*9/10).Result()
+	if err != nil || !ok {
+		return 0, err
+	}
+	return r.ResumeStale(ctx)
+}
+
+// ResumeStale enqueues a resume task (Enqueuer.EnqueueResume) for each
+// in-flight order whose lease expired while its order or compensation task
+// is still active: the worker running it died, and Asynq would give the
+// task back only after its own lease and its recoverer's next pass (30 to
+// 90 s). It returns how many it resumed.
+func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
+	tenants, err := r.store.Tenants(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("resume stale: %w", err)
+	}
+	n := 0
+	for _, tenant := range tenants {
+		stale, err := r.store.ExpiredLeases(ctx, tenant, r.cfg.Now(), r.cfg.Batch)
+		if err != nil {
+			return n, fmt.Errorf("resume stale %s: %w", tenant, err)
+		}
+		for id, leaseEnd := range stale {
+			for _, t := range []struct {
+				queue, taskID string
+				compensate    bool
+			}{{QueueOrders, id, false}, {QueueCritical, compensationTaskID(id), true}} {
+				state, err := r.taskState(t.queue, t.taskID)
+				if err != nil {
+					return n, err
+				}
+				if state != asynq.TaskStateActive {
+					continue
+				}
+				if err := r.enq.EnqueueResume(ctx, tenant, id, t.compensate, leaseEnd); err != nil {
+					return n, fmt.Errorf("resume %s/%s: %w", tenant, id, err)
+				}
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 // taskState is the task's state, or 0 when no such task exists.

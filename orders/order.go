@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -138,6 +139,14 @@ const (
 	MaxClientOrderID  = 128
 	MaxQuantity       = 1e12
 	MaxCallbackURLLen = 2048
+	// MaxPrice bounds limit_price, like MaxQuantity the quantity.
+	MaxPrice = 1e12
+	// MaxDecimals is the most decimal places of a quantity or price, and
+	// MaxSignificant its most significant digits: together they keep every
+	// accepted value exact in the float64 that JSON decoders (ours and the
+	// downstream's) read it into.
+	MaxDecimals    = 8
+	MaxSignificant = 15
 )
 
 var (
@@ -201,6 +210,10 @@ func (r *Request) Validate() error {
 		v.add("quantity", "must be greater than 0")
 	case r.Quantity > MaxQuantity:
 		v.add("quantity", fmt.Sprintf("must be at most %g", float64(MaxQuantity)))
+	default:
+		if reason := DecimalReason(strconv.FormatFloat(r.Quantity, 'f', -1, 64)); reason != "" {
+			v.add("quantity", reason)
+		}
 	}
 	switch r.Type {
 	case Market:
@@ -213,6 +226,12 @@ func (r *Request) Validate() error {
 			v.add("limit_price", "is required for limit orders")
 		case math.IsNaN(*r.LimitPrice) || math.IsInf(*r.LimitPrice, 0) || *r.LimitPrice <= 0:
 			v.add("limit_price", "must be greater than 0")
+		case *r.LimitPrice > MaxPrice:
+			v.add("limit_price", fmt.Sprintf("must be at most %g", float64(MaxPrice)))
+		default:
+			if reason := DecimalReason(strconv.FormatFloat(*r.LimitPrice, 'f', -1, 64)); reason != "" {
+				v.add("limit_price", reason)
+			}
 		}
 	case "":
 		v.add("type", "is required")
@@ -241,6 +260,39 @@ func (r *Request) Validate() error {
 		return &v
 	}
 	return nil
+}
+
+// DecimalReason says what is wrong with a decimal number as written (a JSON
+// number such as "2.5", "-1.25e3" or "0.00000001"), or "" when it has at
+// most MaxDecimals decimal places and MaxSignificant significant digits.
+// It judges the digits only: sign and magnitude are Validate's business.
+func DecimalReason(lit string) string {
+	lit = strings.TrimPrefix(strings.TrimPrefix(lit, "-"), "+")
+	mant, expText, hasExp := strings.Cut(strings.ToLower(lit), "e")
+	exp := 0
+	if hasExp {
+		e, err := strconv.Atoi(expText)
+		if err != nil || e > 400 || e < -400 {
+			return "is out of range"
+		}
+		exp = e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimRight(intPart+frac, "0")
+	point := len(intPart) + exp // the decimal point sits after this many digits
+	for len(digits) > 0 && digits[0] == '0' {
+		digits, point = digits[1:], point-1
+	}
+	if digits == "" {
+		return "" // zero
+	}
+	if dec := len(digits) - point; dec > MaxDecimals {
+		return fmt.Sprintf("must have at most %d decimal places", MaxDecimals)
+	}
+	if len(digits) > MaxSignificant {
+		return fmt.Sprintf("must have at most %d significant digits", MaxSignificant)
+	}
+	return ""
 }
 
 // EventType names what happened to an order.

@@ -79,6 +79,7 @@ func (s *Server) initContract() error {
 		return nil // no limits, no idempotency
 	}
 	s.batcher = newBatcher(s.deps.RedisClient)
+	s.releaser = newReleaser(s.deps.RedisClient, s.log)
 	s.recorder = newRecorder(s.batcher, s.deps.RedisClient, cfg.IdempotencyTTL, s.log)
 	s.defaultLimit = cfg.RateLimit.gcra()
 	s.limits = make(map[string]redis_rate.Limit, len(cfg.TenantRateLimits))
@@ -93,5 +94,6 @@ func (s *Server) initContract() error {
 func (s *Server) Close() {
 	if s.batcher != nil {
 		s.batcher.close()
+		s.releaser.close()
 	}
 }

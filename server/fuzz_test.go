@@ -4,7 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
@@ -58,7 +64,11 @@ func FuzzIdempotencyFingerprint(f *testing.F) {
 
 // FuzzDecodeOrder: whatever the body, decoding and validating an order
 // never panics, and every error is a client error (a 4xx problem or a
-// validation error, which the server answers with 422).
+// validation error, which the server answers with 422). What it accepts is
+// what was sent: no string gains a U+FFFD the body did not hold (invalid
+// UTF-8 and half surrogate pairs are refused, not replaced), numbers are
+// within bounds and exact, and the order survives a round trip through
+// JSON unchanged.
 func FuzzDecodeOrder(f *testing.F) {
 	for _, s := range []string{
 		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market"}`,
@@ -74,31 +84,66 @@ func FuzzDecodeOrder(f *testing.F) {
 		`{"account_id":"\ud800"}`,
 		``,
 		`{`,
+		"{\"account_id\":\"acc-1\",\"symbol\":\"ACME\",\"side\":\"buy\",\"quantity\":1,\"type\":\"market\",\"metadata\":{\"k\":\"\xff\"}}",
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market","metadata":{"k":"\ud83d\ude00","l":"\ude00"}}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market","metadata":{"k":null}}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1,"type":"market","metadata":null}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":5e-324,"type":"market"}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1e300,"type":"market"}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":0.00000001,"type":"limit","limit_price":999999999999.99}`,
+		`{"account_id":"acc-1","symbol":"ACME","side":"buy","quantity":1.5e-7,"type":"limit","limit_price":1.00000000000000001}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var req orders.Request
-		err := server.DecodeJSON(body, &req)
-		if err == nil {
-			err = req.Validate()
-		}
-		if err == nil {
+		req, err := server.DecodeOrder(body)
+		if err != nil {
+			var p *server.Problem
+			var ve *orders.ValidationError
+			switch {
+			case errors.As(err, &p):
+				if p.Status < 400 || p.Status > 499 || p.Code == "" || p.Detail == "" {
+					t.Fatalf("problem %+v for %q: want a 4xx with a code and a detail", p, body)
+				}
+			case errors.As(err, &ve):
+				if len(ve.Fields) == 0 {
+					t.Fatalf("validation error without fields for %q", body)
+				}
+			default:
+				t.Fatalf("error %T %v for %q is neither a problem nor a validation error", err, err, body)
+			}
 			return
 		}
-		var p *server.Problem
-		var ve *orders.ValidationError
-		switch {
-		case errors.As(err, &p):
-			if p.Status < 400 || p.Status > 499 || p.Code == "" || p.Detail == "" {
-				t.Fatalf("problem %+v for %q: want a 4xx with a code and a detail", p, body)
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
+		}
+		if !bytes.Contains(body, []byte("\uFFFD")) && !bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`)) {
+			strs := []string{req.AccountID, req.Symbol, req.ClientOrderID, req.CallbackURL}
+			for k, v := range req.Metadata {
+				strs = append(strs, k, v)
 			}
-		case errors.As(err, &ve):
-			if len(ve.Fields) == 0 {
-				t.Fatalf("validation error without fields for %q", body)
+			for _, s := range strs {
+				if strings.ContainsRune(s, utf8.RuneError) {
+					t.Fatalf("%q decoded with a U+FFFD the body does not hold: %q", body, s)
+				}
 			}
-		default:
-			t.Fatalf("error %T %v for %q is neither a problem nor a validation error", err, err, body)
+		}
+		nums := []float64{req.Quantity}
+		if req.LimitPrice != nil {
+			nums = append(nums, *req.LimitPrice)
+		}
+		for _, n := range nums {
+			if !(n > 0 && n <= 1e12) || orders.DecimalReason(strconv.FormatFloat(n, 'f', -1, 64)) != "" {
+				t.Fatalf("accepted the number %v from %q", n, body)
+			}
+		}
+		again, _ := json.Marshal(req)
+		back, err := server.DecodeOrder(again)
+		if err != nil {
+			t.Fatalf("%q was accepted but its re-encoding %s is refused: %v", body, again, err)
+		}
+		if diff := cmp.Diff(req, back, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round trip of %q changed the order (-first +again):\n%s", body, diff)
 		}
 	})
 }

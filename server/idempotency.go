@@ -32,7 +32,11 @@ import (
 //     status, the Content-Type, Location and Retry-After headers, and body.
 //     Validation problems (400, 413, 415, 422) and 5xx are not recorded:
 //     the claim is taken back, and the client may fix or retry the request
-//     under the same key.
+//     under the same key. A 5xx because Redis was away may find the release
+//     failing too: it is retried in the background (releaser.go) until
+//     Redis answers, so the key is free about a second after Redis is back,
+//     not when the claim's TTL ends. A claim whose SET failed on our side
+//     (the reply was lost) is released the same way.
 //   - A later request with the key and the same fingerprint gets the
 //     recorded answer again, with "Idempotent-Replayed: true"; with another
 //     fingerprint, 422 idempotency_key_reused (even while the first is in
@@ -191,15 +195,25 @@ return 1`)
 // release takes our claim back, so that the key can be used again. It
 // writes at once, before the client has the answer, so that the client's
 // retry finds the key free: this is off the hot path (429, validation
-// problems, 5xx).
+// problems, 5xx). When Redis cannot be reached, the releaser tries again
+// in the background until it can (releaser.go).
 func (r *idemRequest) release() {
 	if !r.owned() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r.forceRelease()
+}
+
+// forceRelease releases the claim whether or not this request knows it
+// holds it: after a claim whose answer was lost, the claim may be in Redis.
+// The script deletes the key only if it holds this request's claim.
+func (r *idemRequest) forceRelease() {
+	expires := time.Now().Add(r.s.cfg.IdempotencyClaimTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := finishScript.Run(ctx, r.s.deps.RedisClient, []string{r.key}, r.claimVal, "", 0).Err(); err != nil {
-		r.s.log.Warn("release an idempotency claim; it expires by itself", "err", err, "tenant", r.tenant)
+		r.s.log.Warn("release an idempotency claim; retrying in the background", "err", err, "tenant", r.tenant)
+		r.s.releaser.add(r.key, r.claimVal, expires)
 	}
 }
 
@@ -226,6 +240,9 @@ func (s *Server) idempotency(c *gin.Context) {
 	switch {
 	case r.owned():
 	case err != nil:
+		// The claim may have been set and only its answer lost: take it
+		// back, or the client's retry would find the key in use.
+		r.forceRelease()
 		writeProblem(c, fmt.Errorf("claim idempotency key: %w", err))
 		return
 	default:

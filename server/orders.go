@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -22,21 +25,30 @@ import (
 // decodeStrict reads one JSON object into v: unknown fields, wrong types,
 // trailing data and oversize bodies are client errors with a clear detail.
 func decodeStrict(c *gin.Context, limit int64, v any) error {
+	body, err := readBody(c, limit)
+	if err != nil {
+		return err
+	}
+	return DecodeJSON(body, v)
+}
+
+// readBody reads the body of a JSON request, at most limit bytes.
+func readBody(c *gin.Context, limit int64) ([]byte, error) {
 	if ct := c.GetHeader("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return problemf("unsupported_media_type", "send the body as application/json, not %q", ct)
+			return nil, problemf("unsupported_media_type", "send the body as application/json, not %q", ct)
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return err
+			return nil, err
 		}
-		return problemf("malformed_request", "could not read the body: %v", err)
+		return nil, problemf("malformed_request", "could not read the body: %v", err)
 	}
-	return DecodeJSON(body, v)
+	return body, nil
 }
 
 // DecodeJSON decodes exactly one JSON value into v, rejecting unknown fields.
@@ -44,6 +56,9 @@ func decodeStrict(c *gin.Context, limit int64, v any) error {
 func DecodeJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return newProblem("malformed_request", "the body is empty; send a JSON object")
+	}
+	if err := checkText(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -76,6 +91,106 @@ func DecodeJSON(body []byte, v any) error {
 	return nil
 }
 
+// checkText refuses a body that is not valid UTF-8, or whose strings hold
+// a \u escape of half a surrogate pair: encoding/json would replace either
+// with U+FFFD, silently changing what the client sent.
+func checkText(body []byte) error {
+	if !utf8.Valid(body) {
+		i := 0
+		for i < len(body) {
+			r, n := utf8.DecodeRune(body[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return problemf("malformed_request", "the body is not valid UTF-8 (byte %d)", i)
+	}
+	inString, wantLow := false, false
+	for i := 0; i < len(body); i++ {
+		b := body[i]
+		if !inString {
+			inString = b == '"'
+			continue
+		}
+		switch {
+		case b == '"':
+			inString = false
+			if wantLow {
+				return problemf("malformed_request", "a string holds half a UTF-16 surrogate pair (byte %d)", i)
+			}
+		case b == '\\' && i+1 < len(body):
+			i++
+			r := rune(-1)
+			if body[i] == 'u' && i+4 < len(body) {
+				if v, err := strconv.ParseUint(string(body[i+1:i+5]), 16, 16); err == nil {
+					r = rune(v)
+				}
+				i += 4
+			}
+			low := r >= 0xdc00 && r <= 0xdfff
+			if wantLow != low {
+				return problemf("malformed_request", "a string holds half a UTF-16 surrogate pair (byte %d)", i)
+			}
+			wantLow = r >= 0xd800 && r <= 0xdbff
+		case wantLow:
+			return problemf("malformed_request", "a string holds half a UTF-16 surrogate pair (byte %d)", i)
+		}
+	}
+	return nil
+}
+
+// DecodeOrder decodes and validates an order request: DecodeJSON, then the
+// numbers as written (at most orders.MaxDecimals decimal places and
+// orders.MaxSignificant significant digits: a literal with more is not
+// exactly the value a float64 holds) and metadata values that are null
+// (which would read as ""), then Request.Validate. Its errors are problems
+// or an *orders.ValidationError naming every offending field.
+func DecodeOrder(body []byte) (orders.Request, error) {
+	var req orders.Request
+	if err := DecodeJSON(body, &req); err != nil {
+		return req, err
+	}
+	var raw struct {
+		Quantity   json.Number        `json:"quantity"`
+		LimitPrice json.Number        `json:"limit_price"`
+		Metadata   map[string]*string `json:"metadata"`
+	}
+	// The body decoded strictly into req: this pass cannot fail.
+	_ = json.Unmarshal(body, &raw)
+	var ve orders.ValidationError
+	if err := req.Validate(); err != nil {
+		v, ok := errors.AsType[*orders.ValidationError](err)
+		if !ok {
+			return req, err
+		}
+		ve = *v
+	}
+	flagged := func(f string) bool {
+		return slices.ContainsFunc(ve.Fields, func(e orders.FieldError) bool { return e.Field == f })
+	}
+	for _, n := range []struct {
+		field string
+		lit   json.Number
+	}{{"quantity", raw.Quantity}, {"limit_price", raw.LimitPrice}} {
+		if n.lit == "" || flagged(n.field) {
+			continue
+		}
+		if reason := orders.DecimalReason(n.lit.String()); reason != "" {
+			ve.Fields = append(ve.Fields, orders.FieldError{Field: n.field, Reason: reason})
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(raw.Metadata)) {
+		if raw.Metadata[k] == nil {
+			ve.Fields = append(ve.Fields, orders.FieldError{Field: "metadata." + k, Reason: "must be a string, not null"})
+		}
+	}
+	if len(ve.Fields) > 0 {
+		return req, &ve
+	}
+	return req, nil
+}
+
 func jsonKind(goKind string) string {
 	switch goKind {
 	case "string":
@@ -95,12 +210,18 @@ func jsonKind(goKind string) string {
 }
 
 func (s *Server) placeOrder(c *gin.Context) {
-	var req orders.Request
-	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &req); err != nil {
+	body, err := readBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
 		writeProblem(c, err)
 		return
 	}
-	if err := req.Validate(); err != nil {
+	req, err := DecodeOrder(body)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	if err := s.checkCallbackURL(ctx, req.CallbackURL); err != nil {
 		writeProblem(c, err)
 		return
 	}
@@ -110,7 +231,6 @@ func (s *Server) placeOrder(c *gin.Context) {
 		ID: uuid.Must(uuid.NewV7()).String(), Tenant: tenant, Request: req,
 		CreatedAt: now, Deadline: now.Add(s.cfg.OrderDeadline),
 	}
-	ctx := c.Request.Context()
 	created, err := s.deps.Orders.Create(ctx, o)
 	if errors.Is(err, orders.ErrDuplicateClientOrderID) && created != nil {
 		// The order found may be another request's whose answer was a 503

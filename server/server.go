@@ -37,6 +37,13 @@ type Enqueuer interface {
 	EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error
 }
 
+// URLChecker checks a webhook target URL: it returns an error wrapping
+// webhooks.ErrInvalidURL or webhooks.ErrURLNotAllowed for one that is
+// refused, another error when it could not tell (DNS unavailable).
+type URLChecker interface {
+	CheckURL(ctx context.Context, raw string) error
+}
+
 // Durability makes a request's writes durable before the API acknowledges
 // them (internal/durability.Barrier).
 type Durability interface {
@@ -165,6 +172,10 @@ type Deps struct {
 	// redelivers; nil Webhooks leaves the webhook routes out.
 	Webhooks     WebhookStore
 	WebhookQueue WebhookQueue
+	// CallbackURLs checks an order's callback_url at placement, as the
+	// webhook store checks endpoint URLs (webhooks.Store is one); nil
+	// leaves only orders.Request.Validate's check of its form.
+	CallbackURLs URLChecker
 	// Dashboard is the operators' dashboard (package admin) at /admin;
 	// nil leaves it out.
 	Dashboard Dashboard
@@ -189,6 +200,7 @@ type Server struct {
 	redisKeys    redisKeys
 	batcher      *batcher
 	recorder     *recorder
+	releaser     *releaser
 }
 
 // New returns the API server.

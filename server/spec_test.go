@@ -33,6 +33,7 @@ import (
 	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
+	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -74,7 +75,10 @@ func setup(t *testing.T) *testBundle {
 		Portfolio: ds,
 		Execution: ds,
 		Saga:      jobs.SagaConfig{LeaseTTL: 2 * time.Second},
-		Logger:    slog.New(slog.DiscardHandler),
+		// The production guard, with example.com resolving to a public
+		// address without asking DNS: callback URLs are checked at placement.
+		Webhooks: app.WebhooksConfig{Guard: webhooks.GuardConfig{Resolver: staticResolver{"example.com": "93.184.216.34"}}},
+		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)

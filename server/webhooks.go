@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -286,4 +287,27 @@ func webhookProblem(err error) *Problem {
 		return problemf("too_many_endpoints", "%v; delete one first", err)
 	}
 	return nil
+}
+
+// checkCallbackURL checks an order's callback_url as endpoint registration
+// checks an endpoint's URL (Deps.CallbackURLs): a URL that does not parse
+// strictly or that points where webhooks may not go is refused at
+// placement, naming the field, rather than retried for days.
+func (s *Server) checkCallbackURL(ctx context.Context, raw string) error {
+	if raw == "" || s.deps.CallbackURLs == nil {
+		return nil
+	}
+	err := s.deps.CallbackURLs.CheckURL(ctx, raw)
+	if err == nil {
+		return nil
+	}
+	if p := webhookProblem(err); p != nil && (errors.Is(err, webhooks.ErrURLNotAllowed) || errors.Is(err, webhooks.ErrInvalidURL)) {
+		p.err = err
+		p.Detail = strings.Replace(p.Detail, "url: ", "callback_url: ", 1)
+		for i := range p.Errors {
+			p.Errors[i].Field = "callback_url"
+		}
+		return p
+	}
+	return fmt.Errorf("check callback_url: %w", err)
 }

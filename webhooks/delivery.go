@@ -52,6 +52,10 @@ type Delivery struct {
 	// Attempts is the attempt log, oldest first (the newest
 	// StoreConfig.MaxAttemptLog).
 	Attempts []Attempt `json:"attempts"`
+	// LastError says why a failed delivery failed when its attempt log
+	// does not: its task went to the dead-letter queue without a last
+	// attempt (see MarkArchived).
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Attempt is one try of a delivery.
@@ -230,6 +234,7 @@ func decodeDelivery(h map[string]string, log []string) *Delivery {
 	d := &Delivery{
 		ID: h["id"], EventID: h["event"], EventType: h["type"], EndpointID: h["ep"], URL: MaskURL(h["url"]), Status: h["status"],
 		CreatedAt: msTime(h["created"]), UpdatedAt: msTime(h["updated"]), Attempts: make([]Attempt, 0, len(log)),
+		LastError: h["last_error"],
 	}
 	d.AttemptCount, _ = strconv.Atoi(h["attempts"])
 	if d.Status == DeliveryPending {
@@ -357,7 +362,12 @@ if ARGV[1] == '1' then
   if not e[1] then return 'deleted' end
   if e[2] and e[2] ~= '' then return 'disabled' end
   redis.call('ZREM', KEYS[3], ARGV[3])
+  -- A manual redelivery goes now, whatever the breaker says: the attempt
+  -- is its probe (begin opens the breaker for the probe window behind it),
+  -- and a success closes the breaker.
+  redis.call('HDEL', KEYS[2], 'open_until')
 end
+redis.call('HDEL', KEYS[1], 'last_error')
 local d = redis.call('HMGET', KEYS[1], 'attempts', 'limit')
 local lim = math.max(tonumber(d[1] or '0') + 1, tonumber(d[2] or '0'))
 redis.call('HSET', KEYS[1], 'status', 'pending', 'limit', lim, 'next', ARGV[2], 'updated', ARGV[2])

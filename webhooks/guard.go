@@ -86,15 +86,44 @@ func NewGuard(cfg GuardConfig) *Guard {
 // (or http when allowed) of at most MaxURLLength bytes, with a host, no
 // user info and no fragment, or a broker URL (amqp, amqps, nats, tls; see
 // parseTarget), which may hold credentials; and its host must be a public
-// address or resolve only to allowed ones. It returns an error wrapping
-// ErrInvalidURL or ErrURLNotAllowed.
+// address or resolve only to allowed ones. It must also parse strictly
+// (see strictURL): Go's parser lets through spaces and other characters
+// that RFC 3986 forbids, and a client would send them escaped somewhere
+// else. It returns an error wrapping ErrInvalidURL or ErrURLNotAllowed.
 func (g *Guard) CheckURL(ctx context.Context, raw string) error {
+	if err := strictURL(raw); err != nil {
+		return err
+	}
 	u, err := g.parse(raw)
 	if err != nil {
 		return err
 	}
 	_, err = g.resolve(ctx, u.Hostname())
 	return err
+}
+
+// strictURL refuses text with a character that RFC 3986 does not allow in a
+// URI (a space, a control character, a quote, <>\^`{|}, non-ASCII) or a
+// '%' not followed by two hex digits. Deliveries do not apply it: a URL
+// registered before it existed keeps working.
+func strictURL(raw string) error {
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return fmt.Errorf("%w: '%%' at byte %d is not followed by two hex digits", ErrInvalidURL, i)
+			}
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-._~:/?#[]@!$&'()*+,;=", c) >= 0:
+		default:
+			return fmt.Errorf("%w: character %q at byte %d is not allowed in a URL (escape it)", ErrInvalidURL, c, i)
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // parse checks what can be checked without DNS. Deliveries call it too:

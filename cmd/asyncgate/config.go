@@ -39,6 +39,7 @@ type options struct {
 	traceStdout   bool
 	downTimeout   time.Duration
 	reconcile     time.Duration
+	resumeAfter   time.Duration
 	resilience    resilienceOptions
 	durability    durabilityOptions
 	webhooks      webhookOptions
@@ -105,6 +106,7 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 		g.Int(&o.hookConc, "webhook-concurrency", 50, 1, "N", "webhook tasks (fan-outs, deliveries) run at once per worker, in slots of their own: a slow receiver never takes an order's")
 		g.Int(&o.endpointConc, "webhook-endpoint-concurrency", 4, 1, "N", "deliveries in flight to one webhook endpoint (or one tenant's callback URLs) across all workers; the rest wait in Redis")
 		g.Duration(&o.reconcile, "reconcile-interval", 15*time.Second, "how often lost orders are looked for")
+		g.Duration(&o.resumeAfter, "resume-after", 30*time.Second, "bound on how long an order held by a worker that died waits for another worker (its lease is 2/3 of it and must outlast a downstream call's 5s budget: at least 8s)")
 	}
 
 	g = cf.Group("Downstream services")
@@ -243,6 +245,10 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		cfg.WorkerPool.Concurrency = o.concurrency
 		cfg.WorkerPool.WebhookConcurrency = o.hookConc
 		cfg.Reconciler.Interval = o.reconcile
+		if o.resumeAfter < 8*time.Second {
+			errs = append(errs, errors.New("--resume-after must be at least 8s: the order lease (2/3 of it) must outlast a downstream call's 5s budget"))
+		}
+		cfg.ResumeAfter = o.resumeAfter
 	}
 	if err := o.resilienceConfig(&cfg, api, worker); err != nil {
 		errs = append(errs, err)

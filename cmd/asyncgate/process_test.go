@@ -141,7 +141,8 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 	w1.Kill() // SIGKILL: no shutdown, no cleanup
 	s.ClearFaults()
 	startWorker(t, redisURL, simSrv.URL)
-	// Asynq notices the dead worker's lease after 30 s and its recoverer runs each minute.
+	// The reconciler resumes the orders once their lease expired (--resume-after, 30s by
+	// default); Asynq's recoverer would take 30 to 90 s.
 	end := time.Now().Add(150 * time.Second)
 	for _, id := range ids {
 		o := waitTerminal(t, api, id, end)
@@ -151,6 +152,58 @@ func TestWorkerKilledMidOrder(t *testing.T) {
 		if n := s.Executions(id); n != 1 {
 			t.Errorf("order %s executed %d times", id, n)
 		}
+	}
+}
+
+// A worker killed with SIGKILL mid-order: another worker resumes its orders
+// within --resume-after (its lease, then the reconciler's check), not when
+// Asynq's recoverer gives the tasks back (30 to 90 s). The bound is low here
+// to keep the test fast.
+func TestWorkerKilledResumesWithinBound(t *testing.T) {
+	t.Parallel()
+	const bound, slack = 10 * time.Second, 15 * time.Second // slack: process start, a loaded machine
+	rs := redistest.Start(t, redistest.Options{})
+	redisURL := rs.URL(0)
+	s := sim.New(sim.Config{})
+	simSrv := httptest.NewServer(s)
+	t.Cleanup(simSrv.Close)
+	s.SetFaults(sim.Execution, sim.Faults{Latency: time.Hour}) // the worker dies mid-execution
+	api := apiOnly(t, redisURL)
+	args := func() []string { return proctest.WorkerArgs(redisURL, simSrv.URL, "--resume-after", bound.String()) }
+
+	w1 := proctest.Start(t, binary, args()...)
+	var ids []string
+	for range 3 {
+		id, code := place(t, api)
+		if code != http.StatusAccepted {
+			t.Fatalf("place: %d", code)
+		}
+		ids = append(ids, id)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Stats().ExecuteRequests < len(ids) {
+		if time.Now().After(deadline) {
+			t.Fatalf("executions started: %d of %d", s.Stats().ExecuteRequests, len(ids))
+		}
+		time.Sleep(20 * time.Millisecond) // poll with a deadline: the sim has no event for this
+	}
+	w1.Kill()
+	killed := time.Now()
+	s.ClearFaults()
+	proctest.Start(t, binary, args()...)
+	for _, id := range ids {
+		o := waitTerminal(t, api, id, killed.Add(120*time.Second))
+		if o.Status != orders.Executed {
+			t.Errorf("order %s ended %s (%s)", id, o.Status, o.Reason)
+		}
+		if n := s.Executions(id); n != 1 {
+			t.Errorf("order %s executed %d times", id, n)
+		}
+	}
+	took := time.Since(killed)
+	t.Logf("orders of the killed worker done %v after the kill (bound %v)", took.Round(100*time.Millisecond), bound)
+	if took > bound+slack {
+		t.Errorf("the orders resumed %v after the kill, want at most %v + %v", took.Round(100*time.Millisecond), bound, slack)
 	}
 }
 

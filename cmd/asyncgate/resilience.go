@@ -28,7 +28,7 @@ func (r *resilienceOptions) register(cf *cmdFlags, ro role) {
 	g.Bool(&r.sharedBreakers, "shared-breakers", true,
 		"share downstream breaker trips with the other processes through Redis")
 	const spec = "KEY=VALUE,..."
-	const keys = "settings, any of failure_ratio=0.5,window=10s,min_calls=10,open_timeout=5s,probes=1"
+	const keys = "settings, any of failure_ratio=0.5,window=10s,min_calls=10,consecutive_failures=5,open_timeout=5s,probes=1"
 	g.String(&r.portfolioBreaker, "portfolio-breaker", spec, "", "portfolio breaker "+keys)
 	if !ro.worker {
 		return
@@ -86,8 +86,10 @@ func parseBreaker(v string) (downstream.BreakerConfig, error) {
 			b.MinRequests, err = positiveInt(val)
 		case "probes":
 			b.HalfOpenProbes, err = positiveInt(val)
+		case "consecutive_failures":
+			b.ConsecutiveFailures, err = positiveInt(val)
 		default:
-			return b, fmt.Errorf("unknown setting %q (want failure_ratio, window, min_calls, open_timeout or probes)", k)
+			return b, fmt.Errorf("unknown setting %q (want failure_ratio, window, min_calls, consecutive_failures, open_timeout or probes)", k)
 		}
 		if err != nil {
 			return b, fmt.Errorf("%s: %w", k, err)

@@ -17,7 +17,7 @@ func TestResilienceFlags(t *testing.T) {
 	var o options
 	cf := newFlags("worker", env(map[string]string{"ASYNCGATE_EXECUTION_MAX_CONCURRENT": "7"}), &o)
 	err := cf.Parse([]string{"--portfolio-url", "http://p", "--execution-url", "http://e", "--shared-breakers=false",
-		"--portfolio-breaker", "failure_ratio=0.25, window=30s,min_calls=20,open_timeout=2s,probes=3",
+		"--portfolio-breaker", "failure_ratio=0.25, window=30s,min_calls=20,open_timeout=2s,probes=3,consecutive_failures=3",
 		"--execution-breaker", "open_timeout=10s"}, io.Discard, "")
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +29,7 @@ func TestResilienceFlags(t *testing.T) {
 	if !cfg.IsolatedBreakers {
 		t.Error("--shared-breakers=false did not isolate the breakers")
 	}
-	want := downstream.BreakerConfig{FailureRatio: 0.25, Interval: 30 * time.Second, MinRequests: 20, OpenTimeout: 2 * time.Second, HalfOpenProbes: 3}
+	want := downstream.BreakerConfig{FailureRatio: 0.25, Interval: 30 * time.Second, MinRequests: 20, OpenTimeout: 2 * time.Second, HalfOpenProbes: 3, ConsecutiveFailures: 3}
 	if diff := cmp.Diff(want, cfg.Portfolio.Breaker); diff != "" {
 		t.Errorf("portfolio breaker (-want +got):\n%s", diff)
 	}
@@ -55,6 +55,7 @@ func TestResilienceFlags(t *testing.T) {
 		{"window=-1s", "window"},
 		{"min_calls=0", "min_calls"},
 		{"probes=x", "probes"},
+		{"consecutive_failures=0", "consecutive_failures"},
 		{"open", "key=value"},
 		{"speed=3", "unknown setting"},
 	} {

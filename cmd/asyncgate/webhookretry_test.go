@@ -25,8 +25,8 @@ func TestWebhookRetryFlags(t *testing.T) {
 
 	var def options
 	newFlags("worker", env(nil), &def)
-	if def.webhooks.retry.schedule != nil || def.webhooks.retry.cooldown != 30*time.Second {
-		t.Errorf("defaults: %+v", def.webhooks.retry)
+	if def.webhooks.schedule != nil || def.webhooks.cooldown != 30*time.Second {
+		t.Errorf("defaults: %+v", def.webhooks)
 	}
 
 	var bad options

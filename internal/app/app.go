@@ -58,6 +58,13 @@ type Config struct {
 	PortfolioReadTimeout time.Duration
 	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
 	AdminQueuesReadOnly bool
+	// ResumeAfter bounds how long an order held by a worker that died waits
+	// before another worker resumes it. It sets Saga.LeaseTTL to two thirds
+	// of it and Reconciler.LeaseCheck to a sixth, unless they are set. A
+	// shorter bound takes a stalled but live worker's orders away sooner
+	// (safe: writes are fenced, downstream calls idempotent); the lease
+	// must outlast a downstream call's Budget. Defaults to 30s.
+	ResumeAfter time.Duration
 
 	// Durability is the barrier the API passes before it acknowledges a
 	// write (a *durability.Barrier from durability.Check); nil waits for
@@ -166,7 +173,7 @@ func New(cfg Config) (*App, error) {
 		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: a.Webhooks, WebhookQueue: a.Notifier,
+			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
 		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
@@ -191,7 +198,14 @@ func New(cfg Config) (*App, error) {
 			return nil, fmt.Errorf("execution: %w", err)
 		}
 		a.Portfolio, a.Execution = p, e
+		resume := cfg.ResumeAfter
+		if resume == 0 {
+			resume = 30 * time.Second
+		}
 		sc := cfg.Saga
+		if sc.LeaseTTL == 0 {
+			sc.LeaseTTL = resume * 2 / 3
+		}
 		sc.Logger = cfg.Logger
 		sc.Metrics = cfg.Metrics
 		sc.OnTerminalFunc = a.onTerminal(sc.OnTerminalFunc)
@@ -201,6 +215,9 @@ func New(cfg Config) (*App, error) {
 		a.worker = jobs.NewWorker(cfg.Redis, a.Saga, wc)
 		a.Notifier.Register(a.worker)
 		rc := cfg.Reconciler
+		if rc.LeaseCheck == 0 {
+			rc.LeaseCheck = resume / 6
+		}
 		rc.Logger = cfg.Logger
 		rc.OutboxFunc = a.Notifier.RedriveOutbox
 		a.recon = jobs.NewReconciler(a.Store, asynq.NewInspectorFromRedisClient(cfg.Redis), a.Enq, rc)

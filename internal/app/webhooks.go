@@ -64,3 +64,19 @@ func (a *App) onTerminal(next func(context.Context, *orders.Order)) func(context
 		a.Notifier.OnTerminal(ctx, o)
 	}
 }
+
+// tenantDeliveries is the webhook store as the API uses it, but for its
+// deliveries, which the notifier reads: a pending delivery whose task was
+// archived shows as failed.
+type tenantDeliveries struct {
+	*webhooks.Store
+	n *jobs.Notifier
+}
+
+func (t tenantDeliveries) Delivery(ctx context.Context, tenant, id string) (*webhooks.Delivery, error) {
+	return t.n.Delivery(ctx, tenant, id)
+}
+
+func (t tenantDeliveries) Deliveries(ctx context.Context, tenant, endpointID string, p webhooks.DeliveryListParams) ([]*webhooks.Delivery, string, error) {
+	return t.n.Deliveries(ctx, tenant, endpointID, p)
+}

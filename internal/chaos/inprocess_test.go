@@ -159,7 +159,7 @@ func TestSlowDownstream(t *testing.T) {
 		c.Execution.MaxAttempts = 2
 		c.Execution.Budget = 3 * time.Second
 		// The bulkhead alone protects the worker here: the breaker would stop the calls.
-		c.Execution.Breaker.MinRequests = 1000
+		c.Execution.Breaker.MinRequests, c.Execution.Breaker.ConsecutiveFailures = 1000, 1000
 	}, func(h http.Handler) http.Handler {
 		gauge.next = h
 		return gauge
@@ -319,6 +319,7 @@ func TestBadAnswers(t *testing.T) {
 				// Bad answers count against the breakers (downstream tests show it); here
 				// they stay closed so that every failure reaches the saga and its log.
 				c.Portfolio.Breaker.MinRequests, c.Execution.Breaker.MinRequests = 1000, 1000
+				c.Portfolio.Breaker.ConsecutiveFailures, c.Execution.Breaker.ConsecutiveFailures = 1000, 1000
 			}, nil, nil)
 			const msg = "order step failed; will retry"
 			p.setFaults(sim.Portfolio, sim.Faults{Garbage: tt.mode})
