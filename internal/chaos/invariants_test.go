@@ -45,8 +45,8 @@ var scenarios = []scenario{
 		return time.Now()
 	}},
 	{name: "API kill -9 (three times), restarted", short: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
-		for range 3 {
-			time.Sleep(p / 4)
+		for range 3 { // within the placements: a kill every p/6 plus the restart
+			time.Sleep(p / 6)
 			d.api.Kill()
 			time.Sleep(time.Second)
 			d.startAPI()
@@ -54,8 +54,8 @@ var scenarios = []scenario{
 		return time.Now()
 	}},
 	{name: "API kill -9 (three times), Idempotency-Key only", keyOnly: true, fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
-		for range 3 {
-			time.Sleep(p / 4)
+		for range 3 { // within the placements: a kill every p/6 plus the restart
+			time.Sleep(p / 6)
 			d.api.Kill()
 			time.Sleep(time.Second)
 			d.startAPI()
