@@ -2,8 +2,10 @@ package redistest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -85,6 +87,50 @@ func (s *Server) Crash() (CrashReport, error) {
 		return rep, errors.New("redistest: crash: the trace shows no write to an AOF increment file")
 	}
 	return rep, nil
+}
+
+// WaitForSync returns once the traced server starts or ends an fsync of its AOF after the
+// call: a crash some time later then cuts what was written since, at least. It needs
+// TraceSyncs.
+func (s *Server) WaitForSync(timeout time.Duration) error {
+	if !s.opts.TraceSyncs {
+		return errors.New("redistest: WaitForSync needs Options.TraceSyncs")
+	}
+	f, err := os.Open(s.tracePath())
+	if err != nil {
+		return fmt.Errorf("redistest: read the trace: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
+	var pending []byte
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(timeout)
+	for {
+		for {
+			n, _ := f.Read(buf)
+			if n == 0 {
+				break
+			}
+			pending = append(pending, buf[:n]...)
+			for {
+				i := bytes.IndexByte(pending, '\n')
+				if i < 0 {
+					break
+				}
+				line := string(pending[:i])
+				pending = pending[i+1:]
+				if m := traceStart.FindStringSubmatch(line); m != nil && (m[2] == "fsync" || m[2] == "fdatasync") && strings.HasSuffix(m[3], ".incr.aof") {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: no fsync of the AOF in %s", timeout)
+		}
+		time.Sleep(5 * time.Millisecond) // poll with a deadline: strace appends as Redis goes
+	}
 }
 
 func (s *Server) tracePath() string { return filepath.Join(s.dir, "syncs.trace") }
