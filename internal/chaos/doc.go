@@ -18,8 +18,8 @@
 // saga. While the orders flow, the scenario injects its fault:
 //
 //   - kill -9 of a worker, restarted or not; of the API, three times, restarted (also with
-//     clients that send only an Idempotency-Key: a known gap, shown, not failed); of
-//     Redis, restarted from its AOF (appendfsync always);
+//     clients that send only an Idempotency-Key, which alone must prevent a second order);
+//     of Redis, restarted from its AOF (appendfsync always);
 //   - a host crash of Redis: redis-server runs under strace, which logs its writes to and
 //     fsyncs of the AOF; the crash kills it and cuts the AOF back to its last fsync
 //     (redistest.Server.Crash), under appendfsync always (strict durability: nothing
