@@ -24,14 +24,16 @@ import (
 //
 // and, where deliveries run (dev, serve, worker),
 //
-//	--webhook-retry-schedule  the waits before each retry, comma-separated
+//	--webhook-retry-schedule    the waits before each retry, comma-separated
+//	--webhook-breaker-cooldown  how long an endpoint's open breaker postpones deliveries
 //
-// which a developer shortens to see a delivery retry and fail in minutes.
+// which a developer (and the chaos suite) shortens to see a delivery retry and fail in minutes.
 type webhookOptions struct {
 	allowHTTP, allowPrivate bool
 	allowCIDRs              string
 	eventRetention          time.Duration   // --event-retention
 	schedule                []time.Duration // nil: webhooks.DefaultSchedule
+	cooldown                time.Duration
 }
 
 func (w *webhookOptions) register(cf *cmdFlags, r role) {
@@ -54,6 +56,8 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 				w.schedule = d
 				return nil
 			})
+		g.Duration(&w.cooldown, "webhook-breaker-cooldown", 30*time.Second,
+			"how long an endpoint's open breaker postpones its deliveries before one attempt probes it (doubles while it keeps failing)")
 	}
 }
 
@@ -99,5 +103,6 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 		}
 		cfg.Guard.Allow = append(cfg.Guard.Allow, p.Masked())
 	}
+	cfg.Deliverer.BreakerCooldown = w.cooldown
 	return cfg, errors.Join(errs...)
 }
