@@ -364,6 +364,24 @@ func (e WebhookRecoveryStatus) Valid() bool {
 	}
 }
 
+// Defines values for WebhookSignatureScheme.
+const (
+	V1  WebhookSignatureScheme = "v1"
+	V1a WebhookSignatureScheme = "v1a"
+)
+
+// Valid indicates whether the value is a known member of the WebhookSignatureScheme enum.
+func (e WebhookSignatureScheme) Valid() bool {
+	switch e {
+	case V1:
+		return true
+	case V1a:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for WebhookTestCauseCode.
 const (
 	WebhookTestCauseCodeAddressNotAllowed           WebhookTestCauseCode = "address_not_allowed"
@@ -993,6 +1011,18 @@ type WebhookEndpoint struct {
 	// PreviousSecretExpiresAt While a rotated-out secret still signs alongside the current one, until when.
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 
+	// PublicKey A `v1a` endpoint's ed25519 public key: `whpk_` and the 32 key bytes
+	// in standard base64. Give it to a Standard Webhooks library that
+	// supports `v1a`, or to `client.VerifyWebhook`.
+	//
+	// Example: whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey *WebhookPublicKey `json:"public_key,omitempty"`
+
+	// SignatureScheme How deliveries are signed: `v1` (default), HMAC-SHA256 under a
+	// shared `whsec_` secret; `v1a`, ed25519 under a key pair whose
+	// private half asyncgate keeps and whose `public_key` you verify with.
+	SignatureScheme *WebhookSignatureScheme `json:"signature_scheme,omitempty"`
+
 	// Status `disabled` endpoints get no attempts; their events are held until they are enabled.
 	Status    WebhookEndpointStatus `json:"status"`
 	UpdatedAt time.Time             `json:"updated_at"`
@@ -1034,6 +1064,11 @@ type WebhookEndpointPatch struct {
 	// Example: 50
 	MaxPerSecond *WebhookMaxPerSecond `json:"max_per_second,omitempty"`
 
+	// SignatureScheme How deliveries are signed: `v1` (default), HMAC-SHA256 under a
+	// shared `whsec_` secret; `v1a`, ed25519 under a key pair whose
+	// private half asyncgate keeps and whose `public_key` you verify with.
+	SignatureScheme *WebhookSignatureScheme `json:"signature_scheme,omitempty"`
+
 	// Url Where events go, by scheme (see Event destinations in the
 	// introduction): an absolute `https` URL (plain `http` only where the
 	// operator allows it), without credentials or fragment; a RabbitMQ
@@ -1061,6 +1096,11 @@ type WebhookEndpointRequest struct {
 	// Example: 50
 	MaxPerSecond *WebhookMaxPerSecond `json:"max_per_second,omitempty"`
 
+	// SignatureScheme How deliveries are signed: `v1` (default), HMAC-SHA256 under a
+	// shared `whsec_` secret; `v1a`, ed25519 under a key pair whose
+	// private half asyncgate keeps and whose `public_key` you verify with.
+	SignatureScheme *WebhookSignatureScheme `json:"signature_scheme,omitempty"`
+
 	// Url Where events go, by scheme (see Event destinations in the
 	// introduction): an absolute `https` URL (plain `http` only where the
 	// operator allows it), without credentials or fragment; a RabbitMQ
@@ -1077,7 +1117,7 @@ type WebhookEndpointRequest struct {
 // WebhookEndpointStatus `disabled` endpoints get no attempts; their events are held until they are enabled.
 type WebhookEndpointStatus string
 
-// WebhookEndpointWithSecret An endpoint with its secret, shown once.
+// WebhookEndpointWithSecret An endpoint with its secret, shown once (a `v1a` endpoint has none; see `public_key`).
 type WebhookEndpointWithSecret struct {
 	CreatedAt time.Time `json:"created_at"`
 
@@ -1108,11 +1148,23 @@ type WebhookEndpointWithSecret struct {
 	// PreviousSecretExpiresAt Until when the previous secret signs alongside this one.
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 
+	// PublicKey A `v1a` endpoint's ed25519 public key: `whpk_` and the 32 key bytes
+	// in standard base64. Give it to a Standard Webhooks library that
+	// supports `v1a`, or to `client.VerifyWebhook`.
+	//
+	// Example: whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+	PublicKey *WebhookPublicKey `json:"public_key,omitempty"`
+
 	// Secret A signing secret: `whsec_` and 32 random bytes in standard base64.
 	// Give it, whole, to your Standard Webhooks library.
 	//
 	// Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
-	Secret WebhookSecret `json:"secret"`
+	Secret *WebhookSecret `json:"secret,omitempty"`
+
+	// SignatureScheme How deliveries are signed: `v1` (default), HMAC-SHA256 under a
+	// shared `whsec_` secret; `v1a`, ed25519 under a key pair whose
+	// private half asyncgate keeps and whose `public_key` you verify with.
+	SignatureScheme *WebhookSignatureScheme `json:"signature_scheme,omitempty"`
 
 	// Status `disabled` endpoints get no attempts; their events are held until they are enabled.
 	Status    WebhookEndpointStatus `json:"status"`
@@ -1162,6 +1214,13 @@ type WebhookEventType string
 //
 // Example: 50
 type WebhookMaxPerSecond = int
+
+// WebhookPublicKey A `v1a` endpoint's ed25519 public key: `whpk_` and the 32 key bytes
+// in standard base64. Give it to a Standard Webhooks library that
+// supports `v1a`, or to `client.VerifyWebhook`.
+//
+// Example: whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+type WebhookPublicKey = string
 
 // WebhookRecoverRequest What to recover. Unknown fields are refused.
 type WebhookRecoverRequest struct {
@@ -1214,6 +1273,11 @@ type WebhookRecoveryId = string
 //
 // Example: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=
 type WebhookSecret = string
+
+// WebhookSignatureScheme How deliveries are signed: `v1` (default), HMAC-SHA256 under a
+// shared `whsec_` secret; `v1a`, ed25519 under a key pair whose
+// private half asyncgate keeps and whose `public_key` you verify with.
+type WebhookSignatureScheme string
 
 // WebhookTestCause The likely reason a test failed, and what to do.
 type WebhookTestCause struct {
@@ -1642,8 +1706,10 @@ type ReceiveOrderEventParams struct {
 	WebhookTimestamp int `json:"webhook-timestamp"`
 
 	// WebhookSignature `v1,` and the base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>`
-	// under the secret's key; while a secret rotates, one such
-	// signature per secret, separated by spaces.
+	// under the secret's key; for a `v1a` endpoint, `v1a,` and
+	// the base64 ed25519 signature of the same text, checked
+	// with the endpoint's `public_key`. While a key rotates,
+	// one such signature per key, separated by spaces.
 	WebhookSignature string `json:"webhook-signature"`
 }
 
@@ -1950,7 +2016,9 @@ type ClientInterface interface {
 	// Registers a URL that receives your orders' terminal events, signed
 	// as the Standard Webhooks specification says (see Webhooks in the
 	// introduction). The answer holds the endpoint's signing secret,
-	// `whsec_…`: it is shown this once, so store it.
+	// `whsec_…`: it is shown this once, so store it. With
+	// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+	// ed25519 `public_key` (`whpk_…`), readable at any time.
 	//
 	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
 	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -1976,7 +2044,9 @@ type ClientInterface interface {
 	// Registers a URL that receives your orders' terminal events, signed
 	// as the Standard Webhooks specification says (see Webhooks in the
 	// introduction). The answer holds the endpoint's signing secret,
-	// `whsec_…`: it is shown this once, so store it.
+	// `whsec_…`: it is shown this once, so store it. With
+	// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+	// ed25519 `public_key` (`whpk_…`), readable at any time.
 	//
 	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
 	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -2021,7 +2091,11 @@ type ClientInterface interface {
 	// `max_per_second` (at most that many attempts a second to the
 	// endpoint, in bursts of up to that many; `0` removes the cap;
 	// deliveries over it wait their turn without spending an attempt).
-	// The secret does not change. Unknown fields are refused.
+	// `signature_scheme` set to another scheme than the endpoint's gives
+	// it a new key of that scheme, as a rotation does (the old key signs
+	// alongside until `previous_secret_expires_at`): the answer shows a
+	// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+	// Otherwise the secret does not change. Unknown fields are refused.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -2037,7 +2111,11 @@ type ClientInterface interface {
 	// `max_per_second` (at most that many attempts a second to the
 	// endpoint, in bursts of up to that many; `0` removes the cap;
 	// deliveries over it wait their turn without spending an attempt).
-	// The secret does not change. Unknown fields are refused.
+	// `signature_scheme` set to another scheme than the endpoint's gives
+	// it a new key of that scheme, as a rotation does (the old key signs
+	// alongside until `previous_secret_expires_at`): the answer shows a
+	// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+	// Otherwise the secret does not change. Unknown fields are refused.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2114,7 +2192,9 @@ type ClientInterface interface {
 
 	// RotateWebhookSecret Rotate a webhook endpoint's secret
 	//
-	// Gives the endpoint a new secret, shown this once. The previous one
+	// Gives the endpoint a new secret, shown this once (for a `v1a`
+	// endpoint, a new key pair: the answer shows the new `public_key`
+	// and no secret). The previous one
 	// keeps signing alongside it until `previous_secret_expires_at` (24
 	// hours by default): meanwhile every delivery carries two signatures,
 	// so your receiver can switch secrets without losing a message. No
@@ -2544,7 +2624,9 @@ func (c *RawClient) ListWebhookEndpoints(ctx context.Context, params *ListWebhoo
 // Registers a URL that receives your orders' terminal events, signed
 // as the Standard Webhooks specification says (see Webhooks in the
 // introduction). The answer holds the endpoint's signing secret,
-// `whsec_…`: it is shown this once, so store it.
+// `whsec_…`: it is shown this once, so store it. With
+// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+// ed25519 `public_key` (`whpk_…`), readable at any time.
 //
 // The URL is a webhook receiver (`https`), a RabbitMQ exchange
 // (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -2580,7 +2662,9 @@ func (c *RawClient) CreateWebhookEndpointWithBody(ctx context.Context, params *C
 // Registers a URL that receives your orders' terminal events, signed
 // as the Standard Webhooks specification says (see Webhooks in the
 // introduction). The answer holds the endpoint's signing secret,
-// `whsec_…`: it is shown this once, so store it.
+// `whsec_…`: it is shown this once, so store it. With
+// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+// ed25519 `public_key` (`whpk_…`), readable at any time.
 //
 // The URL is a webhook receiver (`https`), a RabbitMQ exchange
 // (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -2655,7 +2739,11 @@ func (c *RawClient) GetWebhookEndpoint(ctx context.Context, id WebhookEndpointId
 // `max_per_second` (at most that many attempts a second to the
 // endpoint, in bursts of up to that many; `0` removes the cap;
 // deliveries over it wait their turn without spending an attempt).
-// The secret does not change. Unknown fields are refused.
+// `signature_scheme` set to another scheme than the endpoint's gives
+// it a new key of that scheme, as a rotation does (the old key signs
+// alongside until `previous_secret_expires_at`): the answer shows a
+// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+// Otherwise the secret does not change. Unknown fields are refused.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2681,7 +2769,11 @@ func (c *RawClient) UpdateWebhookEndpointWithBody(ctx context.Context, id Webhoo
 // `max_per_second` (at most that many attempts a second to the
 // endpoint, in bursts of up to that many; `0` removes the cap;
 // deliveries over it wait their turn without spending an attempt).
-// The secret does not change. Unknown fields are refused.
+// `signature_scheme` set to another scheme than the endpoint's gives
+// it a new key of that scheme, as a rotation does (the old key signs
+// alongside until `previous_secret_expires_at`): the answer shows a
+// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+// Otherwise the secret does not change. Unknown fields are refused.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2818,7 +2910,9 @@ func (c *RawClient) RecoverWebhookEndpoint(ctx context.Context, id WebhookEndpoi
 
 // RotateWebhookSecret Rotate a webhook endpoint's secret
 //
-// Gives the endpoint a new secret, shown this once. The previous one
+// Gives the endpoint a new secret, shown this once (for a `v1a`
+// endpoint, a new key pair: the answer shows the new `public_key`
+// and no secret). The previous one
 // keeps signing alongside it until `previous_secret_expires_at` (24
 // hours by default): meanwhile every delivery carries two signatures,
 // so your receiver can switch secrets without losing a message. No
@@ -4803,7 +4897,9 @@ type ClientWithResponsesInterface interface {
 	// Registers a URL that receives your orders' terminal events, signed
 	// as the Standard Webhooks specification says (see Webhooks in the
 	// introduction). The answer holds the endpoint's signing secret,
-	// `whsec_…`: it is shown this once, so store it.
+	// `whsec_…`: it is shown this once, so store it. With
+	// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+	// ed25519 `public_key` (`whpk_…`), readable at any time.
 	//
 	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
 	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -4829,7 +4925,9 @@ type ClientWithResponsesInterface interface {
 	// Registers a URL that receives your orders' terminal events, signed
 	// as the Standard Webhooks specification says (see Webhooks in the
 	// introduction). The answer holds the endpoint's signing secret,
-	// `whsec_…`: it is shown this once, so store it.
+	// `whsec_…`: it is shown this once, so store it. With
+	// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+	// ed25519 `public_key` (`whpk_…`), readable at any time.
 	//
 	// The URL is a webhook receiver (`https`), a RabbitMQ exchange
 	// (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -4878,7 +4976,11 @@ type ClientWithResponsesInterface interface {
 	// `max_per_second` (at most that many attempts a second to the
 	// endpoint, in bursts of up to that many; `0` removes the cap;
 	// deliveries over it wait their turn without spending an attempt).
-	// The secret does not change. Unknown fields are refused.
+	// `signature_scheme` set to another scheme than the endpoint's gives
+	// it a new key of that scheme, as a rotation does (the old key signs
+	// alongside until `previous_secret_expires_at`): the answer shows a
+	// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+	// Otherwise the secret does not change. Unknown fields are refused.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4894,7 +4996,11 @@ type ClientWithResponsesInterface interface {
 	// `max_per_second` (at most that many attempts a second to the
 	// endpoint, in bursts of up to that many; `0` removes the cap;
 	// deliveries over it wait their turn without spending an attempt).
-	// The secret does not change. Unknown fields are refused.
+	// `signature_scheme` set to another scheme than the endpoint's gives
+	// it a new key of that scheme, as a rotation does (the old key signs
+	// alongside until `previous_secret_expires_at`): the answer shows a
+	// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+	// Otherwise the secret does not change. Unknown fields are refused.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4977,7 +5083,9 @@ type ClientWithResponsesInterface interface {
 
 	// RotateWebhookSecretWithResponse Rotate a webhook endpoint's secret
 	//
-	// Gives the endpoint a new secret, shown this once. The previous one
+	// Gives the endpoint a new secret, shown this once (for a `v1a`
+	// endpoint, a new key pair: the answer shows the new `public_key`
+	// and no secret). The previous one
 	// keeps signing alongside it until `previous_secret_expires_at` (24
 	// hours by default): meanwhile every delivery carries two signatures,
 	// so your receiver can switch secrets without losing a message. No
@@ -7522,7 +7630,7 @@ type UpdateWebhookEndpointResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *WebhookEndpoint
+	JSON200 *WebhookEndpointWithSecret
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
 	ApplicationproblemJSON400 *MalformedRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
@@ -7564,7 +7672,7 @@ type UpdateWebhookEndpointResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r UpdateWebhookEndpointResponse) GetJSON200() *WebhookEndpoint {
+func (r UpdateWebhookEndpointResponse) GetJSON200() *WebhookEndpointWithSecret {
 	return r.JSON200
 }
 
@@ -9171,7 +9279,9 @@ func (c *ClientWithResponses) ListWebhookEndpointsWithResponse(ctx context.Conte
 // Registers a URL that receives your orders' terminal events, signed
 // as the Standard Webhooks specification says (see Webhooks in the
 // introduction). The answer holds the endpoint's signing secret,
-// `whsec_…`: it is shown this once, so store it.
+// `whsec_…`: it is shown this once, so store it. With
+// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+// ed25519 `public_key` (`whpk_…`), readable at any time.
 //
 // The URL is a webhook receiver (`https`), a RabbitMQ exchange
 // (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -9203,7 +9313,9 @@ func (c *ClientWithResponses) CreateWebhookEndpointWithBodyWithResponse(ctx cont
 // Registers a URL that receives your orders' terminal events, signed
 // as the Standard Webhooks specification says (see Webhooks in the
 // introduction). The answer holds the endpoint's signing secret,
-// `whsec_…`: it is shown this once, so store it.
+// `whsec_…`: it is shown this once, so store it. With
+// `"signature_scheme": "v1a"` it holds no secret but the endpoint's
+// ed25519 `public_key` (`whpk_…`), readable at any time.
 //
 // The URL is a webhook receiver (`https`), a RabbitMQ exchange
 // (`amqp`, `amqps`) or a NATS JetStream subject (`nats`, `tls`): see
@@ -9270,7 +9382,11 @@ func (c *ClientWithResponses) GetWebhookEndpointWithResponse(ctx context.Context
 // `max_per_second` (at most that many attempts a second to the
 // endpoint, in bursts of up to that many; `0` removes the cap;
 // deliveries over it wait their turn without spending an attempt).
-// The secret does not change. Unknown fields are refused.
+// `signature_scheme` set to another scheme than the endpoint's gives
+// it a new key of that scheme, as a rotation does (the old key signs
+// alongside until `previous_secret_expires_at`): the answer shows a
+// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+// Otherwise the secret does not change. Unknown fields are refused.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -9292,7 +9408,11 @@ func (c *ClientWithResponses) UpdateWebhookEndpointWithBodyWithResponse(ctx cont
 // `max_per_second` (at most that many attempts a second to the
 // endpoint, in bursts of up to that many; `0` removes the cap;
 // deliveries over it wait their turn without spending an attempt).
-// The secret does not change. Unknown fields are refused.
+// `signature_scheme` set to another scheme than the endpoint's gives
+// it a new key of that scheme, as a rotation does (the old key signs
+// alongside until `previous_secret_expires_at`): the answer shows a
+// new `v1` secret this once; a `v1a` endpoint's `public_key` is on it.
+// Otherwise the secret does not change. Unknown fields are refused.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -9411,7 +9531,9 @@ func (c *ClientWithResponses) RecoverWebhookEndpointWithResponse(ctx context.Con
 
 // RotateWebhookSecretWithResponse Rotate a webhook endpoint's secret
 //
-// Gives the endpoint a new secret, shown this once. The previous one
+// Gives the endpoint a new secret, shown this once (for a `v1a`
+// endpoint, a new key pair: the answer shows the new `public_key`
+// and no secret). The previous one
 // keeps signing alongside it until `previous_secret_expires_at` (24
 // hours by default): meanwhile every delivery carries two signatures,
 // so your receiver can switch secrets without losing a message. No
@@ -13145,7 +13267,7 @@ func ParseUpdateWebhookEndpointResponse(rsp *http.Response) (*UpdateWebhookEndpo
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest WebhookEndpoint
+		var dest WebhookEndpointWithSecret
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

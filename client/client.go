@@ -310,16 +310,25 @@ type WebhookHeader interface {
 }
 
 // VerifyWebhook checks an event that asyncgate delivered to you, as a
-// webhook or as a message on your broker: secret is the endpoint's or
-// callback secret ("whsec_…"), header the request's or message's headers
-// and body its raw bytes. It returns nil when the signature matches and the
+// webhook or as a message on your broker: key is the endpoint's or
+// callback secret ("whsec_…"), whose "v1" signatures it checks, or a "v1a"
+// endpoint's public key ("whpk_…", its public_key), whose ed25519 "v1a"
+// signatures it checks; header is the request's or message's headers and
+// body its raw bytes. It returns nil when a signature matches and the
 // timestamp is within webhooks.DefaultTolerance of now.
 //
 //	err := client.VerifyWebhook(secret, r.Header, body)          // net/http
 //	err := client.VerifyWebhook(secret, msg.Headers, msg.Body)   // amqp091-go Delivery
 //	err := client.VerifyWebhook(secret, msg.Headers(), msg.Data()) // nats.go jetstream.Msg
-func VerifyWebhook[H WebhookHeader](secret string, header H, body []byte) error {
-	s, err := webhooks.ParseSecret(secret)
+func VerifyWebhook[H WebhookHeader](key string, header H, body []byte) error {
+	if k := strings.TrimSpace(key); strings.HasPrefix(k, webhooks.PublicKeyPrefix) {
+		pub, err := webhooks.ParsePublicKey(k)
+		if err != nil {
+			return err
+		}
+		return webhooks.VerifyPublicKey(pub, httpHeader(header), body, webhooks.DefaultTolerance)
+	}
+	s, err := webhooks.ParseSecret(key)
 	if err != nil {
 		return err
 	}

@@ -174,10 +174,12 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id WebhookDeliveryId) (*W
 }
 
 // UpdateWebhookEndpoint changes the fields of the endpoint that patch sets
-// (url, events, description, max_per_second) and returns it. Repeated, a
-// PATCH sets the same values again, so transient failures are retried.
-func (c *Client) UpdateWebhookEndpoint(ctx context.Context, id WebhookEndpointId, patch WebhookEndpointPatch) (*WebhookEndpoint, error) {
-	var ep WebhookEndpoint
+// (url, events, description, max_per_second, signature_scheme) and returns
+// it; when the patch switched the endpoint to the v1 scheme, with its new
+// secret, shown this once. Repeated, a PATCH sets the same values again, so
+// transient failures are retried.
+func (c *Client) UpdateWebhookEndpoint(ctx context.Context, id WebhookEndpointId, patch WebhookEndpointPatch) (*WebhookEndpointWithSecret, error) {
+	var ep WebhookEndpointWithSecret
 	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
 		return c.raw.ClientInterface.UpdateWebhookEndpoint(ctx, id, nil, patch)
 	}, &ep)

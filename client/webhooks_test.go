@@ -32,7 +32,7 @@ func TestWebhookEndpointMethods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep.Secret == "" || ep.Id == "" {
+	if ep.Secret == nil || *ep.Secret == "" || ep.Id == "" {
 		t.Fatalf("created %+v", ep)
 	}
 	t.Cleanup(func() { c.DeleteWebhookEndpoint(ctx, ep.Id) })
@@ -51,7 +51,7 @@ func TestWebhookEndpointMethods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rot.Secret == ep.Secret || rot.PreviousSecretExpiresAt == nil {
+	if rot.Secret == nil || *rot.Secret == *ep.Secret || rot.PreviousSecretExpiresAt == nil {
 		t.Fatalf("rotation: %+v", rot)
 	}
 	dis, err := c.DisableWebhookEndpoint(ctx, ep.Id)

@@ -33,7 +33,7 @@ type WebhookStore interface {
 	RotateSecret(ctx context.Context, tenant, id string) (*webhooks.Endpoint, webhooks.Secret, error)
 	DisableEndpoint(ctx context.Context, tenant, id, reason string) (*webhooks.Endpoint, error)
 	// UpdateEndpoint also returns what CreateEndpoint does for bad fields.
-	UpdateEndpoint(ctx context.Context, tenant, id string, p webhooks.EndpointPatch) (*webhooks.Endpoint, error)
+	UpdateEndpoint(ctx context.Context, tenant, id string, p webhooks.EndpointPatch) (*webhooks.Endpoint, webhooks.Secret, error)
 	Deliveries(ctx context.Context, tenant, endpointID string, p webhooks.DeliveryListParams) ([]*webhooks.Delivery, string, error)
 	// Delivery returns webhooks.ErrDeliveryNotFound.
 	Delivery(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
@@ -87,10 +87,20 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 }
 
 // EndpointWithSecret is an endpoint with its secret, shown once: when the
-// endpoint is created and when its secret is rotated.
+// endpoint is created and when its secret is rotated. A v1a endpoint's
+// private key is never shown: Secret is empty, and receivers verify with
+// the endpoint's public_key.
 type EndpointWithSecret struct {
 	*webhooks.Endpoint
-	Secret string `json:"secret"`
+	Secret string `json:"secret,omitempty"`
+}
+
+// withSecret is ep with secret shown, unless it is a v1a signing key.
+func withSecret(ep *webhooks.Endpoint, secret webhooks.Secret) EndpointWithSecret {
+	if secret.Scheme() != webhooks.SchemeV1 {
+		return EndpointWithSecret{Endpoint: ep}
+	}
+	return EndpointWithSecret{ep, secret.String()}
 }
 
 // EndpointList is a tenant's endpoints, oldest first.
@@ -126,7 +136,7 @@ func (s *Server) createEndpoint(c *gin.Context) {
 	var bind func(*webhooks.Endpoint, webhooks.Secret) webhooks.Binding
 	if idem != nil {
 		bind = func(ep *webhooks.Endpoint, secret webhooks.Secret) webhooks.Binding {
-			body, _ := json.Marshal(EndpointWithSecret{ep, secret.String()}) // always encodes
+			body, _ := json.Marshal(withSecret(ep, secret)) // always encodes
 			rec := idemRecord{Fingerprint: idem.fp, Status: http.StatusCreated, Body: body,
 				Header: map[string]string{"Content-Type": "application/json", "Location": "/v1/webhook-endpoints/" + ep.ID}}
 			return webhooks.Binding{Key: idem.key, Claim: idem.claimVal, Value: rec.encode(), TTL: s.cfg.IdempotencyTTL}
@@ -141,7 +151,7 @@ func (s *Server) createEndpoint(c *gin.Context) {
 	loc := "/v1/webhook-endpoints/" + ep.ID
 	s.answerDurably(c, loc, func() {
 		c.Header("Location", loc)
-		writeJSON(c, http.StatusCreated, "application/json", EndpointWithSecret{ep, secret.String()})
+		writeJSON(c, http.StatusCreated, "application/json", withSecret(ep, secret))
 	})
 }
 
@@ -195,7 +205,7 @@ func (s *Server) rotateSecret(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()}) })
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", withSecret(ep, secret)) })
 }
 
 func (s *Server) updateEndpoint(c *gin.Context) {
@@ -208,12 +218,12 @@ func (s *Server) updateEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	ep, err := s.deps.Webhooks.UpdateEndpoint(c.Request.Context(), c.GetString(ctxTenant), id, p)
+	ep, secret, err := s.deps.Webhooks.UpdateEndpoint(c.Request.Context(), c.GetString(ctxTenant), id, p)
 	if err != nil {
 		writeProblem(c, err)
 		return
 	}
-	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", withSecret(ep, secret)) })
 }
 
 func (s *Server) testEndpoint(c *gin.Context) {

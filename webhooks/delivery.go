@@ -543,7 +543,7 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 	a.attempts, _ = strconv.Atoi(res[6])
 	a.limit, _ = strconv.Atoi(res[7])
 	rec := endpointRecord{}
-	if rec.secret, err = ParseSecret(res[3]); err != nil {
+	if rec.secret, err = parseStoredSecret(res[3]); err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	if err := rec.setPrev(res[4], res[5]); err != nil {

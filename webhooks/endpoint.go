@@ -56,6 +56,9 @@ type EndpointInput struct {
 	Description string `json:"description,omitempty"`
 	// MaxPerSecond caps the attempts per second to the endpoint; 0: no cap.
 	MaxPerSecond int `json:"max_per_second,omitempty"`
+	// SignatureScheme is SchemeV1 (HMAC, the default when empty) or
+	// SchemeV1a (ed25519).
+	SignatureScheme string `json:"signature_scheme,omitempty"`
 }
 
 // EndpointPatch is a change of an endpoint: the fields given (not nil)
@@ -66,6 +69,10 @@ type EndpointPatch struct {
 	Description *string   `json:"description,omitempty"`
 	// MaxPerSecond 0 removes the cap.
 	MaxPerSecond *int `json:"max_per_second,omitempty"`
+	// SignatureScheme, when it differs from the endpoint's, gives the
+	// endpoint a new key of that scheme, as a rotation does: the old key
+	// keeps signing for StoreConfig.SecretGrace.
+	SignatureScheme *string `json:"signature_scheme,omitempty"`
 }
 
 // validate checks the given fields as EndpointInput.validate does, and
@@ -86,6 +93,12 @@ func (p *EndpointPatch) validate() error {
 	}
 	if p.MaxPerSecond != nil {
 		in.MaxPerSecond = *p.MaxPerSecond
+	}
+	if p.SignatureScheme != nil {
+		if *p.SignatureScheme == "" {
+			return &ValidationError{Fields: []FieldError{{"signature_scheme", "must be v1 or v1a"}}}
+		}
+		in.SignatureScheme = *p.SignatureScheme
 	}
 	if err := in.validate(); err != nil {
 		return err
@@ -138,6 +151,13 @@ func (in *EndpointInput) validate() error {
 	if in.MaxPerSecond < 0 || in.MaxPerSecond > MaxPerSecondLimit {
 		v.Fields = append(v.Fields, FieldError{"max_per_second", fmt.Sprintf("must be from 0 (no cap) to %d", MaxPerSecondLimit)})
 	}
+	switch in.SignatureScheme {
+	case "":
+		in.SignatureScheme = SchemeV1
+	case SchemeV1, SchemeV1a:
+	default:
+		v.Fields = append(v.Fields, FieldError{"signature_scheme", "must be v1 or v1a"})
+	}
 	if len(v.Fields) > 0 {
 		return &v
 	}
@@ -165,6 +185,10 @@ type Endpoint struct {
 	FailingSince *time.Time `json:"failing_since,omitempty"`
 	// MaxPerSecond caps the attempts per second to the endpoint; 0: no cap.
 	MaxPerSecond int `json:"max_per_second,omitempty"`
+	// SignatureScheme is SchemeV1 or SchemeV1a.
+	SignatureScheme string `json:"signature_scheme"`
+	// PublicKey ("whpk_…") verifies the signatures of a v1a endpoint.
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // Endpoint statuses.

@@ -53,18 +53,21 @@ return 1
 // event types (events already published keep their deliveries), its
 // description and its rate cap. It returns the endpoint as it then stands,
 // a *ValidationError, an error wrapping ErrInvalidURL or ErrURLNotAllowed,
-// ErrEndpointNotFound.
-func (s *Store) UpdateEndpoint(ctx context.Context, tenant, id string, p EndpointPatch) (*Endpoint, error) {
+// ErrEndpointNotFound. A new signature_scheme gives the endpoint a new key
+// of that scheme (the old one signs on for StoreConfig.SecretGrace): for v1
+// the new secret is returned, to be shown this once; otherwise the Secret
+// is zero (a v1a key's public half is on the endpoint).
+func (s *Store) UpdateEndpoint(ctx context.Context, tenant, id string, p EndpointPatch) (*Endpoint, Secret, error) {
 	if !ValidEndpointID(id) {
-		return nil, ErrEndpointNotFound
+		return nil, Secret{}, ErrEndpointNotFound
 	}
 	if err := p.validate(); err != nil {
-		return nil, err
+		return nil, Secret{}, err
 	}
 	var fields []any
 	if p.URL != nil {
 		if err := s.cfg.Guard.CheckURL(ctx, *p.URL); err != nil {
-			return nil, err
+			return nil, Secret{}, err
 		}
 		fields = append(fields, "url", *p.URL)
 	}
@@ -77,13 +80,29 @@ func (s *Store) UpdateEndpoint(ctx context.Context, tenant, id string, p Endpoin
 	if p.MaxPerSecond != nil {
 		fields = append(fields, "mps", *p.MaxPerSecond)
 	}
+	var rotate bool
+	if p.SignatureScheme != nil {
+		rec, err := s.endpointRecord(ctx, tenant, id)
+		if err != nil {
+			return nil, Secret{}, err
+		}
+		rotate = rec.SignatureScheme != *p.SignatureScheme
+	}
 	args := append(append([]any{len(fields) / 2}, fields...), s.cfg.Now().UnixMilli(), id)
 	n, err := updateEndpointScript.Run(ctx, s.rdb, []string{s.k.endpoint(tenant, id), s.k.subscriptions(tenant)}, args...).Int()
 	if err != nil {
-		return nil, fmt.Errorf("update webhook endpoint: %w", err)
+		return nil, Secret{}, fmt.Errorf("update webhook endpoint: %w", err)
 	}
 	if n == 0 {
-		return nil, ErrEndpointNotFound
+		return nil, Secret{}, ErrEndpointNotFound
 	}
-	return s.Endpoint(ctx, tenant, id)
+	if rotate {
+		ep, secret, err := s.rotateTo(ctx, tenant, id, *p.SignatureScheme)
+		if err != nil || secret.asym {
+			return ep, Secret{}, err
+		}
+		return ep, secret, nil
+	}
+	ep, err := s.Endpoint(ctx, tenant, id)
+	return ep, Secret{}, err
 }

@@ -23,7 +23,7 @@ func TestUpdateEndpoint(t *testing.T) {
 	}
 	url, desc, mps := rcv.URL+"/new", "moved", 5
 	events := []string{webhooks.EventOrderExecuted, webhooks.EventOrderFailed, webhooks.EventOrderExecuted}
-	got, err := b.store.UpdateEndpoint(ctx, "acme", ep.ID, webhooks.EndpointPatch{URL: &url, Events: &events, Description: &desc, MaxPerSecond: &mps})
+	got, _, err := b.store.UpdateEndpoint(ctx, "acme", ep.ID, webhooks.EndpointPatch{URL: &url, Events: &events, Description: &desc, MaxPerSecond: &mps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestUpdateEndpoint(t *testing.T) {
 
 	// A partial patch keeps the rest; max_per_second 0 removes the cap.
 	zero := 0
-	got, err = b.store.UpdateEndpoint(ctx, "acme", ep.ID, webhooks.EndpointPatch{MaxPerSecond: &zero})
+	got, _, err = b.store.UpdateEndpoint(ctx, "acme", ep.ID, webhooks.EndpointPatch{MaxPerSecond: &zero})
 	if err != nil || got.URL != url || got.Description != desc || got.MaxPerSecond != 0 || len(got.Events) != 2 {
 		t.Fatalf("partial patch = %+v, %v", got, err)
 	}
@@ -52,13 +52,13 @@ func TestUpdateEndpoint(t *testing.T) {
 	for name, p := range map[string]webhooks.EndpointPatch{
 		"url": {URL: &bad}, "events": {Events: &none}, "unknown event": {Events: &unknown}, "max_per_second": {MaxPerSecond: &big},
 	} {
-		_, err := b.store.UpdateEndpoint(ctx, "acme", ep.ID, p)
+		_, _, err := b.store.UpdateEndpoint(ctx, "acme", ep.ID, p)
 		var v *webhooks.ValidationError
 		if !errors.As(err, &v) && !errors.Is(err, webhooks.ErrInvalidURL) && !errors.Is(err, webhooks.ErrURLNotAllowed) {
 			t.Errorf("%s: err = %v, want a validation error", name, err)
 		}
 	}
-	if _, err := b.store.UpdateEndpoint(ctx, "globex", ep.ID, webhooks.EndpointPatch{Description: &desc}); !errors.Is(err, webhooks.ErrEndpointNotFound) {
+	if _, _, err := b.store.UpdateEndpoint(ctx, "globex", ep.ID, webhooks.EndpointPatch{Description: &desc}); !errors.Is(err, webhooks.ErrEndpointNotFound) {
 		t.Fatalf("another tenant's update: %v, want not found", err)
 	}
 	if after, _ := b.store.Endpoint(ctx, "acme", ep.ID); after.MaxPerSecond != 0 || after.URL != url {
@@ -74,7 +74,7 @@ func TestEndpointMaxPerSecond(t *testing.T) {
 	rcv := newReceiver(t)
 	ep, _ := b.endpoint(t, "acme", rcv.URL+"/in")
 	mps := 2
-	if _, err := b.store.UpdateEndpoint(context.Background(), "acme", ep.ID, webhooks.EndpointPatch{MaxPerSecond: &mps}); err != nil {
+	if _, _, err := b.store.UpdateEndpoint(context.Background(), "acme", ep.ID, webhooks.EndpointPatch{MaxPerSecond: &mps}); err != nil {
 		t.Fatal(err)
 	}
 	var refs []webhooks.Ref

@@ -48,6 +48,9 @@ type Secret struct {
 	// pointer to a string as an address, even under a bad verb; a pointer to
 	// a struct or a slice it would print in full.
 	key *string
+	// asym marks an ed25519 signing key (scheme v1a): key holds the
+	// 64-byte private key.
+	asym bool
 }
 
 // NewSecret returns a Secret holding SecretSize random bytes from crypto/rand.
@@ -100,6 +103,9 @@ func (s Secret) String() string {
 	if s.key == nil {
 		return ""
 	}
+	if s.asym {
+		return SigningKeyPrefix + base64.StdEncoding.EncodeToString([]byte(*s.key))
+	}
 	return SecretPrefix + base64.StdEncoding.EncodeToString([]byte(*s.key))
 }
 
@@ -111,6 +117,9 @@ func (s Secret) IsZero() bool { return s.key == nil }
 func (s Secret) Equal(other Secret) bool {
 	if s.key == nil || other.key == nil {
 		return s.key == other.key
+	}
+	if s.asym != other.asym {
+		return false
 	}
 	return subtle.ConstantTimeCompare([]byte(*s.key), []byte(*other.key)) == 1
 }

@@ -69,7 +69,8 @@ const (
 // Sign returns the value of the webhook-signature header for the message
 // msgID, sent at ts (in whole Unix seconds), with the given body: for each
 // secret, "v1," and the base64 HMAC-SHA256 of "msgID.ts.body" under the
-// secret's key, separated by spaces. While a secret rotates, pass both the new
+// secret's key, separated by spaces. A v1a signing key (NewSigningKey) adds
+// "v1a," and the base64 ed25519 signature of the same text instead. While a secret rotates, pass both the new
 // and the old one, so that receivers holding either accept the message.
 // Zero Secrets are skipped; with no usable secret Sign returns "".
 //
@@ -93,6 +94,13 @@ func Sign(msgID string, ts time.Time, body []byte, secrets ...Secret) string {
 		}
 		if b.Len() > 0 {
 			b.WriteByte(' ')
+		}
+		if s.asym {
+			b.WriteString(asymVersion)
+			b.WriteByte(',')
+			sig := asymSignature(s.raw(), msgID, ts.Unix(), body)
+			b.Write(sig[:])
+			continue
 		}
 		b.WriteString(signatureVersion)
 		b.WriteByte(',')
@@ -139,39 +147,12 @@ func VerifyAt(secret Secret, header http.Header, body []byte, tolerance time.Dur
 	if secret.IsZero() {
 		return fmt.Errorf("%w: zero Secret", ErrInvalidSecret)
 	}
-	msgID := headerValue(header, canonicalID, HeaderID)
-	tsText := headerValue(header, canonicalTimestamp, HeaderTimestamp)
-	hasSignature := headerValue(header, canonicalSignature, HeaderSignature) != ""
-	if msgID == "" || tsText == "" || !hasSignature {
-		var missing []string
-		if msgID == "" {
-			missing = append(missing, HeaderID)
-		}
-		if tsText == "" {
-			missing = append(missing, HeaderTimestamp)
-		}
-		if !hasSignature {
-			missing = append(missing, HeaderSignature)
-		}
-		return fmt.Errorf("%w: %s", ErrMissingHeaders, strings.Join(missing, ", "))
+	if secret.asym {
+		return VerifyPublicKeyAt(secret.PublicKey(), header, body, tolerance, now)
 	}
-
-	ts, err := strconv.ParseInt(tsText, 10, 64)
+	msgID, ts, err := checkHeaders(header, tolerance, now)
 	if err != nil {
-		return fmt.Errorf("%w: %s is not an integer number of seconds", ErrInvalidHeader, HeaderTimestamp)
-	}
-	if tolerance <= 0 {
-		tolerance = DefaultTolerance
-	}
-	switch age := now.Sub(unixTime(ts)); {
-	case age > tolerance:
-		return fmt.Errorf("%w: sent %v ago, tolerance %v", ErrTimestampTooOld, age, tolerance)
-	case age < -tolerance:
-		ahead := -age
-		if ahead < 0 { // age was the saturated minimum
-			ahead = math.MaxInt64
-		}
-		return fmt.Errorf("%w: sent %v ahead, tolerance %v", ErrTimestampTooNew, ahead, tolerance)
+		return err
 	}
 
 	want := signature(secret.raw(), msgID, ts, body)
@@ -234,4 +215,45 @@ func signature(key string, msgID string, ts int64, body []byte) [encodedMACSize]
 	var enc [encodedMACSize]byte
 	base64.StdEncoding.Encode(enc[:], m.Sum(sum[:0]))
 	return enc
+}
+
+// checkHeaders checks what both schemes need: the three headers present and
+// the timestamp within tolerance of now. It returns the message ID and the
+// timestamp.
+func checkHeaders(header http.Header, tolerance time.Duration, now time.Time) (string, int64, error) {
+	msgID := headerValue(header, canonicalID, HeaderID)
+	tsText := headerValue(header, canonicalTimestamp, HeaderTimestamp)
+	hasSignature := headerValue(header, canonicalSignature, HeaderSignature) != ""
+	if msgID == "" || tsText == "" || !hasSignature {
+		var missing []string
+		if msgID == "" {
+			missing = append(missing, HeaderID)
+		}
+		if tsText == "" {
+			missing = append(missing, HeaderTimestamp)
+		}
+		if !hasSignature {
+			missing = append(missing, HeaderSignature)
+		}
+		return "", 0, fmt.Errorf("%w: %s", ErrMissingHeaders, strings.Join(missing, ", "))
+	}
+
+	ts, err := strconv.ParseInt(tsText, 10, 64)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %s is not an integer number of seconds", ErrInvalidHeader, HeaderTimestamp)
+	}
+	if tolerance <= 0 {
+		tolerance = DefaultTolerance
+	}
+	switch age := now.Sub(unixTime(ts)); {
+	case age > tolerance:
+		return "", 0, fmt.Errorf("%w: sent %v ago, tolerance %v", ErrTimestampTooOld, age, tolerance)
+	case age < -tolerance:
+		ahead := -age
+		if ahead < 0 { // age was the saturated minimum
+			ahead = math.MaxInt64
+		}
+		return "", 0, fmt.Errorf("%w: sent %v ahead, tolerance %v", ErrTimestampTooNew, ahead, tolerance)
+	}
+	return msgID, ts, nil
 }

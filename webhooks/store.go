@@ -166,7 +166,7 @@ func (s *Store) CreateEndpointBound(ctx context.Context, tenant string, in Endpo
 	if err := s.cfg.Guard.CheckURL(ctx, in.URL); err != nil {
 		return nil, Secret{}, false, err
 	}
-	secret, err = NewSecret()
+	secret, err = newSecretOf(in.SignatureScheme)
 	if err != nil {
 		return nil, Secret{}, false, err
 	}
@@ -174,7 +174,7 @@ func (s *Store) CreateEndpointBound(ctx context.Context, tenant string, in Endpo
 	now := s.cfg.Now()
 	at := time.UnixMilli(now.UnixMilli()).UTC()
 	ep = &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at,
-		MaxPerSecond: in.MaxPerSecond}
+		MaxPerSecond: in.MaxPerSecond, SignatureScheme: secret.Scheme(), PublicKey: secret.PublicKey().String()}
 	keys := []string{s.k.endpoint(tenant, id), s.k.endpoints(tenant), s.k.subscriptions(tenant)}
 	args := []any{s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String(), in.MaxPerSecond}
 	if bind != nil {
@@ -238,7 +238,7 @@ func (r *endpointRecord) secrets(now time.Time) []Secret {
 func (r *endpointRecord) setPrev(secrets, untils string) error {
 	us := strings.Fields(untils)
 	for i, f := range strings.Fields(secrets) {
-		sec, err := ParseSecret(f)
+		sec, err := parseStoredSecret(f)
 		if err != nil {
 			return err
 		}
@@ -278,9 +278,10 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 	r.FailingSince = msTimePtr(h["fail_since"])
 	r.MaxPerSecond, _ = strconv.Atoi(h["mps"])
 	var err error
-	if r.secret, err = ParseSecret(h["secret"]); err != nil {
+	if r.secret, err = parseStoredSecret(h["secret"]); err != nil {
 		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
 	}
+	r.SignatureScheme, r.PublicKey = r.secret.Scheme(), r.secret.PublicKey().String()
 	if err := r.setPrev(h["prev"], h["prev_until"]); err != nil {
 		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
 	}
@@ -434,7 +435,17 @@ func (s *Store) RotateSecret(ctx context.Context, tenant, id string) (*Endpoint,
 	if !ValidEndpointID(id) {
 		return nil, Secret{}, ErrEndpointNotFound
 	}
-	secret, err := NewSecret()
+	rec, err := s.endpointRecord(ctx, tenant, id)
+	if err != nil {
+		return nil, Secret{}, err
+	}
+	return s.rotateTo(ctx, tenant, id, rec.SignatureScheme)
+}
+
+// rotateTo gives the endpoint a new key of the scheme, the current one
+// signing on for StoreConfig.SecretGrace.
+func (s *Store) rotateTo(ctx context.Context, tenant, id, scheme string) (*Endpoint, Secret, error) {
+	secret, err := newSecretOf(scheme)
 	if err != nil {
 		return nil, Secret{}, err
 	}
