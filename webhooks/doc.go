@@ -79,6 +79,13 @@
 // The signature header then lists one "v1," signature per secret, separated
 // by spaces, and a receiver holding either secret accepts the message.
 //
+// An endpoint with the v1a scheme signs with an ed25519 key pair instead
+// ([NewSigningKey], a Secret whose text form starts "whsk_" and is never
+// shown): its entries are "v1a,<base64 ed25519 signature of the same
+// text>", and receivers check them with the public half ([Secret.PublicKey],
+// "whpk_…") and [VerifyPublicKey]. Both kinds may sign one message side by
+// side, one entry each.
+//
 // # Verifying
 //
 // Receivers written in Go call [Verify] with their secret, the request
