@@ -147,8 +147,14 @@ func likelyCause(sent Sent, errText string, rec *endpointRecord, now time.Time, 
 		if strings.Contains(strings.ToLower(sent.Response), "timestamp") {
 			return &Cause{CauseTimestampSkew, "the receiver refused the webhook-timestamp; check its clock (Standard Webhooks allows " + maxSkew.String() + ")"}
 		}
+		if until := rec.prevExpiresAt(now); until != nil && rec.SignatureScheme == SchemeV1a {
+			return &Cause{CauseSecretRotated, fmt.Sprintf("the key pair was rotated: until %s the new and the previous key pair both sign each request, so a receiver still refusing checks with neither public key; give it the endpoint's public_key", until.UTC().Format(time.RFC3339))}
+		}
 		if until := rec.prevExpiresAt(now); until != nil {
 			return &Cause{CauseSecretRotated, fmt.Sprintf("the secret was rotated: until %s both the new and the previous secret sign each request, so a receiver still refusing has neither; give it the new secret", until.UTC().Format(time.RFC3339))}
+		}
+		if code != 400 && rec.SignatureScheme == SchemeV1a {
+			return &Cause{CauseSignatureRefused, "the receiver refused the request, most likely its signature: verify the raw body bytes' v1a signature with this endpoint's public_key (whpk_…), with a library that supports v1a"}
 		}
 		if code != 400 {
 			return &Cause{CauseSignatureRefused, "the receiver refused the request, most likely its signature: verify the raw body bytes with this endpoint's whsec_ secret (rotate it if it was lost)"}

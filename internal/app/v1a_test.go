@@ -116,6 +116,14 @@ func TestV1aEndpointEndToEnd(t *testing.T) {
 	if err := client.VerifyWebhook(newKey, th.header, th.body); err != nil || !res.Success {
 		t.Fatalf("test event: %v, result %+v", err, res)
 	}
+	// A refusal is explained in terms of the public key, not a secret.
+	rcv.answer(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) })
+	a.must(http.StatusOK, "POST", "/v1/webhook-endpoints/"+id+"/test", apiKey, nil, &res)
+	rcv.next(t)
+	rcv.answer(nil)
+	if res.Cause == nil || !strings.Contains(res.Cause.Detail, "public_key") {
+		t.Errorf("refused v1a test explained as %+v", res.Cause)
+	}
 
 	// PATCH: the v1 endpoint switches to v1a (public key, no secret); a
 	// scheme that does not exist is a 422 naming the field.
