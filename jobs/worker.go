@@ -35,6 +35,10 @@ type WorkerConfig struct {
 	// to their queues: a retry waits up to this much past its delay.
 	// Defaults to 1s.
 	DelayedPollInterval time.Duration
+	// Hooks are added to the Asynq servers' own Redis client, which the
+	// worker makes when it waits for work (IdleWait): hooks that count or
+	// trace round trips on the client given to NewWorker see the rest.
+	Hooks []redis.Hook
 	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -90,6 +94,9 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 		// sees only their dequeues; the waiter blocks on rdb.
 		w.hooked = redis.NewClient(cloneOptions(c.Options()))
 		w.idle = newIdleWaiter(rdb, cfg.IdleWait)
+		for _, h := range cfg.Hooks {
+			w.hooked.AddHook(h)
+		}
 		w.hooked.AddHook(w.idle)
 		asynqRDB = w.hooked
 	}
