@@ -19,7 +19,8 @@ import (
 // back empty, it holds the last one back until a task arrives on one of the
 // server's queues or IdleWait passes, so the short TaskCheckInterval that
 // follows is all the latency a new task sees, and an idle server makes a
-// round of dequeues per IdleWait instead of per TaskCheckInterval.
+// round of dequeues per IdleWait instead of per TaskCheckInterval. A server
+// that had a task within the last busyLinger polls, as before.
 //
 // A task's arrival is seen without any help from the enqueuers: a
 // BLMOVE of each pending list onto itself (head to head) blocks until the
@@ -43,9 +44,14 @@ type idleServer struct {
 	pending []string      // the pending lists of the server's queues
 	empty   int           // dequeues in a row that found nothing
 	woken   bool          // the last wait ended with a wake-up
+	busy    time.Time     // when the server last dequeued a task
 	wake    chan bool     // true: a task arrived; false: the blocking call failed
 	block   []atomic.Bool // a BLMOVE on pending[i] is running
 }
+
+// busyLinger is how long a server that dequeued a task polls before it
+// waits for work again.
+const busyLinger = time.Second
 
 func newIdleWaiter(rdb redis.UniversalClient, wait time.Duration) *idleWaiter {
 	return &idleWaiter{rdb: rdb, wait: wait, done: make(chan struct{}), servers: make(map[string]*idleServer)}
@@ -84,14 +90,18 @@ func (w *idleWaiter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return err
 		}
 		if !errors.Is(err, redis.Nil) {
-			s.empty, s.woken = 0, false
+			s.empty, s.woken, s.busy = 0, false, time.Now()
 			return err
 		}
 		if s.empty++; s.empty < len(s.pending) {
 			return err
 		}
 		s.empty = 0
-		if !w.broken.Load() {
+		// A server that had work within the last busyLinger polls as Asynq
+		// does: under load its queues empty and fill every few
+		// milliseconds, and a wake-up costs a write (an fsync under
+		// appendfsync always) where an empty dequeue costs none.
+		if !w.broken.Load() && time.Since(s.busy) >= busyLinger {
 			w.idle(ctx, s)
 		}
 		return err
