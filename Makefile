@@ -41,8 +41,9 @@ verify: ## regenerate client/ and fail on a diff
 lint: vet lint-spec ## go vet, gofmt, and the OpenAPI linter
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 
-lint-spec: ## lint openapi.yaml with Redocly (installed from npm on first use)
+lint-spec: ## lint openapi.yaml with Redocly and Spectral (installed from npm on first use)
 	npx --yes @redocly/cli@2.77.0 lint openapi.yaml
+	npx --yes @stoplight/spectral-cli@6.16.3 lint --fail-severity=hint openapi.yaml
 
 vet:
 	$(GO) vet $(PKGS)

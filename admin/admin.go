@@ -190,6 +190,10 @@ type QueueInspector interface {
 	// also returns the position to go on from, 0 at the end. One call looks
 	// at a bounded number of archived tasks, so a page may come back short.
 	FailedDeliveries(ctx context.Context, tenant string, offset, limit int) ([]FailedDelivery, int, error)
+	// RetryingDeliveries is like FailedDeliveries for the webhook
+	// deliveries whose last attempt failed and which wait for the next
+	// one, the soonest first.
+	RetryingDeliveries(ctx context.Context, tenant string, offset, limit int) ([]FailedDelivery, int, error)
 }
 
 // QueueStats are one task queue's figures.
@@ -208,11 +212,15 @@ type QueueStats struct {
 	FailedToday    int     `json:"failed_today"`
 }
 
-// FailedDelivery is a delivery task in the dead-letter queue.
+// FailedDelivery is a delivery task in the dead-letter queue, or one
+// waiting to retry.
 type FailedDelivery struct {
-	Ref       webhooks.Ref
-	FailedAt  time.Time
-	LastError string
+	Ref webhooks.Ref
+	// FailedAt is when it went to the dead-letter queue (failed ones).
+	FailedAt time.Time
+	// NextAttemptAt is when it runs next (retrying ones).
+	NextAttemptAt time.Time
+	LastError     string
 }
 
 // Whoami is the answer of GET /admin/api/whoami: the admin key that asked.
@@ -265,15 +273,18 @@ type EndpointList struct {
 }
 
 // Delivery is a webhook delivery with its tenant; a failed one also
-// says when it went to the dead-letter queue and why.
+// says when it went to the dead-letter queue and why, a retrying one when
+// it is attempted next and why the last attempt failed.
 type Delivery struct {
-	Tenant    string             `json:"tenant"`
-	Delivery  *webhooks.Delivery `json:"delivery"`
-	FailedAt  *time.Time         `json:"failed_at,omitempty"`
-	LastError string             `json:"last_error,omitempty"`
+	Tenant        string             `json:"tenant"`
+	Delivery      *webhooks.Delivery `json:"delivery"`
+	FailedAt      *time.Time         `json:"failed_at,omitempty"`
+	NextAttemptAt *time.Time         `json:"next_attempt_at,omitempty"`
+	LastError     string             `json:"last_error,omitempty"`
 }
 
-// DeliveryList is a page of failed deliveries, the newest failure first.
+// DeliveryList is a page of failed deliveries, the newest failure first,
+// or of retrying ones, the soonest next attempt first.
 type DeliveryList struct {
 	Data       []Delivery `json:"data"`
 	NextCursor string     `json:"next_cursor,omitempty"`
@@ -458,8 +469,15 @@ func (a *Dashboard) adminEnableEndpoint(ctx context.Context, tenant, id string) 
 	return nil, webhooks.ErrEndpointNotFound // deleted meanwhile
 }
 
-// deliveryQuery is a search of failed deliveries.
+// The states of the deliveries that the failed deliveries list.
+const (
+	deliveriesFailed   = "failed"   // in the dead-letter queue
+	deliveriesRetrying = "retrying" // waiting for their next attempt
+)
+
+// deliveryQuery is a search of failed or retrying deliveries.
 type deliveryQuery struct {
+	Status string
 	Tenant string
 	Limit  int
 	Offset int
@@ -467,9 +485,9 @@ type deliveryQuery struct {
 
 func parseDeliveryQuery(c *gin.Context) (deliveryQuery, *server.Problem) {
 	var fe []orders.FieldError
-	q := deliveryQuery{Tenant: parseTenant(c, &fe)}
-	if st := c.Query("status"); st != "" && st != webhooks.DeliveryFailed {
-		fe = append(fe, orders.FieldError{Field: "status", Reason: "must be failed"})
+	q := deliveryQuery{Tenant: parseTenant(c, &fe), Status: c.DefaultQuery("status", deliveriesFailed)}
+	if q.Status != deliveriesFailed && q.Status != deliveriesRetrying {
+		fe = append(fe, orders.FieldError{Field: "status", Reason: "must be failed or retrying"})
 	}
 	q.Limit = server.ParseLimit(c, adminDefaultLimit, adminMaxLimit, &fe)
 	if cur := c.Query("cursor"); cur != "" {
@@ -482,10 +500,15 @@ func parseDeliveryQuery(c *gin.Context) (deliveryQuery, *server.Problem) {
 	return q, server.FieldProblem(fe)
 }
 
-// failedDeliveries lists the deliveries in the dead-letter queue.
+// failedDeliveries lists the deliveries in the dead-letter queue, or those
+// waiting to retry.
 func (a *Dashboard) failedDeliveries(ctx context.Context, q deliveryQuery) (DeliveryList, error) {
 	out := DeliveryList{Data: []Delivery{}}
-	failed, next, err := a.deps.Queues.FailedDeliveries(ctx, q.Tenant, q.Offset, q.Limit)
+	list := a.deps.Queues.FailedDeliveries
+	if q.Status == deliveriesRetrying {
+		list = a.deps.Queues.RetryingDeliveries
+	}
+	failed, next, err := list(ctx, q.Tenant, q.Offset, q.Limit)
 	if err != nil {
 		return out, err
 	}
@@ -509,6 +532,10 @@ func (a *Dashboard) failedDeliveries(ctx context.Context, q deliveryQuery) (Deli
 		if !f.FailedAt.IsZero() {
 			at := f.FailedAt.UTC()
 			ad.FailedAt = &at
+		}
+		if !f.NextAttemptAt.IsZero() {
+			at := f.NextAttemptAt.UTC()
+			ad.NextAttemptAt = &at
 		}
 		out.Data = append(out.Data, ad)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,13 +36,13 @@ const adminKey = "admin-key-of-ops-0123456789"
 // setupAdmin builds an App like setup, with an admin key and webhooks that
 // may go to 127.0.0.1, two attempts a delivery, the retry at once; the
 // worker runs when the test calls start.
-func setupAdmin(t *testing.T) *testBundle {
+func setupAdmin(t *testing.T, mut ...func(*app.Config)) *testBundle {
 	t.Helper()
 	s := sim.New(sim.Config{})
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
 	ds := downstream.Config{BaseURL: simSrv.URL, Timeout: 500 * time.Millisecond, Budget: time.Second}
-	a, err := app.New(app.Config{
+	cfg := app.Config{
 		Redis:     redistest.Shared(t).NewClient(t),
 		API:       true,
 		Worker:    true,
@@ -56,7 +57,11 @@ func setupAdmin(t *testing.T) *testBundle {
 			Deliverer: webhooks.DelivererConfig{Schedule: []time.Duration{10 * time.Millisecond}, Jitter: -1, Timeout: 5 * time.Second, BreakerThreshold: 1000},
 		},
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	a, err := app.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +350,7 @@ func TestAdminAPIFailedDeliveriesRedeliver(t *testing.T) {
 	}
 	resp, body := b.do(t, "GET", "/admin/api/deliveries?status=pending&cursor=-1", adminKey, "")
 	wantProblem(t, resp, body, http.StatusUnprocessableEntity, "validation_failed",
-		orders.FieldError{Field: "status", Reason: "must be failed"}, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
+		orders.FieldError{Field: "status", Reason: "must be failed or retrying"}, orders.FieldError{Field: "cursor", Reason: "is not a cursor this API returned"})
 
 	eps := adminGet[admin.EndpointList](t, b, "/admin/api/endpoints")
 	if len(eps.Data) != 1 || eps.Data[0].Health != webhooks.HealthFailing || eps.Data[0].FailureStreak != 6 || eps.Data[0].Endpoint.FailingSince == nil {
@@ -381,3 +386,65 @@ func TestAdminAPIFailedDeliveriesRedeliver(t *testing.T) {
 		wantProblem(t, resp, body, http.StatusNotFound, "not_found")
 	}
 }
+
+// TestAdminRetryingDeliveries: a delivery whose first attempt failed and
+// which waits an hour for its next is listed as retrying, with the time of
+// that attempt and the last error, by the API and on the failed deliveries
+// page, and not as failed; Redeliver runs it at once.
+func TestAdminRetryingDeliveries(t *testing.T) {
+	t.Parallel()
+	b := setupAdmin(t, func(c *app.Config) {
+		c.Webhooks.Store.MaxAttempts = 5
+		c.Webhooks.Deliverer.Schedule = []time.Duration{time.Hour}
+	})
+	b.start(t)
+	rcv := newReceiver(t, http.StatusInternalServerError)
+	b.createEndpoint(t, keyA, rcv.URL, "down")
+	o := b.place(t, keyA, marketOrder())
+	b.waitTerminal(t, keyA, o.ID)
+
+	var list admin.DeliveryList
+	waitFor(t, 30*time.Second, "the delivery retrying", func() bool {
+		list = adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?status=retrying")
+		return len(list.Data) == 1
+	})
+	d := list.Data[0]
+	soon, late := time.Now().Add(50*time.Minute), time.Now().Add(70*time.Minute)
+	if d.Tenant != "tenant-a" || d.NextAttemptAt == nil || d.NextAttemptAt.Before(soon) || d.NextAttemptAt.After(late) ||
+		!strings.Contains(d.LastError, "retry in 1h: ") || !strings.Contains(d.LastError, "500") || d.FailedAt != nil || d.Delivery.AttemptCount != 1 {
+		t.Errorf("retrying delivery: %+v (next attempt %v)", d, d.NextAttemptAt)
+	}
+	if failed := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries"); len(failed.Data) != 0 {
+		t.Errorf("the retrying delivery is listed as failed: %+v", failed.Data)
+	}
+	if other := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?status=retrying&tenant=tenant-b"); len(other.Data) != 0 {
+		t.Errorf("tenant-b has retrying deliveries: %+v", other.Data)
+	}
+
+	id := d.Delivery.ID
+	html := page(t, b, "/admin/deliveries", http.StatusOK)
+	row := regexp.MustCompile(`<tr data-delivery-id="` + id + `" data-state="retrying">.*<td class="next-attempt">([^<]*)</td><td class="last-error">([^<]*)</td>`).FindStringSubmatch(html)
+	if row == nil {
+		t.Fatalf("the failed deliveries page does not show %s retrying:\n%s", id, html)
+	}
+	if !strings.Contains(row[1], formatTS(*d.NextAttemptAt)) || !regexp.MustCompile(`\(in (59m[0-9]{1,2}s|1h([0-9]{1,2}s)?)\)`).MatchString(row[1]) || !strings.Contains(row[2], "500") {
+		t.Errorf("retrying row: next attempt %q, last error %q", row[1], row[2])
+	}
+	wantIn(t, "the failed deliveries page", html, "No failed delivery.")
+	html = page(t, b, "/admin/deliveries?status=failed", http.StatusOK)
+	if strings.Contains(html, id) || strings.Contains(html, `id="retrying"`) {
+		t.Errorf("the failed deliveries alone show the retrying one:\n%s", html)
+	}
+
+	rcv.status.Store(http.StatusOK)
+	post(t, b, "/admin/deliveries/tenant-a/"+id+"/redeliver")
+	waitFor(t, 20*time.Second, "the redelivery delivered", func() bool {
+		return adminGet[admin.Delivery](t, b, "/admin/api/deliveries/tenant-a/"+id).Delivery.Status == webhooks.DeliveryDelivered
+	})
+	if left := adminGet[admin.DeliveryList](t, b, "/admin/api/deliveries?status=retrying"); len(left.Data) != 0 {
+		t.Errorf("still retrying after delivery: %+v", left.Data)
+	}
+}
+
+// formatTS is a time as the pages show it.
+func formatTS(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000Z") }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/asyncgate/asyncgate/internal/human"
 )
 
 // How the pages show figures: as people read them, not as Go prints them
@@ -73,61 +75,8 @@ func groupInt(s string) string {
 	return b.String()
 }
 
-// formatMillis shows a duration given in milliseconds (see
-// formatDuration).
+// formatMillis shows a duration given in milliseconds as people read it
+// (human.Duration: 340ms, 1.5s, 2m5s, 2h).
 func formatMillis(ms float64) string {
-	return formatDuration(time.Duration(ms * float64(time.Millisecond)))
-}
-
-// formatDuration shows d in the largest units that fit, to about three
-// significant figures: "0s", "0.4ms", "340ms", "1.5s", "12s", "2m30s",
-// "2h", "1h05m", "3d4h".
-func formatDuration(d time.Duration) string {
-	if d < 0 {
-		return "-" + formatDuration(-d)
-	}
-	trim := func(f float64, prec int) string { return strconv.FormatFloat(f, 'f', prec, 64) }
-	short := func(f float64) string { // 1 decimal under 10, none above
-		if f < 10 {
-			return strings.TrimSuffix(trim(f, 1), ".0")
-		}
-		return trim(math.Round(f), 0)
-	}
-	switch {
-	case d == 0:
-		return "0s"
-	case d < time.Millisecond:
-		return strings.TrimSuffix(trim(float64(d)/float64(time.Millisecond), 2), "0") + "ms"
-	case d < time.Second:
-		return short(float64(d)/float64(time.Millisecond)) + "ms"
-	case d < time.Minute:
-		return short(float64(d)/float64(time.Second)) + "s"
-	case d < time.Hour:
-		d = d.Round(time.Second)
-		m, s := d/time.Minute, (d%time.Minute)/time.Second
-		if s == 0 {
-			return strconv.Itoa(int(m)) + "m"
-		}
-		return strconv.Itoa(int(m)) + "m" + pad2(int(s)) + "s"
-	case d < 24*time.Hour:
-		d = d.Round(time.Minute)
-		h, m := d/time.Hour, (d%time.Hour)/time.Minute
-		if m == 0 {
-			return strconv.Itoa(int(h)) + "h"
-		}
-		return strconv.Itoa(int(h)) + "h" + pad2(int(m)) + "m"
-	}
-	d = d.Round(time.Hour)
-	days, h := d/(24*time.Hour), (d%(24*time.Hour))/time.Hour
-	if h == 0 {
-		return strconv.Itoa(int(days)) + "d"
-	}
-	return strconv.Itoa(int(days)) + "d" + strconv.Itoa(int(h)) + "h"
-}
-
-func pad2(n int) string {
-	if n < 10 {
-		return "0" + strconv.Itoa(n)
-	}
-	return strconv.Itoa(n)
+	return human.Duration(time.Duration(ms * float64(time.Millisecond)))
 }

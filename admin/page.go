@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
 )
@@ -30,6 +31,16 @@ var adminFuncs = template.FuncMap{
 	"ts":  formatTime,
 	"ms":  formatMillis,
 	"num": formatNumber,
+	// in shows how long until t, from now: "in 1m30s", "due".
+	"in": func(t *time.Time, now time.Time) string {
+		if t == nil {
+			return ""
+		}
+		if d := t.Sub(now); d > 0 {
+			return "in " + human.Duration(d.Round(time.Second))
+		}
+		return "due"
+	},
 }
 
 // adminPages are the parsed pages, by file name: each is the layout with
@@ -70,6 +81,13 @@ type pageData struct {
 	Tenant  string
 	List    any
 	NextURL string
+	// The failed deliveries page: Status is the one state shown ("" for
+	// both), Retrying and its next page the retrying deliveries.
+	Status          string
+	Retrying        any
+	RetryingNextURL string
+	// Now is when the page was made, for times shown relative to it.
+	Now time.Time
 }
 
 // adminPageRoutes registers the dashboard's HTML pages under /admin.
@@ -195,27 +213,51 @@ func (a *Dashboard) enablePage(c *gin.Context) {
 	c.Redirect(http.StatusSeeOther, "/admin/endpoints")
 }
 
+// deliveriesPage shows the deliveries waiting to retry and those in the
+// dead-letter queue; ?status= shows one of the two, a page at a time.
 func (a *Dashboard) deliveriesPage(c *gin.Context) {
 	q, p := parseDeliveryQuery(c)
 	if p != nil {
 		a.pageError(c, "deliveries", p)
 		return
 	}
-	list, err := a.failedDeliveries(c.Request.Context(), q)
-	if err != nil {
-		a.pageError(c, "deliveries", err)
-		return
+	both := c.Query("status") == ""
+	d := pageData{Title: "Failed deliveries", Nav: "deliveries", Tenant: q.Tenant, Now: a.cfg.Now().UTC()}
+	if !both {
+		d.Status = q.Status
 	}
-	d := pageData{Title: "Failed deliveries", Nav: "deliveries", Tenant: q.Tenant, List: list}
-	if list.NextCursor != "" {
-		v := url.Values{"cursor": {list.NextCursor}}
+	nextURL := func(status, cursor string) string {
+		if cursor == "" {
+			return ""
+		}
+		v := url.Values{"cursor": {cursor}, "status": {status}}
 		if q.Tenant != "" {
 			v.Set("tenant", q.Tenant)
 		}
 		if q.Limit != adminDefaultLimit {
 			v.Set("limit", strconv.Itoa(q.Limit))
 		}
-		d.NextURL = "/admin/deliveries?" + v.Encode()
+		return "/admin/deliveries?" + v.Encode()
+	}
+	if both || q.Status == deliveriesRetrying {
+		rq := q
+		rq.Status = deliveriesRetrying
+		list, err := a.failedDeliveries(c.Request.Context(), rq)
+		if err != nil {
+			a.pageError(c, "deliveries", err)
+			return
+		}
+		d.Retrying, d.RetryingNextURL = list, nextURL(deliveriesRetrying, list.NextCursor)
+	}
+	if both || q.Status == deliveriesFailed {
+		fq := q
+		fq.Status = deliveriesFailed
+		list, err := a.failedDeliveries(c.Request.Context(), fq)
+		if err != nil {
+			a.pageError(c, "deliveries", err)
+			return
+		}
+		d.List, d.NextURL = list, nextURL(deliveriesFailed, list.NextCursor)
 	}
 	a.render(c, http.StatusOK, "deliveries", d)
 }

@@ -227,7 +227,7 @@ func TestAdminPagesFigures(t *testing.T) {
 	if len(got) < 3 {
 		t.Fatalf("the overview shows %d queues, want 3 or more: %v", len(got), got)
 	}
-	latency := regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(ms|s|m[0-9]{2}s|m)$`)
+	latency := regexp.MustCompile(`^([0-9]+(\.[0-9]+)?(ns|µs|ms|s|m|h))+$`)
 	for q, c := range got {
 		if c[1] != "running" {
 			t.Errorf("queue %s: paused cell %q, want running", q, c[1])

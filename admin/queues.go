@@ -50,7 +50,7 @@ func (a *Dashboard) adminQueueRoutes(g *gin.RouterGroup) {
 var externalLink = regexp.MustCompile(`<link[^>]*\shref="(?:https?:)?//[^"]*"[^>]*>`)
 
 // inlineScript matches the page's inline scripts (not those with a src).
-var inlineScript = regexp.MustCompile(`<script>([^<]*)</script>`)
+var inlineScript = regexp.MustCompile(`(?s)<script>(.*?)</script>`)
 
 // backLink leads from asynqmon's page back to the dashboard's own.
 const backLink = `<a id="asyncgate-back" href="/admin/" style="position:fixed;right:1rem;bottom:1rem;z-index:2000;` +

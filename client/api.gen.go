@@ -472,9 +472,7 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
-// LimitPrice The worst acceptable price. Required for limit orders; absent for
-// market orders. Bounded like `quantity`: more than 0 and at most
-// 10^12, with at most 8 decimal places and 15 significant digits.
+// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders. Bounded like `quantity`: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits.
 //
 // Example: 101.25
 type LimitPrice = float64
@@ -531,10 +529,7 @@ type Order struct {
 	// Example: 0190f1a2-7b3c-7d4e-8f90-123456789abc
 	Id openapi_types.UUID `json:"id"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for
-	// market orders. Bounded like `quantity`: more than 0 and at most
-	// 10^12, with at most 8 decimal places and 15 significant digits.
-	//
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders. Bounded like `quantity`: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits.
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
@@ -547,12 +542,7 @@ type Order struct {
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
-	// most 8 decimal places and 15 significant digits as written (so that
-	// the value is exact in a double, the downstream's number type): a
-	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
-	// `0.100000000000000001` are refused with `422` naming the field.
-	//
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits as written (so that the value is exact in a double, the downstream's number type): a multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and `0.100000000000000001` are refused with `422` naming the field.
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -623,10 +613,7 @@ type OrderRequest struct {
 	// Example: my-order-0001
 	ClientOrderId *ClientOrderId `json:"client_order_id,omitempty"`
 
-	// LimitPrice The worst acceptable price. Required for limit orders; absent for
-	// market orders. Bounded like `quantity`: more than 0 and at most
-	// 10^12, with at most 8 decimal places and 15 significant digits.
-	//
+	// LimitPrice The worst acceptable price. Required for limit orders; absent for market orders. Bounded like `quantity`: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits.
 	//
 	// Example: 101.25
 	LimitPrice *LimitPrice `json:"limit_price,omitempty"`
@@ -639,12 +626,7 @@ type OrderRequest struct {
 	// Example: {"strategy":"rebalance"}
 	Metadata *Metadata `json:"metadata,omitempty"`
 
-	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
-	// most 8 decimal places and 15 significant digits as written (so that
-	// the value is exact in a double, the downstream's number type): a
-	// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
-	// `0.100000000000000001` are refused with `422` naming the field.
-	//
+	// Quantity How much to buy or sell: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits as written (so that the value is exact in a double, the downstream's number type): a multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and `0.100000000000000001` are refused with `422` naming the field.
 	//
 	// Example: 10
 	Quantity Quantity `json:"quantity"`
@@ -737,11 +719,7 @@ type Problem struct {
 // ProblemCode The stable, machine-readable kind of problem; see the table in the introduction.
 type ProblemCode string
 
-// Quantity How much to buy or sell: more than 0 and at most 10^12, with at
-// most 8 decimal places and 15 significant digits as written (so that
-// the value is exact in a double, the downstream's number type): a
-// multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and
-// `0.100000000000000001` are refused with `422` naming the field.
+// Quantity How much to buy or sell: more than 0 and at most 10^12, with at most 8 decimal places and 15 significant digits as written (so that the value is exact in a double, the downstream's number type): a multiple of 0.00000001. `5e-324`, `1e300`, `0.000000001` and `0.100000000000000001` are refused with `422` naming the field.
 //
 // Example: 10
 type Quantity = float64

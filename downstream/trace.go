@@ -43,6 +43,14 @@ func (c *client) tracedAttempt(ctx, budget context.Context, req request, body []
 	if n > 1 {
 		attrs = append(attrs, attribute.Int("http.request.resend_count", n-1))
 	}
+	// The order and tenant the call is for, so that a search of the
+	// traces by order id finds the call.
+	if req.order != "" {
+		attrs = append(attrs, attribute.String("asyncgate.order.id", req.order))
+	}
+	if req.tenant != "" {
+		attrs = append(attrs, attribute.String("asyncgate.tenant", req.tenant))
+	}
 	span.SetAttributes(attrs...)
 	status := 0
 	err := c.attempt(ctx, trace.ContextWithSpan(budget, span), req, body, func(resp *http.Response) error {

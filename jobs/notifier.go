@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
@@ -146,9 +147,8 @@ func (n *Notifier) OnTerminal(ctx context.Context, o *orders.Order) {
 // is already queued is not an error.
 func (n *Notifier) EnqueueFanout(ctx context.Context, tenant, id string, seq int64) error {
 	b, _ := json.Marshal(fanoutPayload{tenant, id, seq})
-	t := asynq.NewTaskWithHeaders(TypeWebhookFanout, b, traceHeaders(ctx, nil), asynq.TaskID(fanoutTaskID(id, seq)), asynq.Queue(QueueWebhooks),
+	return send(ctx, n.client, message{TypeWebhookFanout, QueueWebhooks, fanoutTaskID(id, seq), tenant, id}, b, nil,
 		asynq.MaxRetry(n.cfg.FanoutMaxRetry), asynq.Timeout(n.cfg.TaskTimeout))
-	return enqueue(ctx, n.client, t)
 }
 
 // EnqueueDelivery enqueues the delivery task of r. One that is already
@@ -159,9 +159,8 @@ func (n *Notifier) EnqueueDelivery(ctx context.Context, r webhooks.Ref) error {
 	if n.deliverer != nil {
 		timeout = n.deliverer.Timeout() + 15*time.Second
 	}
-	t := asynq.NewTaskWithHeaders(TypeWebhookDeliver, b, traceHeaders(ctx, nil), asynq.TaskID(r.DeliveryID), asynq.Queue(QueueWebhooks),
+	return send(ctx, n.client, message{TypeWebhookDeliver, QueueWebhooks, r.DeliveryID, r.Tenant, r.OrderID}, b, nil,
 		asynq.MaxRetry(n.cfg.DeliverMaxRetry), asynq.Timeout(timeout))
-	return enqueue(ctx, n.client, t)
 }
 
 // FanoutTask is the webhook:fanout handler.
@@ -229,7 +228,9 @@ type retryIn struct {
 	Err   error
 }
 
-func (r *retryIn) Error() string { return fmt.Sprintf("retry in %s: %v", r.Delay, r.Err) }
+func (r *retryIn) Error() string {
+	return "retry in " + human.Duration(r.Delay) + ": " + errString(r.Err)
+}
 func (r *retryIn) Unwrap() error { return r.Err }
 
 // DeliverTask is the webhook:deliver handler.

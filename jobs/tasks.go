@@ -81,17 +81,15 @@ func NewEnqueuer(c *asynq.Client, cfg EnqueuerConfig) *Enqueuer {
 // exists for the order is not an error: it will run.
 func (e *Enqueuer) EnqueueOrder(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	t := asynq.NewTaskWithHeaders(TypeProcessOrder, b, traceHeaders(ctx, headers),
-		asynq.TaskID(id), asynq.Queue(QueueOrders), asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
-	return enqueue(ctx, e.c, t)
+	return send(ctx, e.c, message{TypeProcessOrder, QueueOrders, id, tenant, id}, b, headers,
+		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
 // EnqueueCompensation enqueues the order's compensation task.
 func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	t := asynq.NewTaskWithHeaders(TypeCompensate, b, traceHeaders(ctx, headers),
-		asynq.TaskID(compensationTaskID(id)), asynq.Queue(QueueCritical), asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
-	return enqueue(ctx, e.c, t)
+	return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id), tenant, id}, b, headers,
+		asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
 // EnqueueResume enqueues a second task for an order whose own task is held
@@ -103,12 +101,12 @@ func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, h
 func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compensate bool, leaseEnd int64) error {
 	b, _ := json.Marshal(payload{tenant, id})
 	suffix := ":resume:" + strconv.FormatInt(leaseEnd, 10)
-	t := asynq.NewTask(TypeProcessOrder, b, asynq.TaskID(id+suffix), asynq.Queue(QueueOrders), asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	if compensate {
-		t = asynq.NewTask(TypeCompensate, b, asynq.TaskID(compensationTaskID(id)+suffix), asynq.Queue(QueueCritical),
+		return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id) + suffix, tenant, id}, b, nil,
 			asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	}
-	return enqueue(ctx, e.c, t)
+	return send(ctx, e.c, message{TypeProcessOrder, QueueOrders, id + suffix, tenant, id}, b, nil,
+		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
 func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
@@ -125,7 +123,6 @@ func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
 // EnqueueRelease enqueues the release of an ended order's funds.
 func (e *Enqueuer) EnqueueRelease(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	t := asynq.NewTaskWithHeaders(TypeRelease, b, traceHeaders(ctx, headers),
-		asynq.TaskID(releaseTaskID(id)), asynq.Queue(QueueCritical), asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
-	return enqueue(ctx, e.c, t)
+	return send(ctx, e.c, message{TypeRelease, QueueCritical, releaseTaskID(id), tenant, id}, b, headers,
+		asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }

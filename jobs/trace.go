@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"maps"
@@ -17,16 +18,26 @@ import (
 	"github.com/asyncgate/asyncgate/orders"
 )
 
-// Tracing. The package uses the OpenTelemetry API only: the global tracer
-// provider and propagator, which stay no-ops unless the process sets them up
-// (internal/telemetry). Every enqueue writes the trace context of its ctx
-// (traceparent, tracestate) into the task's headers; the worker's middleware
-// continues it in a consumer span "asynq.process <type>", one per attempt,
-// so that the attempts of a retried task are sibling spans of one trace.
-// The saga adds a span per step.
+// Tracing, after OpenTelemetry's messaging conventions. The package uses
+// the OpenTelemetry API only: the global tracer provider and propagator,
+// which stay no-ops unless the process sets them up (internal/telemetry).
+// Every enqueue is a producer span "send <queue>" whose trace context
+// (traceparent, tracestate) goes into the task's headers; the worker's
+// middleware continues it in a consumer span "asynq.process <type>", a
+// child of the producer span, one per attempt, so that the attempts of a
+// retried task are sibling spans of one trace. The saga adds a span per
+// step. Every span of an order's tasks carries asyncgate.order.id and
+// asyncgate.tenant, and so do the downstream calls made under them, so
+// that a search by order id finds them all.
 //
-// The reconciler's re-enqueues carry no trace context (it runs outside any
-// request): their consumer spans start new traces.
+// The consumer span is the producer span's child, not the HTTP server
+// span's: the server span ends with the 202, usually before the consumer
+// starts, and a child that starts after its parent ended is what Jaeger's
+// clock skew adjuster warns about when the two come from different
+// processes; the producer span ends as soon as the task is in Redis.
+//
+// The reconciler's re-enqueues run outside any request: their producer
+// spans start new traces.
 
 // TracerName is the instrumentation scope of the package's spans.
 const TracerName = "github.com/asyncgate/asyncgate/jobs"
@@ -49,8 +60,70 @@ func traceHeaders(ctx context.Context, headers map[string]string) map[string]str
 	return h
 }
 
+// messagingSystem is the messaging.system of the task queues' spans.
+const messagingSystem = "asynq"
+
+// message is a task about to be enqueued.
+type message struct {
+	typ, queue, id  string
+	tenant, orderID string // the order it is about
+}
+
+// send enqueues a task in a producer span "send <queue>", whose trace
+// context goes into the task's headers (over those given): the consumer
+// span continues from it.
+func send(ctx context.Context, c *asynq.Client, m message, body []byte, headers map[string]string, opts ...asynq.Option) error {
+	ctx, span := tracer().Start(ctx, "send "+m.queue, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(append(orderAttrs(m.tenant, m.orderID),
+			attribute.String("messaging.system", messagingSystem),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.operation.name", "enqueue"),
+			attribute.String("messaging.destination.name", m.queue),
+			attribute.String("messaging.message.id", m.id),
+			attribute.String("asynq.task.type", m.typ),
+		)...)
+	}
+	t := asynq.NewTaskWithHeaders(m.typ, body, traceHeaders(ctx, headers), append(opts, asynq.TaskID(m.id), asynq.Queue(m.queue))...)
+	err := enqueue(ctx, c, t)
+	endSpan(span, err)
+	return err
+}
+
+// taskOrder reads the order a task is about from its payload: every task
+// type has the tenant in "t", and the order id in "id" (order and fan-out
+// tasks) or "o" (deliveries).
+func taskOrder(t *asynq.Task) (tenant, orderID string) {
+	var p struct {
+		T  string `json:"t"`
+		ID string `json:"id"`
+		O  string `json:"o"`
+	}
+	if json.Unmarshal(t.Payload(), &p) != nil {
+		return "", ""
+	}
+	if p.O != "" {
+		return p.T, p.O
+	}
+	return p.T, p.ID
+}
+
+// orderAttrs are the attributes that name a span's order; none when the
+// task names none.
+func orderAttrs(tenant, orderID string) []attribute.KeyValue {
+	var out []attribute.KeyValue
+	if orderID != "" {
+		out = append(out, attribute.String("asyncgate.order.id", orderID))
+	}
+	if tenant != "" {
+		out = append(out, attribute.String("asyncgate.tenant", tenant))
+	}
+	return out
+}
+
 // TraceTasks is the worker's Asynq middleware: it continues the trace
-// context found in the task's headers (the enqueuer's span) in a consumer
+// context found in the task's headers (the producer span) in a consumer
 // span per attempt, named "asynq.process <task type>", and marks it failed
 // when the handler failed (a postponement is no failure).
 func TraceTasks(next asynq.Handler) asynq.Handler {
@@ -64,14 +137,15 @@ func TraceTasks(next asynq.Handler) asynq.Handler {
 			id, _ := asynq.GetTaskID(ctx)
 			queue, _ := asynq.GetQueueName(ctx)
 			retried, _ := asynq.GetRetryCount(ctx)
-			span.SetAttributes(
-				attribute.String("messaging.system", "asynq"),
+			tenant, orderID := taskOrder(t)
+			span.SetAttributes(append(orderAttrs(tenant, orderID),
+				attribute.String("messaging.system", messagingSystem),
 				attribute.String("messaging.operation.type", "process"),
 				attribute.String("messaging.destination.name", queue),
 				attribute.String("messaging.message.id", id),
 				attribute.String("asynq.task.type", t.Type()),
 				attribute.Int("asynq.retry_count", retried),
-			)
+			)...)
 		}
 		err := next.ProcessTask(ctx, t)
 		endSpan(span, err)
@@ -136,6 +210,9 @@ func tracedTask(name string, h asynq.HandlerFunc) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
 		ctx, span := tracer().Start(ctx, name)
 		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(append(orderAttrs(taskOrder(t)), attribute.String("asynq.task.type", t.Type()))...)
+		}
 		err := h(ctx, t)
 		endSpan(span, err)
 		return err

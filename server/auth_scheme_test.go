@@ -57,3 +57,34 @@ func TestProblemInstanceIsURIReference(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAuthorizationHeader: whatever the Authorization header, the answer is
+// 200 or 401, never a 5xx; and "<bearer in any case> <spaces> <key>" is 200.
+func FuzzAuthorizationHeader(f *testing.F) {
+	b := setupContract(f, server.Config{}, nil)
+	f.Add("Bearer", " ", keyA)
+	f.Add("bearer", "  ", keyA)
+	f.Add("Basic", " ", "dXNlcjpwdw==")
+	f.Add("Bearer", "", "")
+	f.Add("BeArEr", "\t", keyA)
+	f.Fuzz(func(t *testing.T, scheme, sep, key string) {
+		h := scheme + sep + key
+		req, err := http.NewRequest("GET", b.url+"/v1/orders?limit=1", nil)
+		if err != nil {
+			t.Skip()
+		}
+		req.Header.Set("Authorization", h)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Skip() // a header value net/http will not send
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("Authorization %q: status %d", h, res.StatusCode)
+		}
+		wantOK := strings.EqualFold(scheme, "bearer") && sep != "" && strings.Trim(sep, " ") == "" && key == keyA
+		if wantOK && res.StatusCode != http.StatusOK {
+			t.Fatalf("Authorization %q: status %d, want 200", h, res.StatusCode)
+		}
+	})
+}

@@ -50,7 +50,7 @@ func (contractQueue) EnqueueCompensation(context.Context, string, string, map[st
 	return nil
 }
 
-func setupContract(t *testing.T, cfg server.Config, wrap func(server.OrderStore) server.OrderStore) *contractBundle {
+func setupContract(t testing.TB, cfg server.Config, wrap func(server.OrderStore) server.OrderStore) *contractBundle {
 	t.Helper()
 	rdb := redistest.Shared(t).NewClient(t)
 	b := &contractBundle{rdb: rdb, orders: orders.NewStore(rdb, orders.StoreConfig{}), keys: apikeys.NewStore(rdb, apikeys.Config{})}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/asyncgate/asyncgate/internal/human"
 )
 
 // httpSender POSTs messages to https (and, where allowed, http) receivers.
@@ -92,7 +94,7 @@ func (s *httpSender) Send(ctx context.Context, dest *url.URL, m *Message) (sent 
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), s.now()); ok {
 			sent.RetryAfter = min(ra, s.maxRetry)
-			sent.Err += fmt.Sprintf("; Retry-After %s honoured", sent.RetryAfter)
+			sent.Err += "; Retry-After " + human.Duration(sent.RetryAfter) + " honoured"
 		}
 	}
 	return sent

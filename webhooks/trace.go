@@ -42,6 +42,9 @@ func (d *Deliverer) tracedPost(ctx context.Context, r Ref, a *attempt, now time.
 		attribute.String("asyncgate.tenant", r.Tenant),
 		attribute.Int("asyncgate.attempt", a.attempts+1),
 	}
+	if r.OrderID != "" {
+		attrs = append(attrs, attribute.String("asyncgate.order.id", r.OrderID))
+	}
 	if r.EndpointID != "" {
 		attrs = append(attrs, attribute.String("webhook.endpoint_id", r.EndpointID))
 	} else {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestCLIHelpExitsWithoutStarting(t *testing.T) {
 	for _, args := range [][]string{
 		{"-h"}, {"--help"}, {"help"},
 		{"help", "api"}, {"help", "worker"}, {"help", "keys"},
-		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"},
+		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"receive", "-h"},
 		{"dev", "--addr", "127.0.0.1:0", "-h"},
 	} {
 		out, code := runBinary(t, 30*time.Second, args...)
@@ -206,5 +207,67 @@ func TestWebhookGuardFlags(t *testing.T) {
 	newFlags("serve", env(nil), &s)
 	if !d.webhooks.allowPrivate || !d.webhooks.allowHTTP || s.webhooks.allowPrivate || s.webhooks.allowHTTP {
 		t.Errorf("defaults: dev %+v, serve %+v", d.webhooks, s.webhooks)
+	}
+}
+
+// Durations in the logs read as people write them: "1.5s", not the JSON
+// handler's 1500000000 nanoseconds.
+func TestLogDurationsReadable(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"json", "text"} {
+		o := options{logFormat: format, logLevel: "info"}
+		var out strings.Builder
+		log, err := o.logger(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("retry", "delay", 1500*time.Millisecond, "deadline", 2*time.Hour)
+		for _, bad := range []string{"1500000000", "2h0m0s"} {
+			if strings.Contains(out.String(), bad) {
+				t.Errorf("%s log %q has %s", format, out.String(), bad)
+			}
+		}
+		if !strings.Contains(out.String(), "1.5s") || !strings.Contains(out.String(), "2h") {
+			t.Errorf("%s log %q lacks 1.5s and 2h", format, out.String())
+		}
+	}
+}
+
+// --webhook-retry-schedule (or its variable) sets the waits between a
+// failing delivery's attempts, where deliveries run; none sets the default.
+func TestWebhookRetryScheduleFlag(t *testing.T) {
+	t.Parallel()
+	var o options
+	cf := newFlags("dev", env(map[string]string{"ASYNCGATE_WEBHOOK_RETRY_SCHEDULE": "1m"}), &o)
+	if err := cf.Parse([]string{"--webhook-retry-schedule", "1s, 5s,30s"}, io.Discard, ""); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.webhooks.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Deliverer.Schedule, []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}; !slices.Equal(got, want) {
+		t.Errorf("schedule %v, want %v", got, want)
+	}
+	var e options
+	cf = newFlags("worker", env(map[string]string{"ASYNCGATE_WEBHOOK_RETRY_SCHEDULE": "2s,1m"}), &e)
+	if err := cf.Parse(nil, io.Discard, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.webhooks.schedule; !slices.Equal(got, []time.Duration{2 * time.Second, time.Minute}) {
+		t.Errorf("schedule from the variable %v", got)
+	}
+	var d options
+	newFlags("serve", env(nil), &d)
+	if d.webhooks.schedule != nil {
+		t.Errorf("default schedule %v, want nil (the deliverer's default)", d.webhooks.schedule)
+	}
+	for _, bad := range []string{"soon", "1s,,5s", "-1s", "0s"} {
+		var b options
+		cf := newFlags("dev", env(nil), &b)
+		err := cf.Parse([]string{"--webhook-retry-schedule", bad}, io.Discard, "")
+		if err == nil || !strings.Contains(err.Error(), "--webhook-retry-schedule") || !strings.Contains(err.Error(), "1s,5s,30s") {
+			t.Errorf("--webhook-retry-schedule %q: %v, want an error naming the flag with an example", bad, err)
+		}
 	}
 }

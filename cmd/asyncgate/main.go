@@ -6,6 +6,7 @@
 //	asyncgate worker --redis URL  the order workers and reconciler only
 //	asyncgate sim    --addr :9090 the portfolio and execution simulator
 //	asyncgate keys   create|list|revoke   API keys in Redis
+//	asyncgate receive             a webhook receiver that verifies signatures
 //
 // Every flag can also be set by environment: --redis is ASYNCGATE_REDIS,
 // --api-keys is ASYNCGATE_API_KEYS, and so on. 'asyncgate help CMD' and
@@ -40,6 +41,7 @@ commands:
   worker   run the order workers and the reconciler only
   sim      run the portfolio and execution simulator
   keys     create, list and revoke API keys
+  receive  a webhook receiver that verifies signatures, for trying asyncgate out
 
 Run 'asyncgate help <command>' or 'asyncgate <command> -h' for its flags.
 `
@@ -69,6 +71,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		return runSim(ctx, rest, stdout, getenv)
 	case "keys":
 		return runKeys(ctx, rest, stdout, getenv)
+	case "receive":
+		return runReceive(ctx, rest, stdout, getenv)
 	case "help", "-h", "-help", "--help":
 		if cmd == "help" && len(rest) > 0 {
 			// asyncgate help CMD [SUB]: CMD's own help, never CMD itself.

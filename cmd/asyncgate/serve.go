@@ -21,7 +21,7 @@ import (
 
 // Synopses of the service commands, the head of their help.
 const (
-	devSynopsis    = "Runs everything in one process: an in-memory Redis (or --redis), the simulator, the API,\nthe workers and the dashboard. Prints the URLs and a working API key and admin key."
+	devSynopsis    = "Runs everything in one process: an in-memory Redis (or --redis), the simulator, the API,\nthe workers and the dashboard. Prints the URLs and a working API key and admin key\n(ASYNCGATE_DEV_API_KEY and ASYNCGATE_DEV_ADMIN_KEY fix them)."
 	serveSynopsis  = "Runs the HTTP API and the order workers against Redis."
 	apiSynopsis    = "Runs the HTTP API (and the dashboard) only; run workers with 'asyncgate worker'."
 	workerSynopsis = "Runs the order workers, webhook deliveries and the reconciler only; no HTTP API."

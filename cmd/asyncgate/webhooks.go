@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/asyncgate/asyncgate/internal/app"
+	"github.com/asyncgate/asyncgate/internal/human"
+	"github.com/asyncgate/asyncgate/webhooks"
 )
 
 // webhookOptions say where webhooks may go:
@@ -18,9 +21,16 @@ import (
 // Both booleans default to false, and to true under `asyncgate dev`, so that
 // a developer can point webhooks at a local receiver. Link-local and cloud
 // metadata addresses (169.254.169.254) stay refused unless a CIDR names them.
+//
+// and, where deliveries run (dev, serve, worker),
+//
+//	--webhook-retry-schedule  the waits before each retry, comma-separated
+//
+// which a developer shortens to see a delivery retry and fail in minutes.
 type webhookOptions struct {
 	allowHTTP, allowPrivate bool
 	allowCIDRs              string
+	schedule                []time.Duration // nil: webhooks.DefaultSchedule
 }
 
 func (w *webhookOptions) register(cf *cmdFlags, r role) {
@@ -30,6 +40,39 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 		"accept webhook destinations on loopback and private addresses (10/8, 192.168/16, 127/8, …)")
 	g.String(&w.allowCIDRs, "webhook-allow-cidrs", "CIDR,...", "",
 		"address ranges accepted whatever their kind, such as 10.1.0.0/16 (link-local and metadata addresses need one)")
+	if r.worker {
+		g.Func("webhook-retry-schedule", "DURATION,...", scheduleString(webhooks.DefaultSchedule),
+			"the waits before each retry of a failed delivery; the last one repeats until the attempts are spent (1s,5s,30s tries a failing receiver in a minute)",
+			func(s string) error {
+				d, err := parseSchedule(s)
+				if err != nil {
+					return err
+				}
+				w.schedule = d
+				return nil
+			})
+	}
+}
+
+// parseSchedule reads a comma-separated list of positive durations.
+func parseSchedule(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for part := range strings.SplitSeq(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("want positive durations separated by commas, such as 1s,5s,30s, not %q", s)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func scheduleString(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = human.Duration(d)
+	}
+	return strings.Join(parts, ",")
 }
 
 func (w *webhookOptions) config() (app.WebhooksConfig, error) {
@@ -37,6 +80,7 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 	var errs []error
 	cfg.Guard.AllowHTTP = w.allowHTTP
 	cfg.Guard.AllowPrivate = w.allowPrivate
+	cfg.Deliverer.Schedule = w.schedule
 	for c := range strings.SplitSeq(w.allowCIDRs, ",") {
 		if c = strings.TrimSpace(c); c == "" {
 			continue

@@ -67,14 +67,30 @@ func queueInfos(insp *asynq.Inspector, want []string) (map[string]*asynq.QueueIn
 	return infos, nil
 }
 
-// Failed deliveries are read from the archive of the webhooks queue in
-// pages of archivePage; one call looks at archiveScan tasks at most.
+// Failed deliveries are read from the archive of the webhooks queue, and
+// retrying ones from its retry set, in pages of archivePage; one call
+// looks at archiveScan tasks at most.
 const (
 	archivePage = 100
 	archiveScan = 1000
 )
 
 func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, offset, limit int) ([]admin.FailedDelivery, int, error) {
+	return q.deliveries(ctx, q.insp.ListArchivedTasks, tenant, offset, limit, func(r webhooks.Ref, t *asynq.TaskInfo) admin.FailedDelivery {
+		return admin.FailedDelivery{Ref: r, FailedAt: t.LastFailedAt, LastError: t.LastErr}
+	})
+}
+
+func (q queueInspector) RetryingDeliveries(ctx context.Context, tenant string, offset, limit int) ([]admin.FailedDelivery, int, error) {
+	return q.deliveries(ctx, q.insp.ListRetryTasks, tenant, offset, limit, func(r webhooks.Ref, t *asynq.TaskInfo) admin.FailedDelivery {
+		return admin.FailedDelivery{Ref: r, NextAttemptAt: t.NextProcessAt, LastError: t.LastErr}
+	})
+}
+
+// deliveries pages through the delivery tasks that list returns (the
+// webhooks queue's archive or retry set), of the tenant ("" for all).
+func (q queueInspector) deliveries(ctx context.Context, list func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error),
+	tenant string, offset, limit int, of func(webhooks.Ref, *asynq.TaskInfo) admin.FailedDelivery) ([]admin.FailedDelivery, int, error) {
 	var out []admin.FailedDelivery
 	pos := offset
 	for scanned := 0; scanned < archiveScan; {
@@ -82,12 +98,12 @@ func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, off
 			return nil, 0, err
 		}
 		page := pos / archivePage
-		tasks, err := q.insp.ListArchivedTasks(jobs.QueueWebhooks, asynq.Page(page+1), asynq.PageSize(archivePage))
+		tasks, err := list(jobs.QueueWebhooks, asynq.Page(page+1), asynq.PageSize(archivePage))
 		if errors.Is(err, asynq.ErrQueueNotFound) {
 			return out, 0, nil
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("list archived deliveries: %w", err)
+			return nil, 0, fmt.Errorf("list delivery tasks: %w", err)
 		}
 		skip := pos - page*archivePage
 		if skip >= len(tasks) {
@@ -106,7 +122,7 @@ func (q queueInspector) FailedDeliveries(ctx context.Context, tenant string, off
 			if tenant != "" && r.Tenant != tenant {
 				continue
 			}
-			out = append(out, admin.FailedDelivery{Ref: r, FailedAt: t.LastFailedAt, LastError: t.LastErr})
+			out = append(out, of(r, t))
 			if len(out) == limit {
 				return out, pos, nil
 			}

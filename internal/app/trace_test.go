@@ -214,13 +214,27 @@ func TestTraceOneOrderIsOneTrace(t *testing.T) {
 		"webhook.fanout":                1,
 		"asynq.process webhook:deliver": 1,
 		"webhook.deliver":               1,
+		"send orders":                   1,
+		"send webhooks":                 2,
 	})
 
-	// The order task continues the accept span; the steps hang below it.
+	// The accept span enqueues the order task in a producer span, which
+	// the order task's consumer span continues; the steps hang below it.
+	send := named(spans, "send orders")[0]
+	if send.Parent.SpanID() != accept.SpanContext.SpanID() || send.SpanKind != trace.SpanKindProducer ||
+		attr(send, "messaging.system") != "asynq" || attr(send, "messaging.operation.type") != "send" ||
+		attr(send, "messaging.destination.name") != "orders" || attr(send, "messaging.message.id") != o.ID {
+		t.Fatalf("order task's producer span: parent %v (want %v), kind %v, attributes %v", send.Parent.SpanID(), accept.SpanContext.SpanID(), send.SpanKind, send.Attributes)
+	}
 	process := named(spans, "asynq.process order:process")[0]
-	if process.Parent.SpanID() != accept.SpanContext.SpanID() || process.SpanKind != trace.SpanKindConsumer ||
+	if process.Parent.SpanID() != send.SpanContext.SpanID() || process.SpanKind != trace.SpanKindConsumer ||
 		attr(process, "messaging.destination.name") != "orders" || attr(process, "messaging.message.id") != o.ID {
-		t.Fatalf("order task span: parent %v (want %v), attributes %v", process.Parent.SpanID(), accept.SpanContext.SpanID(), process.Attributes)
+		t.Fatalf("order task span: parent %v (want %v), attributes %v", process.Parent.SpanID(), send.SpanContext.SpanID(), process.Attributes)
+	}
+	// (It usually starts after the producer span ended too, but the worker
+	// may take the task before the API's goroutine ends the span.)
+	if !process.StartTime.After(send.StartTime) || !send.StartTime.After(accept.StartTime) {
+		t.Errorf("span starts out of order: accept %v, send %v, process %v", accept.StartTime, send.StartTime, process.StartTime)
 	}
 	for _, step := range []string{"saga.validate", "saga.reserve_funds", "saga.execute"} {
 		if s := named(spans, step)[0]; s.Parent.SpanID() != process.SpanContext.SpanID() {
@@ -248,9 +262,50 @@ func TestTraceOneOrderIsOneTrace(t *testing.T) {
 		}
 	}
 
-	// The webhook: fan-out and delivery tasks stay in the trace, and the
-	// receiver got the delivery span's traceparent.
+	// The webhook: a saga step enqueues the fan-out (producer, consumer,
+	// webhook.fanout), which enqueues the delivery (producer, consumer,
+	// webhook.deliver); the receiver got the delivery span's traceparent.
+	byID := map[trace.SpanID]tracetest.SpanStub{}
+	for _, s := range spans {
+		byID[s.SpanContext.SpanID()] = s
+	}
+	parentOf := func(s tracetest.SpanStub) tracetest.SpanStub { return byID[s.Parent.SpanID()] }
 	deliver := named(spans, "webhook.deliver")[0]
+	chain := []tracetest.SpanStub{deliver}
+	for len(chain) < 7 {
+		chain = append(chain, parentOf(chain[len(chain)-1]))
+	}
+	var names []string
+	for _, s := range chain {
+		names = append(names, s.Name)
+	}
+	if want := []string{"webhook.deliver", "asynq.process webhook:deliver", "send webhooks", "webhook.fanout",
+		"asynq.process webhook:fanout", "send webhooks", "asynq.process order:process"}; !slices.Equal(names, want) {
+		t.Fatalf("the delivery's ancestors: %q, want %q", names, want)
+	}
+	if chain[2].SpanKind != trace.SpanKindProducer || attr(chain[2], "asynq.task.type") != "webhook:deliver" ||
+		chain[5].SpanKind != trace.SpanKindProducer || attr(chain[5], "asynq.task.type") != "webhook:fanout" {
+		t.Fatalf("webhook producer spans: %v / %v", chain[2].Attributes, chain[5].Attributes)
+	}
+	if fanout := chain[3]; attr(fanout, "asynq.task.type") != "webhook:fanout" {
+		t.Fatalf("webhook.fanout attributes %v", fanout.Attributes)
+	}
+	if compensate := named(exp.GetSpans(), "saga.compensate"); len(compensate) != 0 {
+		t.Fatalf("an executed order was compensated: %v", compensate)
+	}
+
+	// Every span of the order's trace names the order and its tenant, so a
+	// search by order id finds the whole trace, whatever span it hits.
+	for _, s := range spans {
+		if attr(s, "asyncgate.order.id") != o.ID || attr(s, "asyncgate.tenant") != "acme" {
+			t.Errorf("span %q (%v) does not name the order: %v", s.Name, s.SpanKind, s.Attributes)
+		}
+	}
+	for _, s := range exp.GetSpans() {
+		if attr(s, "asyncgate.order.id") == o.ID && s.SpanContext.TraceID() != id && !strings.HasPrefix(s.Name, "GET ") {
+			t.Errorf("span %q of another trace names the order", s.Name)
+		}
+	}
 	if deliver.SpanKind != trace.SpanKindClient || attr(deliver, "http.response.status_code") != "200" || attr(deliver, "asyncgate.attempt") != "1" {
 		t.Fatalf("delivery span: kind %v, attributes %v", deliver.SpanKind, deliver.Attributes)
 	}
@@ -388,5 +443,76 @@ func TestTraceContinuesTheCallersTrace(t *testing.T) {
 	traceSpans(t, exp, accept.SpanContext.TraceID(), map[string]int{"saga.execute": 1, "POST /executions": 1})
 	if got := ts.requests("POST", "/executions"); len(got) != 1 || !strings.HasPrefix(got[0].traceparent, "00-"+callerTrace+"-") {
 		t.Fatalf("execution requests %v, want one in the caller's trace", got)
+	}
+}
+
+// TestTraceCompensationNamesTheOrder: an order cancelled while its funds
+// are being reserved is compensated in its trace: the compensation task's
+// producer and consumer spans, saga.compensate and the release call all
+// name the order and its tenant.
+func TestTraceCompensationNamesTheOrder(t *testing.T) {
+	b, _, exp := setupTraced(t, nil)
+	a := b.api(t)
+	// A slow portfolio keeps the order cancellable.
+	if err := b.sim.SetFaults(sim.Portfolio, sim.Faults{Latency: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	var o orders.Order
+	a.must(http.StatusAccepted, "POST", "/v1/orders", apiKey, order(), &o)
+	// Cancelled once validated, while its funds are being reserved: a
+	// pending order would be cancelled without any work to undo.
+	a.must(http.StatusOK, "GET", "/v1/orders/"+o.ID+"?wait=10s", apiKey, nil, &o)
+	if o.Status != orders.Validated {
+		t.Fatalf("order %s is %s, want validated", o.ID, o.Status)
+	}
+	a.must(http.StatusAccepted, "POST", "/v1/orders/"+o.ID+"/cancel", apiKey, nil, nil)
+	deadline := time.Now().Add(30 * time.Second)
+	for !o.Status.Terminal() {
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s still %s", o.ID, o.Status)
+		}
+		a.must(http.StatusOK, "GET", "/v1/orders/"+o.ID+"?wait=5s", apiKey, nil, &o)
+	}
+	if o.Status != orders.Cancelled {
+		t.Fatalf("order ended %s (%s), want cancelled", o.Status, o.Reason)
+	}
+	// The cancel request's trace holds the compensation it started.
+	var cancel tracetest.SpanStub
+	for _, s := range exp.GetSpans() {
+		if s.Name == "POST /v1/orders/:id/cancel" && attr(s, "asyncgate.order.id") == o.ID {
+			cancel = s
+		}
+	}
+	if !cancel.SpanContext.IsValid() || attr(cancel, "asyncgate.tenant") != "acme" {
+		t.Fatalf("no server span of the cancel naming order %s and its tenant", o.ID)
+	}
+	spans := traceSpans(t, exp, cancel.SpanContext.TraceID(), map[string]int{
+		"send critical": 1, "asynq.process order:compensate": 1, "saga.compensate": 1, "POST /reservations/{id}/release": 1,
+	})
+	producer := named(spans, "send critical")[0]
+	var consumer, compensate tracetest.SpanStub
+	for _, c := range named(spans, "asynq.process order:compensate") {
+		for _, s := range named(spans, "saga.compensate") {
+			if s.Parent.SpanID() == c.SpanContext.SpanID() {
+				consumer, compensate = c, s
+			}
+		}
+	}
+	if producer.Parent.SpanID() != cancel.SpanContext.SpanID() || producer.SpanKind != trace.SpanKindProducer ||
+		attr(producer, "messaging.destination.name") != "critical" || consumer.Parent.SpanID() != producer.SpanContext.SpanID() {
+		t.Fatalf("compensation spans: producer %v under %v (want the cancel's %v), consumer under %v",
+			producer.SpanContext.SpanID(), producer.Parent.SpanID(), cancel.SpanContext.SpanID(), consumer.Parent.SpanID())
+	}
+	if attr(compensate, "asyncgate.order.id") != o.ID || attr(compensate, "asyncgate.tenant") != "acme" || attr(compensate, "asynq.task.type") != "order:compensate" {
+		t.Fatalf("saga.compensate attributes %v", compensate.Attributes)
+	}
+	release := named(spans, "POST /reservations/{id}/release")[0]
+	if release.SpanKind != trace.SpanKindClient {
+		t.Fatalf("release span kind %v", release.SpanKind)
+	}
+	for _, s := range spans {
+		if attr(s, "asyncgate.order.id") != o.ID || attr(s, "asyncgate.tenant") != "acme" {
+			t.Errorf("span %q does not name the order: %v", s.Name, s.Attributes)
+		}
 	}
 }

@@ -14,10 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/asyncgate/asyncgate/admin"
@@ -163,6 +165,14 @@ func (e *env) call(t *testing.T, method, path string, body any, status int, out 
 // the receiver answers 500 to both attempts of its order.cancelled event.
 func (e *env) failedDelivery(t *testing.T) (orderID string, d webhooks.Delivery) {
 	t.Helper()
+	// A busy receiver asks for an hour's wait: its delivery is retrying.
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(busy.Close)
+	e.call(t, "POST", "/v1/webhook-endpoints", map[string]any{"url": busy.URL + "/busy",
+		"events": []string{"order.cancelled"}, "description": "busy receiver"}, http.StatusCreated, nil)
 	var ep webhooks.Endpoint
 	e.call(t, "POST", "/v1/webhook-endpoints", map[string]any{"url": e.rcv.URL + "/hooks",
 		"events": []string{"order.executed", "order.cancelled", "order.failed", "order.rejected"}, "description": "browser test"},
@@ -276,6 +286,26 @@ func TestDashboardInABrowser(t *testing.T) {
 	dir := shots(t)
 	ctx := browser(t)
 	t.Logf("driving %s", path)
+	// Every request of every page stays on this site: asynqmon's page
+	// asked Google for fonts.
+	var mu sync.Mutex
+	var offsite []string
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if r, ok := ev.(*network.EventRequestWillBeSent); ok && !strings.HasPrefix(r.Request.URL, e.url+"/") && !strings.HasPrefix(r.Request.URL, "data:") {
+			mu.Lock()
+			offsite = append(offsite, r.Request.URL)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(offsite) > 0 {
+			t.Errorf("the pages requested other sites: %q", offsite)
+		}
+	})
 
 	// Not logged in: to the login page, which comes back.
 	do(t, ctx, "open the dashboard", chromedp.Navigate(e.url+"/admin/"), chromedp.WaitVisible(chromedp.CSS("#login-form")))
@@ -304,6 +334,13 @@ func TestDashboardInABrowser(t *testing.T) {
 	do(t, ctx, "open the queues", chromedp.Navigate(e.url+"/admin/queues"))
 	waitText(t, ctx, "the queues page", 30*time.Second, jobs.QueueCritical, jobs.QueueOrders, jobs.QueueWebhooks)
 	screenshot(t, ctx, dir, "3-queues")
+	do(t, ctx, "back to the dashboard from the queues",
+		chromedp.Click(chromedp.CSS("#asyncgate-back")), chromedp.WaitVisible(chromedp.CSS(`form[action="/admin/logout"]`)))
+	if loc := get(t, ctx, "location", chromedp.Location()); loc != e.url+"/admin/" {
+		t.Fatalf("the queues' link back led to %s, want %s/admin/", loc, e.url)
+	}
+	do(t, ctx, "open the queues again", chromedp.Navigate(e.url+"/admin/queues"))
+	waitText(t, ctx, "the queues page", 30*time.Second, jobs.QueueCritical)
 	// asynqmon's changes need the CSRF token: its HTTP client (axios) sends
 	// the XSRF-TOKEN cookie back as X-XSRF-TOKEN; a request without fails.
 	const change = `fetch("/admin/queues/api/queues/orders/archived_tasks:run_all", {method: "POST", headers: %s}).then(r => r.status)`
@@ -318,10 +355,23 @@ func TestDashboardInABrowser(t *testing.T) {
 	do(t, ctx, "open the orders", chromedp.Navigate(e.url+"/admin/orders"), chromedp.WaitVisible(chromedp.CSS("table")))
 	waitText(t, ctx, "the orders page", 5*time.Second, orderID)
 	screenshot(t, ctx, dir, "4-orders")
+	do(t, ctx, "open the order", chromedp.Navigate(e.url+"/admin/orders/acme/"+orderID), chromedp.WaitVisible(chromedp.CSS("#order-status")))
+	screenshot(t, ctx, dir, "4-order")
+	do(t, ctx, "open the endpoints", chromedp.Navigate(e.url+"/admin/endpoints"), chromedp.WaitVisible(chromedp.CSS("tr[data-endpoint-id]")))
+	screenshot(t, ctx, dir, "4-endpoints")
 
 	// The failed delivery, redelivered once the receiver is back.
 	row := fmt.Sprintf(`tr[data-delivery-id=%q]`, failed.ID)
 	do(t, ctx, "open the deliveries", chromedp.Navigate(e.url+"/admin/deliveries"), chromedp.WaitVisible(chromedp.CSS(row)))
+	// The busy receiver's delivery waits an hour to retry.
+	retrying := time.Now().Add(30 * time.Second)
+	for !get(t, ctx, "a retrying row", chromedp.Evaluate[bool](`document.querySelector('tr[data-state="retrying"]') !== null`)) {
+		if time.Now().After(retrying) {
+			t.Fatal("no retrying delivery on the page within 30s")
+		}
+		do(t, ctx, "reload the deliveries", chromedp.Sleep(200*time.Millisecond), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(row)))
+	}
+	waitText(t, ctx, "the retrying delivery", 5*time.Second, "(in 59m", "retry in 1h: ", "Retry-After 1h honoured")
 	screenshot(t, ctx, dir, "5-deliveries")
 	e.rcv.status.Store(http.StatusOK)
 	before := e.rcv.hits.Load()
