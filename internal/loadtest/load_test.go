@@ -232,6 +232,7 @@ func TestLoad(t *testing.T) {
 			rep.Checks = append(rep.Checks, Info("raw asynq tasks/s (drain, 3 queues), same run", fmt.Sprintf("%.0f", drain.Rate)))
 		}
 	}
+	rep.Checks = append(rep.Checks, issue16(cfg, e2e, steady, hook, drain)...)
 	var b bytes.Buffer
 	if err := rep.Write(&b); err != nil {
 		t.Fatal(err)
@@ -803,4 +804,35 @@ func aofNote(appendfsync string) string {
 		return "no AOF"
 	}
 	return "AOF, appendfsync " + appendfsync
+}
+
+// Issue 16's targets, each figure against its baseline of the same run
+// where it has one. Its strict-durability rows want LOAD_APPENDFSYNC=always.
+const (
+	target16E2EVsAsynq    = 0.30
+	target16RoundTrips    = 6
+	target16SteadyP99     = 500 * time.Millisecond
+	target16WebhookP99    = 100 * time.Millisecond
+	target16DeliveryRatio = 0.80
+)
+
+// issue16 is the rows of issue 16's table this run can print.
+func issue16(cfg loadConfig, e2e, steady settled, hook hookFigures, drain Row) []Check {
+	var c []Check
+	if cfg.on("e2e") && cfg.on("drain") {
+		c = append(c, AtLeast("#16 e2e orders/s ÷ raw asynq no-op tasks/s (drain, 3 queues)", Ratio(e2e.row.Rate, drain.Rate), target16E2EVsAsynq, "%.2f"))
+	}
+	if cfg.on("e2e") {
+		c = append(c, AtMost("#16 Redis round trips per order (e2e, this process, polling included)", e2e.row.Cost.RedisCalls, target16RoundTrips, "%.1f"))
+	}
+	if cfg.on("steady") {
+		c = append(c, Under(fmt.Sprintf("#16 paced %d/s p99 202 → executed", steadyRate), steady.row.P99, target16SteadyP99))
+	}
+	if cfg.on("webhook") {
+		c = append(c, Under(fmt.Sprintf("#16 paced %d/s p99 terminal → webhook 2xx", steadyRate), hook.row.P99, target16WebhookP99))
+	}
+	c = append(c,
+		Info(fmt.Sprintf("#16 webhook deliveries/s ÷ raw asynq (target ≥ %.2f)", target16DeliveryRatio), "BenchmarkDelivery prints it (make bench, first step)"),
+		Info("#16 RSS after 5 min at 1,000 orders/s", "not measured"))
+	return c
 }
