@@ -175,7 +175,10 @@ func newDestBench(b *testing.B, dest string) *destBench {
 	h := &destBench{}
 	h.dest, _ = url.Parse(dest)
 	h.store = webhooks.NewStore(redistest.Shared(b).NewClient(b), webhooks.StoreConfig{Guard: devGuard()})
-	d, err := webhooks.NewDeliverer(h.store, webhooks.DelivererConfig{Logger: slog.New(slog.DiscardHandler)})
+	d, err := webhooks.NewDeliverer(h.store, webhooks.DelivererConfig{Logger: slog.New(slog.DiscardHandler),
+		// One destination takes every publisher at once: the per-endpoint cap
+		// (4 by default) would measure the cap, not the delivery path.
+		EndpointConcurrency: benchPublishers})
 	if err != nil {
 		b.Fatal(err)
 	}
