@@ -153,3 +153,34 @@ func TestIdleWorkerWakesForNewOrder(t *testing.T) {
 		t.Errorf("shutdown of a waiting worker took %s", d)
 	}
 }
+
+// TestIdleWorkerWithPausedQueueDoesNotSpin: a paused queue with tasks in
+// it keeps its pending list non-empty, so the wait for work returns at
+// once; the worker must not poll it flat out.
+func TestIdleWorkerWithPausedQueueDoesNotSpin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures over several seconds")
+	}
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.NewClient(t)
+	simSrv := httptest.NewServer(sim.New(sim.Config{}))
+	t.Cleanup(simSrv.Close)
+	cfg := fastConfig(rdb, simSrv.URL)
+	cfg.Logger = testLogger(t)
+	a, url := apptest.Serve(t, cfg)
+	b := &bundle{app: a, url: url, rdb: rdb}
+	if err := a.Inspector().PauseQueue("orders"); err != nil {
+		t.Fatal(err)
+	}
+	b.place(t, order()) // stays pending in the paused queue
+	time.Sleep(2 * time.Second) // the worker's last task (none) is over a second ago
+	before, _ := commandCalls(t, rdb)
+	start := time.Now()
+	time.Sleep(4 * time.Second) // the measurement window
+	after, _ := commandCalls(t, rdb)
+	perSec := float64(after-before) / time.Since(start).Seconds()
+	t.Logf("idle api + worker with a paused queue holding a task: %.1f Redis commands/s", perSec)
+	if perSec > 50 {
+		t.Errorf("%.1f Redis commands/s with a paused queue holding a task, want at most 50", perSec)
+	}
+}
