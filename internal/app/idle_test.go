@@ -172,7 +172,7 @@ func TestIdleWorkerWithPausedQueueDoesNotSpin(t *testing.T) {
 	if err := a.Inspector().PauseQueue("orders"); err != nil {
 		t.Fatal(err)
 	}
-	b.place(t, order()) // stays pending in the paused queue
+	b.place(t, order())         // stays pending in the paused queue
 	time.Sleep(2 * time.Second) // the worker's last task (none) is over a second ago
 	before, _ := commandCalls(t, rdb)
 	start := time.Now()
