@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 
-.PHONY: help run test verify deps brokers lint lint-spec vet fmt bench chaos build docker clean
+.PHONY: help run test verify deps brokers lint lint-spec lint-kube vet fmt bench chaos build docker clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,12 +38,15 @@ test: deps brokers verify ## the whole test suite, with the race detector; bench
 verify: ## regenerate client/ and fail on a diff
 	cd client && $(GO) generate ./... && git diff --exit-code -- .
 
-lint: vet lint-spec ## go vet, gofmt, and the OpenAPI linter
+lint: vet lint-spec lint-kube ## go vet, gofmt, the OpenAPI linter and the Kubernetes manifests' schemas
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 
 lint-spec: ## lint openapi.yaml with Redocly and Spectral (installed from npm on first use)
 	npx --yes @redocly/cli@2.77.0 lint openapi.yaml
 	npx --yes @stoplight/spectral-cli@6.16.3 lint --fail-severity=hint openapi.yaml
+
+lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubeconform, installed on first use; skipped offline)
+	@GO=$(GO) bash deploy/kubeconform.sh
 
 vet:
 	$(GO) vet $(PKGS)

@@ -28,6 +28,18 @@ func TestScriptsSurviveARetriedCall(t *testing.T) {
 	if n, _ := s.rdb.LLen(ctx, s.k.events("acme", o.ID)).Result(); n != 1 {
 		t.Fatalf("events after a retried create = %d, want 1", n)
 	}
+	// With a binding: the retried run finds its own and answers bound.
+	o2 := *o
+	o2.ID, o2.ClientOrderID = "01890000-0000-7000-8000-0000000000ab", ""
+	bkeys := []string{s.k.order("acme", o2.ID), s.k.events("acme", o2.ID), s.k.index("acme"), s.k.statusIndex("acme", Pending), s.k.active("acme"), s.k.clientIDs("acme"), "ag:{acme}:idem:k"}
+	bargs := []any{o2.ID, docJSON(&o2), eventJSON(Event{Type: EventCreated, At: now, Order: &o2}), now.UnixMilli(), "", "claim", "bound", 60000}
+	s.rdb.Set(ctx, "ag:{acme}:idem:k", "claim", time.Minute)
+	for i := range 2 {
+		res, err := createScript.Run(ctx, s.rdb, bkeys, bargs...).StringSlice()
+		if err != nil || res[0] != "ok" || res[2] != "1" {
+			t.Fatalf("bound create run %d = %v, %v; want ok, bound", i+1, res, err)
+		}
+	}
 
 	l, err := s.Acquire(ctx, "acme", o.ID, time.Minute)
 	if err != nil {

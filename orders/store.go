@@ -75,15 +75,27 @@ func (s *Store) ChangedChannel() string { return s.k.changed() }
 const luaTerminal = `local terminal = {executed=true, rejected=true, failed=true, cancelled=true}
 `
 
+// createScript stores the order (KEYS[1..6], ARGV[1..5]) and, given a
+// seventh key, binds it to the order in the same run (see Binding): the
+// key goes from ARGV[6] (or nothing) to ARGV[7] for ARGV[8] ms. The third
+// value of the answer is "1" when the key is bound, else "0".
 var createScript = redis.NewScript(`
+local function bind()
+  if #KEYS < 7 then return '0' end
+  local cur = redis.call('GET', KEYS[7])
+  if cur == ARGV[7] then return '1' end
+  if cur and cur ~= ARGV[6] then return '0' end
+  redis.call('SET', KEYS[7], ARGV[7], 'PX', ARGV[8])
+  return '1'
+end
 if ARGV[5] ~= '' then
   local ex = redis.call('HGET', KEYS[6], ARGV[5])
-  if ex and ex ~= ARGV[1] then return {'dup', ex} end
+  if ex and ex ~= ARGV[1] then return {'dup', ex, '0'} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- The same call again (the client retried after losing the reply): done already.
-  if redis.call('HGET', KEYS[1], 'doc') == ARGV[2] then return {'ok', ARGV[1]} end
-  return {'exists', ARGV[1]}
+  if redis.call('HGET', KEYS[1], 'doc') == ARGV[2] then return {'ok', ARGV[1], bind()} end
+  return {'exists', ARGV[1], '0'}
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[6], ARGV[5], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'status', 'pending', 'seq', 1, 'fence', 0)
@@ -91,8 +103,21 @@ redis.call('RPUSH', KEYS[2], '{"seq":1' .. string.sub(ARGV[3], 9))
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-return {'ok', ARGV[1]}
+return {'ok', ARGV[1], bind()}
 `)
+
+// Binding ties a key of the caller's (the API's idempotency key) to the
+// order CreateBound stores, in the same script, so that no crash can leave
+// the order without the key that names it. The store writes the values and
+// never reads them: the key goes from Claim (or from not existing) to
+// Value, for TTL. A key that holds anything else (another request took it)
+// is left alone. Key must carry the tenant's hash tag (keys.go).
+type Binding struct {
+	Key   string
+	Claim string
+	Value string
+	TTL   time.Duration
+}
 
 // eventJSON encodes e with seq 0; the scripts splice in the real sequence
 // number, which only Redis knows (cancel requests append concurrently).
@@ -112,6 +137,14 @@ func docJSON(o *Order) string {
 // already used by the tenant it returns ErrDuplicateClientOrderID and the
 // existing order.
 func (s *Store) Create(ctx context.Context, o *Order) (*Order, error) {
+	created, _, err := s.CreateBound(ctx, o, Binding{})
+	return created, err
+}
+
+// CreateBound is Create that, with b.Key set, also binds b.Key to the new
+// order in the same script (see Binding). bound reports whether b.Key now
+// holds b.Value; it is false for a duplicate client_order_id.
+func (s *Store) CreateBound(ctx context.Context, o *Order, b Binding) (created *Order, bound bool, err error) {
 	o.Status = Pending
 	o.UpdatedAt = o.CreatedAt
 	o.Version = 1
@@ -123,29 +156,33 @@ func (s *Store) Create(ctx context.Context, o *Order) (*Order, error) {
 	t := o.Tenant
 	keys := []string{s.k.order(t, o.ID), s.k.events(t, o.ID), s.k.index(t), s.k.statusIndex(t, Pending), s.k.active(t), s.k.clientIDs(t)}
 	args := []any{o.ID, doc, ev, o.CreatedAt.UnixMilli(), o.ClientOrderID}
+	if b.Key != "" {
+		keys = append(keys, b.Key)
+		args = append(args, b.Claim, b.Value, max(1, b.TTL.Milliseconds()))
+	}
 	if !s.seen.has(t) {
 		// First order of this tenant seen by this process: register the
 		// tenant for the reconciler (idempotent, once per process).
 		if err := s.rdb.SAdd(ctx, s.k.tenants(), t).Err(); err != nil {
-			return nil, fmt.Errorf("create order: register tenant: %w", err)
+			return nil, false, fmt.Errorf("create order: register tenant: %w", err)
 		}
 		s.seen.add(t)
 	}
-	res, err := createScript.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := createScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("create order: %w", err)
+		return nil, false, fmt.Errorf("create order: %w", err)
 	}
 	switch res[0] {
 	case "ok":
-		return o, nil
+		return o, res[2] == "1", nil
 	case "dup":
-		existing, err := s.Get(ctx, t, res[1].(string))
+		existing, err := s.Get(ctx, t, res[1])
 		if err != nil {
-			return nil, fmt.Errorf("create order: read duplicate: %w", err)
+			return nil, false, fmt.Errorf("create order: read duplicate: %w", err)
 		}
-		return existing, ErrDuplicateClientOrderID
+		return existing, false, ErrDuplicateClientOrderID
 	default:
-		return nil, fmt.Errorf("create order: id %s exists", o.ID)
+		return nil, false, fmt.Errorf("create order: id %s exists", o.ID)
 	}
 }
 

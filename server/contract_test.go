@@ -334,11 +334,11 @@ type flakyStore struct {
 	failing atomic.Bool
 }
 
-func (s *flakyStore) Create(ctx context.Context, o *orders.Order) (*orders.Order, error) {
+func (s *flakyStore) CreateBound(ctx context.Context, o *orders.Order, b orders.Binding) (*orders.Order, bool, error) {
 	if s.failing.Load() {
-		return nil, redis.ErrPoolTimeout
+		return nil, false, redis.ErrPoolTimeout
 	}
-	return s.OrderStore.Create(ctx, o)
+	return s.OrderStore.CreateBound(ctx, o, b)
 }
 
 // TestIdempotency5xxNotRecorded: after a 5xx the client may retry with the same key.
@@ -367,10 +367,10 @@ type gatedStore struct {
 	gate    chan struct{}
 }
 
-func (s *gatedStore) Create(ctx context.Context, o *orders.Order) (*orders.Order, error) {
+func (s *gatedStore) CreateBound(ctx context.Context, o *orders.Order, b orders.Binding) (*orders.Order, bool, error) {
 	s.entered <- struct{}{}
 	<-s.gate
-	return s.OrderStore.Create(ctx, o)
+	return s.OrderStore.CreateBound(ctx, o, b)
 }
 
 // TestIdempotencyInFlight: while the first request runs, the key answers

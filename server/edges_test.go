@@ -166,9 +166,9 @@ type killingStore struct {
 	once sync.Once
 }
 
-func (s *killingStore) Create(ctx context.Context, o *orders.Order) (*orders.Order, error) {
+func (s *killingStore) CreateBound(ctx context.Context, o *orders.Order, b orders.Binding) (*orders.Order, bool, error) {
 	s.once.Do(s.rs.Kill)
-	return s.OrderStore.Create(ctx, o)
+	return s.OrderStore.CreateBound(ctx, o, b)
 }
 
 // After a Redis outage, a request that ended in 503 leaves its

@@ -17,6 +17,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/orders"
 )
 
 // Idempotency of POST requests under /v1.
@@ -50,10 +52,27 @@ import (
 // The fingerprint (see Fingerprint) covers the method, the path and the
 // body in a canonical form.
 //
-// One window remains: a process that dies after the handler changed
-// something but before the answer was written leaves only its claim, which
-// expires; a retry then runs the request again. For orders, a
-// client_order_id closes it: the store refuses a second order with it.
+// Placing an order binds the key in the same write as the order: the
+// store's create script replaces our claim with a binding, {"fp", "order"}
+// (orders.Binding), kept for Config.IdempotencyTTL, and that binding is the
+// record: nothing else is written. A later request with the key and the
+// same fingerprint gets the 202 rebuilt from the order as it was accepted
+// (its order.created event), replayed; so a process killed after storing
+// the order but before answering cannot make a retry place it again, and
+// the accept path writes no record after the order.
+//
+// Registering a webhook endpoint binds the key the same way
+// (webhooks.Binding), its value being the 201 answer itself (the
+// endpoint and its secret, as a recorded answer holds them): the answer is
+// known only once the store made the endpoint's id and secret.
+//
+// One window remains for the other requests that change something: a
+// process that dies after the handler changed it but before the answer was
+// written leaves only its claim, which expires; a retry then runs the
+// request again. Cancelling an order is idempotent by itself (a second
+// cancel request answers as the first did); the others (rotating a secret,
+// disabling or enabling an endpoint, redelivering) act again, as a request
+// without a key does.
 
 const (
 	headerIdempotencyKey = "Idempotency-Key"
@@ -69,11 +88,13 @@ var replayedHeaders = []string{"Content-Type", "Location", "Retry-After"}
 // Status is 0, the recorded answer after. It is stored as its JSON, then,
 // for an answer, a newline and the body as it was sent.
 type idemRecord struct {
-	Fingerprint string            `json:"fp"`
-	Token       string            `json:"tok,omitempty"`
-	Status      int               `json:"status,omitempty"`
-	Header      map[string]string `json:"header,omitempty"`
-	Body        []byte            `json:"-"`
+	Fingerprint string `json:"fp"`
+	Token       string `json:"tok,omitempty"`
+	// Order is set in a binding: the order the key placed (see above).
+	Order  string            `json:"order,omitempty"`
+	Status int               `json:"status,omitempty"`
+	Header map[string]string `json:"header,omitempty"`
+	Body   []byte            `json:"-"`
 }
 
 func (rec *idemRecord) encode() string {
@@ -111,6 +132,38 @@ type idemRequest struct {
 	// unconfirmed is set by answerDurably when the handler's writes were
 	// not confirmed durable: its answer is recorded, the client gets this.
 	unconfirmed *Problem
+	// bound is set once the handler's write bound the key to what it
+	// created (binding): the binding is the record, and stays.
+	bound bool
+}
+
+// idemRequestOf returns the request's use of an idempotency key when the
+// request holds the key's claim, or nil.
+func (s *Server) idemRequestOf(c *gin.Context) *idemRequest {
+	if v, ok := c.Get(ctxIdempotency); ok {
+		if r := v.(*idemRequest); r.owned() {
+			return r
+		}
+	}
+	return nil
+}
+
+// binding is the store's binding of r's key to the order orderID: the key
+// goes from r's claim to {"fp", "order"} for Config.IdempotencyTTL. Zero
+// (no binding) for a nil r.
+func (r *idemRequest) binding(orderID string) orders.Binding {
+	if r == nil {
+		return orders.Binding{}
+	}
+	// Hex and a UUID: nothing to escape.
+	return orders.Binding{Key: r.key, Claim: r.claimVal, Value: `{"fp":"` + r.fp + `","order":"` + orderID + `"}`, TTL: r.s.cfg.IdempotencyTTL}
+}
+
+// setBound records whether the store bound r's key (nil-safe).
+func (r *idemRequest) setBound(bound bool) {
+	if r != nil {
+		r.bound = bound
+	}
 }
 
 // validIdempotencyKey reports whether k is 1-255 printable ASCII characters.
@@ -198,7 +251,7 @@ return 1`)
 // problems, 5xx). When Redis cannot be reached, the releaser tries again
 // in the background until it can (releaser.go).
 func (r *idemRequest) release() {
-	if !r.owned() {
+	if r.bound || !r.owned() {
 		return
 	}
 	r.forceRelease()
@@ -262,13 +315,20 @@ func (s *Server) idempotency(c *gin.Context) {
 	c.Next()
 	c.Writer = bw.ResponseWriter
 
-	if !recorded(bw.status) {
+	switch {
+	case r.bound:
+		// The binding, written with the order, is the record.
+		if r.unconfirmed != nil {
+			s.sendUnconfirmed(c, r)
+			return
+		}
+	case !recorded(bw.status):
 		r.release()
 		if r.unconfirmed != nil { // not an answer answerDurably sends; never a false one
 			s.sendUnconfirmed(c, r)
 			return
 		}
-	} else {
+	default:
 		r.answer = &idemRecord{Fingerprint: r.fp, Status: bw.status, Body: bw.buf.Bytes(), Header: make(map[string]string, len(replayedHeaders))}
 		for _, h := range replayedHeaders {
 			if v := bw.Header().Get(h); v != "" {
@@ -307,14 +367,14 @@ func (s *Server) answerFromRecord(c *gin.Context, r *idemRequest, prev string) {
 		writeProblem(c, err)
 		return
 	}
-	if rec.Status == 0 && rec.Fingerprint == r.fp {
+	if rec.claim() && rec.Fingerprint == r.fp {
 		// A claim: maybe of a request of this process that has answered,
 		// whose answer is still in the recorder; or was, and has been
-		// written since the claim was read.
+		// written (or bound) since the claim was read.
 		if done := s.recorder.lookup(prev); done != nil {
 			rec = *done.answer
 		} else if cur, err := s.deps.RedisClient.Get(c.Request.Context(), r.key).Result(); err == nil && cur != prev {
-			if now, err := decodeRecord(cur); err == nil && now.Status != 0 {
+			if now, err := decodeRecord(cur); err == nil && !now.claim() {
 				rec = now
 			}
 		}
@@ -323,7 +383,7 @@ func (s *Server) answerFromRecord(c *gin.Context, r *idemRequest, prev string) {
 	case rec.Fingerprint != r.fp:
 		writeProblem(c, newProblem("idempotency_key_reused",
 			"this Idempotency-Key was used for another request (method, path or body); use a new key for a new request"))
-	case rec.Status == 0:
+	case rec.claim():
 		c.Header("Retry-After", "1")
 		writeProblem(c, newProblem("idempotency_key_in_use",
 			"a request with this Idempotency-Key is still being processed; retry after Retry-After seconds"))
@@ -339,6 +399,14 @@ func (s *Server) answerFromRecord(c *gin.Context, r *idemRequest, prev string) {
 				return
 			}
 		}
+		if rec.Order != "" {
+			bound, err := s.boundAnswer(c.Request.Context(), r.tenant, rec)
+			if err != nil {
+				writeProblem(c, err)
+				return
+			}
+			rec = bound
+		}
 		h := c.Writer.Header()
 		for k, v := range rec.Header {
 			h.Set(k, v)
@@ -348,6 +416,30 @@ func (s *Server) answerFromRecord(c *gin.Context, r *idemRequest, prev string) {
 		c.Writer.Write(rec.Body)
 		c.Abort()
 	}
+}
+
+// claim reports whether rec is a claim: neither an answer nor a binding.
+func (rec *idemRecord) claim() bool { return rec.Status == 0 && rec.Order == "" }
+
+// boundAnswer is the answer to the request that placed the order of the
+// binding rec: 202 with the order as it was accepted, as accepted sends it.
+func (s *Server) boundAnswer(ctx context.Context, tenant string, rec idemRecord) (idemRecord, error) {
+	evs, err := s.deps.Orders.Events(ctx, tenant, rec.Order)
+	if err != nil {
+		return rec, fmt.Errorf("read the order of an idempotency key: %w", err)
+	}
+	if len(evs) == 0 || evs[0].Type != orders.EventCreated || evs[0].Order == nil {
+		return rec, fmt.Errorf("read the order of an idempotency key: order %s has no order.created event first", rec.Order)
+	}
+	body, err := json.Marshal(evs[0].Order)
+	if err != nil {
+		return rec, fmt.Errorf("encode the order of an idempotency key: %w", err)
+	}
+	return idemRecord{Fingerprint: rec.Fingerprint, Status: http.StatusAccepted, Body: body, Header: map[string]string{
+		"Content-Type": "application/json",
+		"Location":     "/v1/orders/" + rec.Order,
+		"Retry-After":  s.retryAfter(),
+	}}, nil
 }
 
 // heldWriter holds the handler's answer back until it is recorded.

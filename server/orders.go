@@ -231,7 +231,12 @@ func (s *Server) placeOrder(c *gin.Context) {
 		ID: uuid.Must(uuid.NewV7()).String(), Tenant: tenant, Request: req,
 		CreatedAt: now, Deadline: now.Add(s.cfg.OrderDeadline),
 	}
-	created, err := s.deps.Orders.Create(ctx, o)
+	// With an Idempotency-Key, the key is bound to the order in the same
+	// write as the order (see idempotency.go): a retry after a crash finds
+	// the order rather than placing it again.
+	idem := s.idemRequestOf(c)
+	created, bound, err := s.deps.Orders.CreateBound(ctx, o, idem.binding(o.ID))
+	idem.setBound(bound)
 	if errors.Is(err, orders.ErrDuplicateClientOrderID) && created != nil {
 		// The order found may be another request's whose answer was a 503
 		// not_durable: this answer waits for the barrier as that one did.
@@ -261,8 +266,14 @@ func (s *Server) placeOrder(c *gin.Context) {
 
 func (s *Server) accepted(c *gin.Context, o *orders.Order) {
 	c.Header("Location", "/v1/orders/"+o.ID)
-	c.Header("Retry-After", strconv.Itoa(int(max(1, s.cfg.RetryAfter.Seconds()))))
+	c.Header("Retry-After", s.retryAfter())
 	writeJSON(c, http.StatusAccepted, "application/json", o)
+}
+
+// retryAfter is the Retry-After of a 202 and of a pending order: when to
+// look at the order again.
+func (s *Server) retryAfter() string {
+	return strconv.Itoa(int(max(1, s.cfg.RetryAfter.Seconds())))
 }
 
 func validID(id string) bool {
@@ -318,7 +329,7 @@ func (s *Server) getOrder(c *gin.Context) {
 		return
 	}
 	if !o.Status.Terminal() {
-		c.Header("Retry-After", strconv.Itoa(int(max(1, s.cfg.RetryAfter.Seconds()))))
+		c.Header("Retry-After", s.retryAfter())
 	}
 	writeJSON(c, http.StatusOK, "application/json", o)
 }

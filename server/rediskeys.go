@@ -3,7 +3,9 @@ package server
 // Redis keys of the API, all built here:
 //
 //	ag:{T}:idem:KEY          string  the Idempotency-Key KEY of tenant T: a claim
-//	                                 while in flight, then the recorded answer (JSON)
+//	                                 while in flight, then the recorded answer (JSON),
+//	                                 or, for an order, its binding {"fp","order"},
+//	                                 written by the store's create script
 //	rate:ag:{T}:rl:KEY_ID    string  GCRA state of the API key KEY_ID (the "rate:"
 //	                                 prefix is go-redis/redis_rate's)
 //

@@ -22,7 +22,9 @@ import (
 
 // OrderStore is what the API needs of the order store.
 type OrderStore interface {
-	Create(ctx context.Context, o *orders.Order) (*orders.Order, error)
+	// CreateBound stores the order and, with b.Key set, binds the
+	// request's idempotency key to it in the same write (orders.Binding).
+	CreateBound(ctx context.Context, o *orders.Order, b orders.Binding) (*orders.Order, bool, error)
 	Get(ctx context.Context, tenant, id string) (*orders.Order, error)
 	Events(ctx context.Context, tenant, id string) ([]orders.Event, error)
 	List(ctx context.Context, tenant string, p orders.ListParams) ([]*orders.Order, string, error)

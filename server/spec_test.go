@@ -843,11 +843,11 @@ type blockingStore struct {
 	release chan struct{} // Create returns once it is closed
 }
 
-func (s *blockingStore) Create(_ context.Context, o *orders.Order) (*orders.Order, error) {
+func (s *blockingStore) CreateBound(_ context.Context, o *orders.Order, _ orders.Binding) (*orders.Order, bool, error) {
 	close(s.entered)
 	<-s.release
 	o.Status, o.Version, o.UpdatedAt = orders.Pending, 1, o.CreatedAt
-	return o, nil
+	return o, false, nil
 }
 
 type nopQueue struct{ server.Enqueuer }

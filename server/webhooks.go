@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,7 +22,9 @@ type WebhookStore interface {
 	// CreateEndpoint returns a *webhooks.ValidationError, errors wrapping
 	// webhooks.ErrInvalidURL or webhooks.ErrURLNotAllowed,
 	// webhooks.ErrTooManyEndpoints.
-	CreateEndpoint(ctx context.Context, tenant string, in webhooks.EndpointInput) (*webhooks.Endpoint, webhooks.Secret, error)
+	// CreateEndpointBound also writes, with the endpoint, the binding
+	// bind returns (webhooks.Binding), when bind is not nil.
+	CreateEndpointBound(ctx context.Context, tenant string, in webhooks.EndpointInput, bind func(*webhooks.Endpoint, webhooks.Secret) webhooks.Binding) (*webhooks.Endpoint, webhooks.Secret, bool, error)
 	// Endpoint, Endpoints, DeleteEndpoint, RotateSecret, DisableEndpoint
 	// and Deliveries return webhooks.ErrEndpointNotFound.
 	Endpoint(ctx context.Context, tenant, id string) (*webhooks.Endpoint, error)
@@ -97,11 +100,24 @@ func (s *Server) createEndpoint(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	ep, secret, err := s.deps.Webhooks.CreateEndpoint(c.Request.Context(), c.GetString(ctxTenant), in)
+	// With an Idempotency-Key, the answer is the key's record, written
+	// with the endpoint (see idempotency.go).
+	idem := s.idemRequestOf(c)
+	var bind func(*webhooks.Endpoint, webhooks.Secret) webhooks.Binding
+	if idem != nil {
+		bind = func(ep *webhooks.Endpoint, secret webhooks.Secret) webhooks.Binding {
+			body, _ := json.Marshal(EndpointWithSecret{ep, secret.String()}) // always encodes
+			rec := idemRecord{Fingerprint: idem.fp, Status: http.StatusCreated, Body: body,
+				Header: map[string]string{"Content-Type": "application/json", "Location": "/v1/webhook-endpoints/" + ep.ID}}
+			return webhooks.Binding{Key: idem.key, Claim: idem.claimVal, Value: rec.encode(), TTL: s.cfg.IdempotencyTTL}
+		}
+	}
+	ep, secret, bound, err := s.deps.Webhooks.CreateEndpointBound(c.Request.Context(), c.GetString(ctxTenant), in, bind)
 	if err != nil {
 		writeProblem(c, err)
 		return
 	}
+	idem.setBound(bound)
 	loc := "/v1/webhook-endpoints/" + ep.ID
 	s.answerDurably(c, loc, func() {
 		c.Header("Location", loc)

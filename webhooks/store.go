@@ -96,42 +96,84 @@ func (s *Store) CheckURL(ctx context.Context, raw string) error {
 	return s.cfg.Guard.CheckURL(ctx, raw)
 }
 
+// createEndpointScript registers an endpoint (KEYS[1..3], ARGV[1..7])
+// and, given a fourth key, binds it in the same run (see Binding): the key
+// goes from ARGV[8] (or nothing) to ARGV[9] for ARGV[10] ms. The answer is
+// {'ok' or 'full', 1 when the key is bound}. A run that finds its own
+// binding ran already (its reply was lost): it answers as then.
 var createEndpointScript = redis.NewScript(`
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 'full' end
+local bind = 0
+if #KEYS >= 4 then
+  local cur = redis.call('GET', KEYS[4])
+  if cur == ARGV[9] then return {'ok', 1} end
+  if not cur or cur == ARGV[8] then bind = 1 end
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return {'full', 0} end
 redis.call('HSET', KEYS[1], 'id', ARGV[2], 'url', ARGV[3], 'desc', ARGV[4], 'events', ARGV[5],
   'created', ARGV[6], 'updated', ARGV[6], 'secret', ARGV[7])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], '0|' .. ARGV[5] .. '|' .. ARGV[3])
-return 'ok'
+if bind == 1 then redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[10]) end
+return {'ok', bind}
 `)
+
+// Binding ties a key of the caller's (the API's idempotency key) to the
+// endpoint CreateEndpointBound registers, in the same script, so that no
+// crash can leave the endpoint without the key that names it. The store
+// writes the values and never reads them: the key goes from Claim (or from
+// not existing) to Value, for TTL; a key that holds anything else (another
+// request took it) is left alone. Key must carry the tenant's hash tag.
+type Binding struct {
+	Key   string
+	Claim string
+	Value string
+	TTL   time.Duration
+}
 
 // CreateEndpoint registers an endpoint for the tenant and returns it with
 // its new secret, which is shown to its owner this once. It returns a
 // *ValidationError for bad fields, an error wrapping ErrInvalidURL or
 // ErrURLNotAllowed for a URL the guard refuses, ErrTooManyEndpoints.
 func (s *Store) CreateEndpoint(ctx context.Context, tenant string, in EndpointInput) (*Endpoint, Secret, error) {
+	ep, secret, _, err := s.CreateEndpointBound(ctx, tenant, in, nil)
+	return ep, secret, err
+}
+
+// CreateEndpointBound is CreateEndpoint that, with bind not nil, also
+// writes the Binding bind returns for the new endpoint and its secret, in
+// the same script. bound reports whether the binding's key now holds its
+// value.
+func (s *Store) CreateEndpointBound(ctx context.Context, tenant string, in EndpointInput, bind func(*Endpoint, Secret) Binding) (ep *Endpoint, secret Secret, bound bool, err error) {
 	if err := in.validate(); err != nil {
-		return nil, Secret{}, err
+		return nil, Secret{}, false, err
 	}
 	if err := s.cfg.Guard.CheckURL(ctx, in.URL); err != nil {
-		return nil, Secret{}, err
+		return nil, Secret{}, false, err
 	}
-	secret, err := NewSecret()
+	secret, err = NewSecret()
 	if err != nil {
-		return nil, Secret{}, err
+		return nil, Secret{}, false, err
 	}
 	id := "ep_" + uuid.Must(uuid.NewV7()).String()
 	now := s.cfg.Now()
-	res, err := createEndpointScript.Run(ctx, s.rdb, []string{s.k.endpoint(tenant, id), s.k.endpoints(tenant), s.k.subscriptions(tenant)},
-		s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String()).Text()
-	if err != nil {
-		return nil, Secret{}, fmt.Errorf("create webhook endpoint: %w", err)
-	}
-	if res == "full" {
-		return nil, Secret{}, fmt.Errorf("%w: at most %d per tenant", ErrTooManyEndpoints, s.cfg.MaxEndpoints)
-	}
 	at := time.UnixMilli(now.UnixMilli()).UTC()
-	return &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}, secret, nil
+	ep = &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}
+	keys := []string{s.k.endpoint(tenant, id), s.k.endpoints(tenant), s.k.subscriptions(tenant)}
+	args := []any{s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String()}
+	if bind != nil {
+		if b := bind(ep, secret); b.Key != "" {
+			keys = append(keys, b.Key)
+			args = append(args, b.Claim, b.Value, max(1, b.TTL.Milliseconds()))
+		}
+	}
+	res, err := createEndpointScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, Secret{}, false, fmt.Errorf("create webhook endpoint: %w", err)
+	}
+	if res[0] == "full" {
+		return nil, Secret{}, false, fmt.Errorf("%w: at most %d per tenant", ErrTooManyEndpoints, s.cfg.MaxEndpoints)
+	}
+	return ep, secret, res[1] == int64(1), nil
 }
 
 // joinEvents stores a subscription as ",a,b,", so that a script can test

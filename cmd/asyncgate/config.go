@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
@@ -18,6 +20,7 @@ import (
 // options are the flags of the service commands (dev, serve, api, worker).
 type options struct {
 	redisURL      string
+	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
 	redisWait     time.Duration
 	addr          string
 	apiKeys       string
@@ -72,7 +75,8 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	if r.dev {
 		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0; empty runs an in-memory Redis")
 	} else {
-		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (required)")
+		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (this or --redis-sentinel is required)")
+		g.String(&o.redisSentinel, "redis-sentinel", "URL", "", "instead of --redis: the master that Redis Sentinel names, followed through failovers, as redis://[SENTINEL_USER:SENTINEL_PASSWORD@]SENTINEL:26379/DB?master_name=NAME&addr=SENTINEL2:26379&password=MASTER_PASSWORD")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
 	o.durability.register(cf, r)
@@ -244,6 +248,7 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 		}
 		cfg.WorkerPool.Concurrency = o.concurrency
 		cfg.WorkerPool.WebhookConcurrency = o.hookConc
+		cfg.WorkerPool.ShutdownTimeout = taskShutdownTimeout
 		cfg.Reconciler.Interval = o.reconcile
 		if o.resumeAfter < 8*time.Second {
 			errs = append(errs, errors.New("--resume-after must be at least 8s: the order lease (2/3 of it) must outlast a downstream call's 5s budget"))
@@ -259,4 +264,25 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 	}
 	cfg.Webhooks.Deliverer.EndpointConcurrency = o.endpointConc
 	return cfg, errors.Join(errs...)
+}
+
+// checkRedis says whether exactly one Redis is given: --redis or --redis-sentinel.
+func (o *options) checkRedis() error {
+	switch {
+	case o.redisURL != "" && o.redisSentinel != "":
+		return errors.New("give exactly one of --redis (ASYNCGATE_REDIS) and --redis-sentinel (ASYNCGATE_REDIS_SENTINEL), not both")
+	case o.redisURL == "" && o.redisSentinel == "":
+		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0; or --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master")
+	}
+	return nil
+}
+
+// newRedis returns the client of the Redis that checkRedis accepted, and its URL.
+func (o *options) newRedis() (redis.UniversalClient, string, error) {
+	if o.redisSentinel != "" {
+		rdb, err := app.NewSentinelRedis(o.redisSentinel)
+		return rdb, o.redisSentinel, err
+	}
+	rdb, err := app.NewRedis(o.redisURL)
+	return rdb, o.redisURL, err
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/asyncgate/asyncgate/apikeys"
-	"github.com/asyncgate/asyncgate/internal/app"
 )
 
 const keysUsage = `usage: asyncgate keys <create|list|revoke> [flags]
@@ -21,7 +20,8 @@ const keysUsage = `usage: asyncgate keys <create|list|revoke> [flags]
   list [--tenant T] [--json]               the keys, without their secrets
   revoke ID                                revoke a key (servers drop it within --key-cache-ttl, 30s by default)
 
-Every subcommand takes --redis URL (env ASYNCGATE_REDIS).
+Every subcommand takes --redis URL (env ASYNCGATE_REDIS), or --redis-sentinel URL
+(env ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master.
 `
 
 // runKeys manages the API keys kept in Redis.
@@ -36,7 +36,9 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(s
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	redisURL := fs.String("redis", getenv("ASYNCGATE_REDIS"), "Redis URL, such as redis://localhost:6379/0 (env ASYNCGATE_REDIS)")
+	var o options
+	fs.StringVar(&o.redisURL, "redis", getenv("ASYNCGATE_REDIS"), "Redis URL, such as redis://localhost:6379/0 (env ASYNCGATE_REDIS)")
+	fs.StringVar(&o.redisSentinel, "redis-sentinel", getenv("ASYNCGATE_REDIS_SENTINEL"), "instead of --redis: a Sentinel-managed master, such as redis://sentinel:26379/0?master_name=mymaster (env ASYNCGATE_REDIS_SENTINEL)")
 	var (
 		tenant, name  string
 		admin, asJSON bool
@@ -70,10 +72,10 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(s
 	} else if fs.NArg() > 0 {
 		return fmt.Errorf("keys %s: unexpected arguments: %v", sub, fs.Args())
 	}
-	if *redisURL == "" {
-		return errors.New("keys: --redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0")
+	if err := o.checkRedis(); err != nil {
+		return fmt.Errorf("keys: %w", err)
 	}
-	rdb, err := app.NewRedis(*redisURL)
+	rdb, _, err := o.newRedis()
 	if err != nil {
 		return err
 	}

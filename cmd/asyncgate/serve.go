@@ -49,8 +49,8 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	}
 	r := roleOf(cmd)
 	api, worker := r.api, r.worker
-	if o.redisURL == "" {
-		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0")
+	if err := o.checkRedis(); err != nil {
+		return err
 	}
 	log, err := o.logger(stdout)
 	if err != nil {
@@ -66,7 +66,7 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	if err != nil {
 		return err
 	}
-	rdb, err := app.NewRedis(o.redisURL)
+	rdb, redisURL, err := o.newRedis()
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 		cfg.Durability = barrier
 	}
 	check := func() (err error) {
-		if err := waitRedis(ctx, rdb, o.redisURL, o.redisWait, log); err != nil {
+		if err := waitRedis(ctx, rdb, redisURL, o.redisWait, log); err != nil {
 			return err
 		}
 		barrier.b, err = o.durability.check(ctx, rdb, log)
@@ -102,6 +102,8 @@ func waitRedis(ctx context.Context, rdb redis.UniversalClient, url string, wait 
 	defer useRedisLogger(log)
 	// A client of its own that dials once per ping, so that the error is
 	// the dial's ("connection refused") rather than a timeout of retries.
+	// A --redis-sentinel URL (its master_name is no option of ParseURL) is
+	// pinged through rdb, which asks the sentinels where the master is.
 	if opt, err := redis.ParseURL(url); err == nil {
 		opt.PoolSize, opt.MaxRetries, opt.DialerRetries = 1, -1, 1
 		probe := redis.NewClient(opt)
@@ -153,6 +155,16 @@ func args0(api, worker bool) string {
 	return "worker"
 }
 
+// How long a stopping service process (SIGTERM) takes at most: its HTTP
+// listeners get listenerShutdownTimeout to finish the requests in flight, then
+// a worker gets taskShutdownTimeout for its running tasks (tasks cut short are
+// put back and retried). deploy/kubernetes sets each pod's grace period above
+// their sum (TestKubernetesManifests checks it).
+const (
+	listenerShutdownTimeout = 15 * time.Second
+	taskShutdownTimeout     = 10 * time.Second
+)
+
 // runApp wires the app (which checks the config), waits for Redis, then runs
 // the app until ctx ends.
 func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...any) }, waitRedis func() error, started func(*app.App)) error {
@@ -169,7 +181,7 @@ func runApp(ctx context.Context, cfg app.Config, log interface{ Info(string, ...
 	started(a)
 	<-ctx.Done()
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), listenerShutdownTimeout)
 	defer cancel()
 	return a.Shutdown(sctx)
 }
