@@ -29,7 +29,8 @@ type WorkerConfig struct {
 	// queues' pending lists and looks PollInterval after a task arrives.
 	// Negative: no waiting, the worker polls every PollInterval (about a
 	// hundred dequeue scripts a second per queue). Only for a
-	// *redis.Client; other clients poll. Defaults to 1s.
+	// *redis.Client to one server; Sentinel and cluster clients poll.
+	// Defaults to 1s.
 	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
@@ -89,7 +90,7 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	cfg = cfg.withDefaults()
 	w := &Worker{delays: make(map[string]asynq.RetryDelayFunc)}
 	asynqRDB := rdb
-	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 {
+	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
 		// The servers' own client carries the waiter's hook, so that it
 		// sees only their dequeues; the waiter blocks on rdb.
 		w.hooked = redis.NewClient(cloneOptions(c.Options()))
@@ -128,6 +129,11 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	w.srv, w.Mux = srv, mux
 	return w
 }
+
+// failoverAddr is the Addr of a Sentinel (failover) client's options. Its
+// clone would not have its connections dropped when the master changes
+// (the failover drains only its own client's pool), so such a worker polls.
+const failoverAddr = "FailoverClient"
 
 // cloneOptions copies opt for a second client on the same server.
 func cloneOptions(opt *redis.Options) *redis.Options {
