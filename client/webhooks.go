@@ -4,6 +4,7 @@ import (
 	"context"
 	"iter"
 	"net/http"
+	"time"
 )
 
 // The webhook endpoint methods. Like the order ones, they retry transient
@@ -170,4 +171,75 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id WebhookDeliveryId) (*W
 		return nil, err
 	}
 	return &d, nil
+}
+
+// UpdateWebhookEndpoint changes the fields of the endpoint that patch sets
+// (url, events, description, max_per_second) and returns it. Repeated, a
+// PATCH sets the same values again, so transient failures are retried.
+func (c *Client) UpdateWebhookEndpoint(ctx context.Context, id WebhookEndpointId, patch WebhookEndpointPatch) (*WebhookEndpoint, error) {
+	var ep WebhookEndpoint
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.UpdateWebhookEndpoint(ctx, id, nil, patch)
+	}, &ep)
+	if err != nil {
+		return nil, err
+	}
+	return &ep, nil
+}
+
+// EventTypes returns the catalog of event types, each with the JSON Schema
+// of its body.
+func (c *Client) EventTypes(ctx context.Context) ([]EventTypeInfo, error) {
+	var l EventTypeList
+	err := c.call(ctx, false, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.ListEventTypes(ctx, nil)
+	}, &l)
+	if err != nil {
+		return nil, err
+	}
+	return l.Data, nil
+}
+
+// TestWebhookEndpoint sends a signed webhook.test event to the endpoint now
+// and returns the attempt: status, duration, response headers and body
+// start, and the likely cause when the receiver refused it.
+func (c *Client) TestWebhookEndpoint(ctx context.Context, id WebhookEndpointId) (*WebhookTestResult, error) {
+	key := newIdempotencyKey()
+	params := &TestWebhookEndpointParams{IdempotencyKey: &key}
+	var res WebhookTestResult
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.TestWebhookEndpoint(ctx, id, params)
+	}, &res)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// RecoverWebhookEndpoint starts redelivering the endpoint's failed
+// deliveries made since since, oldest first, and returns the recovery;
+// follow it with GetWebhookRecovery.
+func (c *Client) RecoverWebhookEndpoint(ctx context.Context, id WebhookEndpointId, since time.Time) (*WebhookRecovery, error) {
+	key := newIdempotencyKey()
+	params := &RecoverWebhookEndpointParams{IdempotencyKey: &key}
+	var rec WebhookRecovery
+	err := c.call(ctx, true, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.RecoverWebhookEndpoint(ctx, id, params, WebhookRecoverRequest{Since: since})
+	}, &rec)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// GetWebhookRecovery returns the recovery and its progress.
+func (c *Client) GetWebhookRecovery(ctx context.Context, id WebhookRecoveryId) (*WebhookRecovery, error) {
+	var rec WebhookRecovery
+	err := c.call(ctx, false, func(ctx context.Context) (*http.Response, error) {
+		return c.raw.ClientInterface.GetWebhookRecovery(ctx, id, nil)
+	}, &rec)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
 }

@@ -117,6 +117,8 @@ func (n *Notifier) Register(w *Worker) {
 	w.Mux.HandleFunc(TypeWebhookDeliver, n.DeliverTask)
 	w.SetRetryDelay(TypeWebhookFanout, n.RetryDelay)
 	w.SetRetryDelay(TypeWebhookDeliver, n.RetryDelay)
+	w.Mux.HandleFunc(TypeWebhookRecover, tracedTask("webhook.recover", n.RecoverTask))
+	w.SetRetryDelay(TypeWebhookRecover, n.RetryDelay)
 }
 
 type fanoutPayload struct {
@@ -132,10 +134,14 @@ func (n *Notifier) OnTerminal(ctx context.Context, o *orders.Order) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if o.CallbackURL == "" {
-		// Most orders of a tenant without endpoints: one round trip
-		// instead of a fan-out task.
-		if dropped, err := n.hooks.DropIfUnsubscribed(ctx, o.Tenant, n.orders.OutboxKey(o.Tenant), o.ID); err == nil && dropped {
-			return
+		// Most orders of a tenant without endpoints: the event is stored
+		// for the feed and the outbox entry cleared in one round trip,
+		// instead of a fan-out task. Anything else (an endpoint, an
+		// event too large, an error) takes the fan-out.
+		if ev, err := eventOf(o, o.Version); err == nil {
+			if done, err := n.hooks.PublishUnsubscribed(ctx, o.Tenant, ev, n.orders.OutboxKey(o.Tenant), o.ID); err == nil && done {
+				return
+			}
 		}
 	}
 	if err := n.EnqueueFanout(ctx, o.Tenant, o.ID, o.Version); err != nil {
@@ -198,13 +204,9 @@ func (n *Notifier) FanoutTask(ctx context.Context, t *asynq.Task) error {
 
 // publish stores the event of the order's change seq with its deliveries.
 func (n *Notifier) publish(ctx context.Context, o *orders.Order, seq int64) ([]webhooks.Ref, error) {
-	ev := &webhooks.Event{
-		ID: webhooks.EventID(o.Tenant, o.ID, seq), Type: string(orders.StatusEvent(o.Status)),
-		CreatedAt: o.UpdatedAt, Sequence: seq,
-	}
-	var err error
-	if ev.Data, err = json.Marshal(o); err != nil {
-		return nil, fmt.Errorf("encode order: %w", err)
+	ev, err := eventOf(o, seq)
+	if err != nil {
+		return nil, err
 	}
 	refs, err := n.hooks.Publish(ctx, o.Tenant, ev, o.CallbackURL)
 	if errors.Is(err, webhooks.ErrEventTooLarge) && len(o.Metadata) > 0 {
@@ -219,6 +221,19 @@ func (n *Notifier) publish(ctx context.Context, o *orders.Order, seq int64) ([]w
 		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	return refs, err
+}
+
+// eventOf is the event of the order's change seq, the order as it stands.
+func eventOf(o *orders.Order, seq int64) (*webhooks.Event, error) {
+	ev := &webhooks.Event{
+		ID: webhooks.EventID(o.Tenant, o.ID, seq), Type: string(orders.StatusEvent(o.Status)),
+		CreatedAt: o.UpdatedAt, Sequence: seq,
+	}
+	var err error
+	if ev.Data, err = json.Marshal(o); err != nil {
+		return nil, fmt.Errorf("encode order: %w", err)
+	}
+	return ev, nil
 }
 
 // retryIn is a failed delivery attempt whose next try is due after Delay,

@@ -174,6 +174,12 @@ type Deps struct {
 	// redelivers; nil Webhooks leaves the webhook routes out.
 	Webhooks     WebhookStore
 	WebhookQueue WebhookQueue
+	// EndpointTester sends test events (POST
+	// /v1/webhook-endpoints/{id}/test); nil leaves the route out.
+	EndpointTester EndpointTester
+	// Events is the tenant's event feed (GET /v1/events); nil leaves the
+	// route out.
+	Events EventFeed
 	// CallbackURLs checks an order's callback_url at placement, as the
 	// webhook store checks endpoint URLs (webhooks.Store is one); nil
 	// leaves only orders.Request.Validate's check of its form.
@@ -245,6 +251,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 	if deps.Webhooks != nil {
 		s.webhookRoutes(v1)
+	}
+	if deps.Events != nil {
+		v1.GET("/events", s.listEvents)
 	}
 
 	if deps.Dashboard != nil {

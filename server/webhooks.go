@@ -32,6 +32,8 @@ type WebhookStore interface {
 	DeleteEndpoint(ctx context.Context, tenant, id string) error
 	RotateSecret(ctx context.Context, tenant, id string) (*webhooks.Endpoint, webhooks.Secret, error)
 	DisableEndpoint(ctx context.Context, tenant, id, reason string) (*webhooks.Endpoint, error)
+	// UpdateEndpoint also returns what CreateEndpoint does for bad fields.
+	UpdateEndpoint(ctx context.Context, tenant, id string, p webhooks.EndpointPatch) (*webhooks.Endpoint, error)
 	Deliveries(ctx context.Context, tenant, endpointID string, p webhooks.DeliveryListParams) ([]*webhooks.Delivery, string, error)
 	// Delivery returns webhooks.ErrDeliveryNotFound.
 	Delivery(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
@@ -49,6 +51,17 @@ type WebhookQueue interface {
 	// queue. webhooks.ErrDeliveryNotFound, webhooks.ErrEndpointNotFound
 	// (its endpoint was deleted), webhooks.ErrEndpointDisabled.
 	Redeliver(ctx context.Context, tenant, id string) (*webhooks.Delivery, error)
+	// StartRecovery starts redelivering the endpoint's failed deliveries
+	// since a time. webhooks.ErrEndpointNotFound, webhooks.ErrEndpointDisabled.
+	StartRecovery(ctx context.Context, tenant, endpointID string, since time.Time) (*webhooks.Recovery, error)
+	// Recovery returns webhooks.ErrRecoveryNotFound.
+	Recovery(ctx context.Context, tenant, id string) (*webhooks.Recovery, error)
+}
+
+// EndpointTester sends a test event to an endpoint now (webhooks.Deliverer).
+type EndpointTester interface {
+	// TestEndpoint returns webhooks.ErrEndpointNotFound.
+	TestEndpoint(ctx context.Context, tenant, id string) (*webhooks.TestResult, error)
 }
 
 // webhookRoutes registers the webhook endpoints under /v1.
@@ -56,6 +69,7 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.POST("/webhook-endpoints", s.createEndpoint)
 	v1.GET("/webhook-endpoints", s.listEndpoints)
 	v1.GET("/webhook-endpoints/:id", s.getEndpoint)
+	v1.PATCH("/webhook-endpoints/:id", s.updateEndpoint)
 	v1.DELETE("/webhook-endpoints/:id", s.deleteEndpoint)
 	v1.POST("/webhook-endpoints/:id/rotate-secret", s.rotateSecret)
 	v1.POST("/webhook-endpoints/:id/disable", s.disableEndpoint)
@@ -64,6 +78,12 @@ func (s *Server) webhookRoutes(v1 *gin.RouterGroup) {
 	v1.GET("/webhook-deliveries/:id", s.getDelivery)
 	v1.POST("/webhook-deliveries/:id/retry", s.retryDelivery)
 	v1.POST("/callback-secret/rotate", s.rotateCallbackSecret)
+	v1.POST("/webhook-endpoints/:id/recover", s.recoverEndpoint)
+	v1.GET("/webhook-recoveries/:id", s.getRecovery)
+	if s.deps.EndpointTester != nil {
+		v1.POST("/webhook-endpoints/:id/test", s.testEndpoint)
+	}
+	v1.GET("/event-types", s.listEventTypes)
 }
 
 // EndpointWithSecret is an endpoint with its secret, shown once: when the
@@ -176,6 +196,83 @@ func (s *Server) rotateSecret(c *gin.Context) {
 		return
 	}
 	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", EndpointWithSecret{ep, secret.String()}) })
+}
+
+func (s *Server) updateEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	var p webhooks.EndpointPatch
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &p); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	ep, err := s.deps.Webhooks.UpdateEndpoint(c.Request.Context(), c.GetString(ctxTenant), id, p)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	s.answerDurably(c, "", func() { writeJSON(c, http.StatusOK, "application/json", ep) })
+}
+
+func (s *Server) testEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	res, err := s.deps.EndpointTester.TestEndpoint(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", res)
+}
+
+// RecoverRequest is the body of POST /v1/webhook-endpoints/{id}/recover.
+type RecoverRequest struct {
+	Since *time.Time `json:"since"`
+}
+
+func (s *Server) recoverEndpoint(c *gin.Context) {
+	id, ok := s.endpointID(c)
+	if !ok {
+		return
+	}
+	var in RecoverRequest
+	if err := decodeStrict(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if in.Since == nil || in.Since.After(s.cfg.Now()) {
+		p := newProblem("validation_failed", "since: must be a time in the past (RFC 3339)")
+		p.Errors = []orders.FieldError{{Field: "since", Reason: "is required: an RFC 3339 time, not in the future"}}
+		writeProblem(c, p)
+		return
+	}
+	rec, err := s.deps.WebhookQueue.StartRecovery(c.Request.Context(), c.GetString(ctxTenant), id, *in.Since)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	loc := "/v1/webhook-recoveries/" + rec.ID
+	s.answerDurably(c, loc, func() {
+		c.Header("Location", loc)
+		writeJSON(c, http.StatusAccepted, "application/json", rec)
+	})
+}
+
+func (s *Server) getRecovery(c *gin.Context) {
+	id, ok := pathID(c, webhooks.ValidRecoveryID, webhooks.ErrRecoveryNotFound)
+	if !ok {
+		return
+	}
+	rec, err := s.deps.WebhookQueue.Recovery(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, "application/json", rec)
 }
 
 func (s *Server) disableEndpoint(c *gin.Context) {
@@ -297,6 +394,8 @@ func webhookProblem(err error) *Problem {
 		return newProblem("not_found", strings.Replace(err.Error(), "webhook endpoint not found", "no such webhook endpoint", 1))
 	case errors.Is(err, webhooks.ErrDeliveryNotFound):
 		return newProblem("not_found", "no such webhook delivery")
+	case errors.Is(err, webhooks.ErrRecoveryNotFound):
+		return newProblem("not_found", "no such webhook recovery")
 	case errors.Is(err, webhooks.ErrEndpointDisabled):
 		return newProblem("endpoint_disabled", "the delivery's endpoint is disabled; enable it first, which redelivers what it missed")
 	case errors.Is(err, webhooks.ErrTooManyEndpoints):

@@ -266,6 +266,9 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		// come back together; the queue backs off further on each return.
 		wait := d.cfg.SlotWait + rand.N(d.cfg.SlotWait/2+1)
 		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: ErrEndpointBusy}, nil
+	case "rate":
+		// The endpoint's max_per_second is spent: back when it allows one.
+		return Result{Outcome: Postpone, Delay: max(a.until.Sub(now), time.Millisecond), Status: DeliveryPending, Err: ErrEndpointRateLimited}, nil
 	case "held":
 		return Result{Outcome: Done, Status: DeliveryHeld}, nil
 	case "deleted":

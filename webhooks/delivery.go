@@ -80,7 +80,7 @@ func (d *Delivery) Ref(tenant string) Ref {
 	return Ref{Tenant: tenant, DeliveryID: d.ID, EventID: d.EventID, EndpointID: d.EndpointID}
 }
 
-var publishScript = redis.NewScript(`
+var publishScript = redis.NewScript(luaFeedAdd + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local now, ret, n = ARGV[3], ARGV[4], tonumber(ARGV[8])
 local ids, out = {}, {'ok'}
@@ -110,7 +110,9 @@ for i = 1, n do
   end
 end
 redis.call('HSET', KEYS[1], 'body', ARGV[1], 'type', ARGV[2], 'deliveries', table.concat(ids, ','), 'created', now)
-redis.call('PEXPIRE', KEYS[1], ret)
+local f = 10 + 3*n
+redis.call('PEXPIRE', KEYS[1], ARGV[f+3])
+feedAdd(KEYS[#KEYS], ARGV[9], ARGV[f], ARGV[f+1], ARGV[f+2])
 return out
 `)
 
@@ -168,6 +170,9 @@ func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackU
 	if callbackURL != "" {
 		add("", callbackURL)
 	}
+	// The feed: its key last, its arguments after the deliveries'.
+	keys = append(keys, s.k.feed(tenant))
+	args = append(append(args, s.feedArgs(tenant, now)...), s.eventTTL())
 	res, err := publishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("publish event: %w", err)
@@ -442,7 +447,7 @@ func (s *Store) eventOrderID(ctx context.Context, tenant, eventID string) string
 // half-open once its wait ends: the attempt that finds it so (and gets a
 // slot) is the probe, and the endpoint's other deliveries wait out the
 // probe window behind it.
-var beginScript = redis.NewScript(`
+var beginScript = redis.NewScript(luaRateLimit + `
 local d = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'limit', 'url', 'next')
 if not d[1] then return {'gone'} end
 if d[1] == 'delivered' or d[1] == 'failed' then return {d[1]} end
@@ -450,9 +455,9 @@ local body = redis.call('HGET', KEYS[2], 'body')
 if not body then return {'gone'} end
 local now = tonumber(ARGV[1])
 if d[5] and tonumber(d[5]) > now then return {'early', d[5]} end
-local url, s, probe = d[4], nil, false
+local url, s, probe, rate = d[4], nil, false, 0
 if ARGV[2] == '1' then
-  local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until')
+  local e = redis.call('HMGET', KEYS[3], 'url', 'secret', 'prev', 'prev_until', 'disabled', 'streak', 'open_until', 'mps')
   if not e[1] then
     redis.call('HSET', KEYS[1], 'status', 'failed', 'updated', ARGV[1])
     redis.call('HDEL', KEYS[1], 'next')
@@ -468,6 +473,8 @@ if ARGV[2] == '1' then
     redis.call('HSET', KEYS[1], 'next', e[7])
     return {'open', e[7]}
   end
+  rate = luaRate(KEYS[6], tonumber(e[8] or '0') or 0, now)
+  if rate < 0 then return {'rate', string.format('%d', math.ceil(-rate))} end
   probe = tonumber(e[6] or '0') >= tonumber(ARGV[3])
   url, s = e[1], {e[2], e[3] or '', e[4] or '0'}
 else
@@ -486,6 +493,7 @@ end
 if probe then
   redis.call('HSET', KEYS[3], 'open_until', now + tonumber(ARGV[4]))
 end
+if rate > 0 then redis.call('SET', KEYS[6], string.format('%.3f', rate), 'PX', math.ceil(rate - now) + 1000) end
 return {'ok', body, url, s[1], s[2], s[3], d[2], d[3]}
 `)
 
@@ -517,14 +525,14 @@ func (s *Store) begin(ctx context.Context, r Ref, now time.Time, threshold int, 
 		isEndpoint = "1"
 	}
 	res, err := beginScript.Run(ctx, s.rdb,
-		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held, s.k.targetSlots(r.Tenant, r.EndpointID)},
+		[]string{s.k.delivery(r.Tenant, r.DeliveryID), s.k.event(r.Tenant, r.EventID), target, held, s.k.targetSlots(r.Tenant, r.EndpointID), s.k.rate(r.Tenant, r.EndpointID)},
 		now.UnixMilli(), isEndpoint, threshold, probe.Milliseconds(), r.DeliveryID, sl.max, now.Add(sl.ttl).UnixMilli()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("begin delivery: %w", err)
 	}
 	a := &attempt{verdict: res[0], endpoints: r.EndpointID != ""}
 	switch a.verdict {
-	case "early", "open", "busy":
+	case "early", "open", "busy", "rate":
 		a.until = msTime(res[1])
 		return a, nil
 	case "ok":

@@ -42,6 +42,8 @@ var (
 // Limits on an endpoint.
 const (
 	MaxDescription = 256
+	// MaxPerSecondLimit bounds an endpoint's max_per_second.
+	MaxPerSecondLimit = 10000
 )
 
 // EndpointInput is what a tenant asks for when it registers an endpoint.
@@ -52,6 +54,46 @@ type EndpointInput struct {
 	Events []string `json:"events,omitempty"`
 	// Description is free text for the tenant, at most MaxDescription bytes.
 	Description string `json:"description,omitempty"`
+	// MaxPerSecond caps the attempts per second to the endpoint; 0: no cap.
+	MaxPerSecond int `json:"max_per_second,omitempty"`
+}
+
+// EndpointPatch is a change of an endpoint: the fields given (not nil)
+// replace the endpoint's.
+type EndpointPatch struct {
+	URL         *string   `json:"url,omitempty"`
+	Events      *[]string `json:"events,omitempty"`
+	Description *string   `json:"description,omitempty"`
+	// MaxPerSecond 0 removes the cap.
+	MaxPerSecond *int `json:"max_per_second,omitempty"`
+}
+
+// validate checks the given fields as EndpointInput.validate does, and
+// normalizes Events.
+func (p *EndpointPatch) validate() error {
+	in := EndpointInput{URL: "x"}
+	if p.URL != nil {
+		in.URL = *p.URL
+	}
+	if p.Events != nil {
+		if len(*p.Events) == 0 {
+			return &ValidationError{Fields: []FieldError{{"events", "must list at least one event type"}}}
+		}
+		in.Events = *p.Events
+	}
+	if p.Description != nil {
+		in.Description = *p.Description
+	}
+	if p.MaxPerSecond != nil {
+		in.MaxPerSecond = *p.MaxPerSecond
+	}
+	if err := in.validate(); err != nil {
+		return err
+	}
+	if p.Events != nil {
+		p.Events = &in.Events
+	}
+	return nil
 }
 
 // FieldError names one offending field of an input.
@@ -93,6 +135,9 @@ func (in *EndpointInput) validate() error {
 	if len(in.Description) > MaxDescription || !utf8.ValidString(in.Description) {
 		v.Fields = append(v.Fields, FieldError{"description", fmt.Sprintf("must be at most %d bytes of UTF-8", MaxDescription)})
 	}
+	if in.MaxPerSecond < 0 || in.MaxPerSecond > MaxPerSecondLimit {
+		v.Fields = append(v.Fields, FieldError{"max_per_second", fmt.Sprintf("must be from 0 (no cap) to %d", MaxPerSecondLimit)})
+	}
 	if len(v.Fields) > 0 {
 		return &v
 	}
@@ -118,6 +163,8 @@ type Endpoint struct {
 	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 	// FailingSince is set while the endpoint's deliveries keep failing.
 	FailingSince *time.Time `json:"failing_since,omitempty"`
+	// MaxPerSecond caps the attempts per second to the endpoint; 0: no cap.
+	MaxPerSecond int `json:"max_per_second,omitempty"`
 }
 
 // Endpoint statuses.

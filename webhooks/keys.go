@@ -13,12 +13,16 @@ package webhooks
 //	ag:{T}:wh:ep:ID:dlv      zset   the endpoint's delivery ids, score 0, lex order = creation order
 //	ag:{T}:wh:ep:ID:held     zset   deliveries held while the endpoint is disabled, score = ms when held
 //	ag:{T}:wh:ep:ID:slots    zset   the endpoint's delivery slots: delivery ids attempting now, score = ms when the slot expires
+//	ag:{T}:wh:ep:ID:rate     string the endpoint's max_per_second limiter: its GCRA theoretical arrival time, ms
 //	ag:{T}:wh:cb             hash   the tenant's callback_url secrets (current, previous and its end)
 //	ag:{T}:wh:cb:slots       zset   the delivery slots of the tenant's callback_url deliveries, as ep:ID:slots
 //	ag:{T}:wh:cb:dlv         zset   the tenant's callback_url delivery ids, same shape as ep:ID:dlv
 //	ag:{T}:wh:evt:ID         hash   an event: the body as sent, its type, its delivery ids
 //	ag:{T}:wh:dlv:ID         hash   a delivery: event, target, status, attempt count and budget, next attempt
 //	ag:{T}:wh:dlv:ID:att     list   the delivery's attempt log (JSON), oldest first, capped
+//	ag:{T}:wh:rcv:ID         hash   a recovery (redelivery of an endpoint's failed deliveries): status and counts
+//	ag:{T}:wh:feed           stream the tenant's event feed: one entry {e: event id} per stored event, trimmed by EventRetention
+//	ag:wh:feed               pub/sub channel, message "T" after each event stored (wakes feed long-polls)
 //
 // Events, deliveries and attempt logs expire after StoreConfig.Retention;
 // index entries whose delivery expired are skipped on read and trimmed on
@@ -36,7 +40,16 @@ func (k keys) callback(t string) string               { return k.tenant(t) + "cb
 func (k keys) callbackDeliveries(t string) string     { return k.tenant(t) + "cb:dlv" }
 func (k keys) event(t, id string) string              { return k.tenant(t) + "evt:" + id }
 func (k keys) delivery(t, id string) string           { return k.tenant(t) + "dlv:" + id }
-func (k keys) attempts(t, id string) string           { return k.tenant(t) + "dlv:" + id + ":att" }
+func (k keys) rate(t, endpointID string) string {
+	if endpointID == "" {
+		return k.tenant(t) + "cb:rate" // unused: callback URLs have no cap; a key of the same slot
+	}
+	return k.tenant(t) + "ep:" + endpointID + ":rate"
+}
+func (k keys) recovery(t, id string) string { return k.tenant(t) + "rcv:" + id }
+func (k keys) feed(t string) string         { return k.tenant(t) + "feed" }
+func (k keys) feedChannel() string          { return k.prefix + "wh:feed" }
+func (k keys) attempts(t, id string) string { return k.tenant(t) + "dlv:" + id + ":att" }
 
 // targetSlots is the slot set of a delivery to target: the endpoint's, or
 // the tenant's callback_url deliveries' (all callback URLs of a tenant

@@ -74,7 +74,7 @@ func (s *httpSender) Send(ctx context.Context, dest *url.URL, m *Message) (sent 
 		return Sent{Err: describe(err, s.timeout)}
 	}
 	defer resp.Body.Close()
-	sent.StatusCode = resp.StatusCode
+	sent.StatusCode, sent.Header = resp.StatusCode, resp.Header
 	// Read at most the limit: a huge or endless body costs us nothing more.
 	// Closing the rest unread drops the connection instead of draining it.
 	buf, _ := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxBody)+1))

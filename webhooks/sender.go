@@ -53,6 +53,8 @@ type Sent struct {
 	ResponseTruncated bool
 	// RetryAfter is a wait the receiver asked for (HTTP 429 and 503).
 	RetryAfter time.Duration
+	// Header is an HTTP receiver's response header (for endpoint tests).
+	Header http.Header
 }
 
 // Sender carries signed messages to the destinations of some URL schemes.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,12 @@ type StoreConfig struct {
 	// Retention is how long events, deliveries and their attempt logs are
 	// kept after their last change. Defaults to 30 days.
 	Retention time.Duration
+	// EventRetention is how long the event feed lists an event. Defaults
+	// to 7 days. Events are stored for the longer of it and Retention.
+	EventRetention time.Duration
+	// FeedPoll is how often a long-poll of the feed reads again in case an
+	// announcement was lost. Defaults to 1s.
+	FeedPoll time.Duration
 	// MaxEventBytes caps an event's body. Defaults to 256 KiB.
 	MaxEventBytes int
 	// MaxAttemptLog is how many attempts a delivery's log keeps (the newest).
@@ -59,6 +66,12 @@ func (c StoreConfig) withDefaults() StoreConfig {
 	if c.Retention == 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
+	if c.EventRetention == 0 {
+		c.EventRetention = 7 * 24 * time.Hour
+	}
+	if c.FeedPoll == 0 {
+		c.FeedPoll = time.Second
+	}
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = 256 << 10
 	}
@@ -77,6 +90,8 @@ type Store struct {
 	rdb redis.UniversalClient
 	k   keys
 	cfg StoreConfig
+
+	feedWatcher atomic.Pointer[FeedWatcher]
 }
 
 // NewStore returns a store on rdb.
@@ -96,24 +111,25 @@ func (s *Store) CheckURL(ctx context.Context, raw string) error {
 	return s.cfg.Guard.CheckURL(ctx, raw)
 }
 
-// createEndpointScript registers an endpoint (KEYS[1..3], ARGV[1..7])
-// and, given a fourth key, binds it in the same run (see Binding): the key
-// goes from ARGV[8] (or nothing) to ARGV[9] for ARGV[10] ms. The answer is
+// createEndpointScript registers an endpoint (KEYS[1..3], ARGV[1..8],
+// ARGV[8] its max_per_second) and, given a fourth key, binds it in the
+// same run (see Binding): the key goes from ARGV[9] (or nothing) to
+// ARGV[10] for ARGV[11] ms. The answer is
 // {'ok' or 'full', 1 when the key is bound}. A run that finds its own
 // binding ran already (its reply was lost): it answers as then.
 var createEndpointScript = redis.NewScript(`
 local bind = 0
 if #KEYS >= 4 then
   local cur = redis.call('GET', KEYS[4])
-  if cur == ARGV[9] then return {'ok', 1} end
-  if not cur or cur == ARGV[8] then bind = 1 end
+  if cur == ARGV[10] then return {'ok', 1} end
+  if not cur or cur == ARGV[9] then bind = 1 end
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return {'full', 0} end
 redis.call('HSET', KEYS[1], 'id', ARGV[2], 'url', ARGV[3], 'desc', ARGV[4], 'events', ARGV[5],
-  'created', ARGV[6], 'updated', ARGV[6], 'secret', ARGV[7])
+  'created', ARGV[6], 'updated', ARGV[6], 'secret', ARGV[7], 'mps', ARGV[8])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], '0|' .. ARGV[5] .. '|' .. ARGV[3])
-if bind == 1 then redis.call('SET', KEYS[4], ARGV[9], 'PX', ARGV[10]) end
+if bind == 1 then redis.call('SET', KEYS[4], ARGV[10], 'PX', ARGV[11]) end
 return {'ok', bind}
 `)
 
@@ -157,9 +173,10 @@ func (s *Store) CreateEndpointBound(ctx context.Context, tenant string, in Endpo
 	id := "ep_" + uuid.Must(uuid.NewV7()).String()
 	now := s.cfg.Now()
 	at := time.UnixMilli(now.UnixMilli()).UTC()
-	ep = &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at}
+	ep = &Endpoint{ID: id, URL: MaskURL(in.URL), Description: in.Description, Events: in.Events, Status: EndpointEnabled, CreatedAt: at, UpdatedAt: at,
+		MaxPerSecond: in.MaxPerSecond}
 	keys := []string{s.k.endpoint(tenant, id), s.k.endpoints(tenant), s.k.subscriptions(tenant)}
-	args := []any{s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String()}
+	args := []any{s.cfg.MaxEndpoints, id, in.URL, in.Description, joinEvents(in.Events), now.UnixMilli(), secret.String(), in.MaxPerSecond}
 	if bind != nil {
 		if b := bind(ep, secret); b.Key != "" {
 			keys = append(keys, b.Key)
@@ -259,6 +276,7 @@ func decodeEndpoint(h map[string]string, now time.Time) (*endpointRecord, error)
 		r.DisabledAt = msTimePtr(h["disabled_at"])
 	}
 	r.FailingSince = msTimePtr(h["fail_since"])
+	r.MaxPerSecond, _ = strconv.Atoi(h["mps"])
 	var err error
 	if r.secret, err = ParseSecret(h["secret"]); err != nil {
 		return nil, fmt.Errorf("decode webhook endpoint %s: %w", r.ID, err)
@@ -518,23 +536,4 @@ func (s *Store) EnableEndpoint(ctx context.Context, tenant, id string) (*Endpoin
 	}
 	ep, err := s.Endpoint(ctx, tenant, id)
 	return ep, slices.Clone(res[1:]), err
-}
-
-var dropIfUnsubscribedScript = redis.NewScript(`
-if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-`)
-
-// DropIfUnsubscribed removes orderID from outboxKey (a key of the same
-// tenant, hence the same slot) when the tenant has no endpoint at all, and
-// reports whether it did: such an end needs no fan-out. Checking and
-// removing in one script means an endpoint registered a moment later is
-// not owed this event, exactly as if the fan-out had run first.
-func (s *Store) DropIfUnsubscribed(ctx context.Context, tenant, outboxKey, orderID string) (bool, error) {
-	n, err := dropIfUnsubscribedScript.Run(ctx, s.rdb, []string{s.k.subscriptions(tenant), outboxKey}, orderID).Int()
-	if err != nil {
-		return false, fmt.Errorf("check subscriptions: %w", err)
-	}
-	return n == 1, nil
 }

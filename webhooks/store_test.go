@@ -3,7 +3,6 @@ package webhooks_test
 import (
 	"context"
 	"errors"
-	"github.com/redis/go-redis/v9"
 	"strings"
 	"testing"
 	"time"
@@ -257,33 +256,5 @@ func TestEventIDIsStable(t *testing.T) {
 		if other == a {
 			t.Errorf("EventID collides: %s", a)
 		}
-	}
-}
-
-func TestDropIfUnsubscribed(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b := setup(t)
-	outbox := "ag:{acme}:outbox"
-	if err := b.rdb.ZAdd(ctx, outbox, redis.Z{Score: 1, Member: "o1"}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	dropped, err := b.store.DropIfUnsubscribed(ctx, "acme", outbox, "o1")
-	if err != nil || !dropped {
-		t.Fatalf("no endpoints: dropped=%v err=%v, want dropped", dropped, err)
-	}
-	if n, _ := b.rdb.ZCard(ctx, outbox).Result(); n != 0 {
-		t.Fatalf("outbox holds %d entries after the drop", n)
-	}
-	if _, _, err := b.store.CreateEndpoint(ctx, "acme", webhooks.EndpointInput{URL: "http://127.0.0.1:9/in", Events: []string{"order.executed"}}); err != nil {
-		t.Fatal(err)
-	}
-	b.rdb.ZAdd(ctx, outbox, redis.Z{Score: 1, Member: "o2"})
-	dropped, err = b.store.DropIfUnsubscribed(ctx, "acme", outbox, "o2")
-	if err != nil || dropped {
-		t.Fatalf("with an endpoint: dropped=%v err=%v, want kept for the fan-out", dropped, err)
-	}
-	if n, _ := b.rdb.ZCard(ctx, outbox).Result(); n != 1 {
-		t.Fatalf("outbox holds %d entries, want 1", n)
 	}
 }

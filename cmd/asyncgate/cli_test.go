@@ -39,7 +39,7 @@ func TestCLIHelpExitsWithoutStarting(t *testing.T) {
 	for _, args := range [][]string{
 		{"-h"}, {"--help"}, {"help"},
 		{"help", "api"}, {"help", "worker"}, {"help", "keys"},
-		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"receive", "-h"},
+		{"dev", "-h"}, {"serve", "-h"}, {"api", "--help"}, {"worker", "-h"}, {"sim", "-h"}, {"keys", "-h"}, {"receive", "-h"}, {"listen", "-h"},
 		{"dev", "--addr", "127.0.0.1:0", "-h"},
 	} {
 		out, code := runBinary(t, 30*time.Second, args...)
@@ -207,6 +207,31 @@ func TestWebhookGuardFlags(t *testing.T) {
 	newFlags("serve", env(nil), &s)
 	if !d.webhooks.allowPrivate || !d.webhooks.allowHTTP || s.webhooks.allowPrivate || s.webhooks.allowHTTP {
 		t.Errorf("defaults: dev %+v, serve %+v", d.webhooks, s.webhooks)
+	}
+}
+
+// --event-retention reaches the webhook store's config; 7 days by default.
+func TestEventRetentionFlag(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 7 * 24 * time.Hour},
+		{[]string{"--event-retention", "36h"}, 36 * time.Hour},
+	} {
+		var o options
+		cf := newFlags("api", env(nil), &o)
+		if err := cf.Parse(append(tt.args, "--api-keys", "k-0123456789abcdef=acme"), io.Discard, ""); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.appConfig(true, false, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Webhooks.Store.EventRetention; got != tt.want {
+			t.Errorf("%v: event retention %s, want %s", tt.args, got, tt.want)
+		}
 	}
 }
 

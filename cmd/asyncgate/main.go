@@ -6,6 +6,7 @@
 //	asyncgate worker --redis URL  the order workers and reconciler only
 //	asyncgate sim    --addr :9090 the portfolio and execution simulator
 //	asyncgate keys   create|list|revoke   API keys in Redis
+//	asyncgate listen --forward-to URL     forward your event feed to a local receiver
 //	asyncgate receive             a webhook receiver that verifies signatures
 //
 // Every flag can also be set by environment: --redis is ASYNCGATE_REDIS,
@@ -41,6 +42,7 @@ commands:
   worker   run the order workers and the reconciler only
   sim      run the portfolio and execution simulator
   keys     create, list and revoke API keys
+  listen   forward your events to a local receiver, signed (develop a receiver on a laptop)
   receive  a webhook receiver that verifies signatures, for trying asyncgate out
 
 Run 'asyncgate help <command>' or 'asyncgate <command> -h' for its flags.
@@ -71,6 +73,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, getenv func(
 		return runSim(ctx, rest, stdout, getenv)
 	case "keys":
 		return runKeys(ctx, rest, stdout, getenv)
+	case "listen":
+		return runListen(ctx, rest, stdout, getenv)
 	case "receive":
 		return runReceive(ctx, rest, stdout, getenv)
 	case "help", "-h", "-help", "--help":

@@ -24,13 +24,16 @@ import (
 //
 // and, where deliveries run (dev, serve, worker),
 //
-//	--webhook-retry-schedule  the waits before each retry, comma-separated
+//	--webhook-retry-schedule    the waits before each retry, comma-separated
+//	--webhook-breaker-cooldown  how long an endpoint's open breaker postpones deliveries
 //
-// which a developer shortens to see a delivery retry and fail in minutes.
+// which a developer (and the chaos suite) shortens to see a delivery retry and fail in minutes.
 type webhookOptions struct {
 	allowHTTP, allowPrivate bool
 	allowCIDRs              string
+	eventRetention          time.Duration   // --event-retention
 	schedule                []time.Duration // nil: webhooks.DefaultSchedule
+	cooldown                time.Duration
 }
 
 func (w *webhookOptions) register(cf *cmdFlags, r role) {
@@ -40,6 +43,8 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 		"accept webhook destinations on loopback and private addresses (10/8, 192.168/16, 127/8, …)")
 	g.String(&w.allowCIDRs, "webhook-allow-cidrs", "CIDR,...", "",
 		"address ranges accepted whatever their kind, such as 10.1.0.0/16 (link-local and metadata addresses need one)")
+	g.Duration(&w.eventRetention, "event-retention", 7*24*time.Hour,
+		"how long GET /v1/events (and asyncgate listen) lists an event; set the same on every API and worker")
 	if r.worker {
 		g.Func("webhook-retry-schedule", "DURATION,...", scheduleString(webhooks.DefaultSchedule),
 			"the waits before each retry of a failed delivery; the last one repeats until the attempts are spent (1s,5s,30s tries a failing receiver in a minute)",
@@ -51,6 +56,8 @@ func (w *webhookOptions) register(cf *cmdFlags, r role) {
 				w.schedule = d
 				return nil
 			})
+		g.Duration(&w.cooldown, "webhook-breaker-cooldown", 30*time.Second,
+			"how long an endpoint's open breaker postpones its deliveries before one attempt probes it (doubles while it keeps failing)")
 	}
 }
 
@@ -80,6 +87,10 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 	var errs []error
 	cfg.Guard.AllowHTTP = w.allowHTTP
 	cfg.Guard.AllowPrivate = w.allowPrivate
+	if w.eventRetention <= 0 {
+		errs = append(errs, errors.New("--event-retention: want a positive duration such as 168h"))
+	}
+	cfg.Store.EventRetention = w.eventRetention
 	cfg.Deliverer.Schedule = w.schedule
 	for c := range strings.SplitSeq(w.allowCIDRs, ",") {
 		if c = strings.TrimSpace(c); c == "" {
@@ -92,5 +103,6 @@ func (w *webhookOptions) config() (app.WebhooksConfig, error) {
 		}
 		cfg.Guard.Allow = append(cfg.Guard.Allow, p.Masked())
 	}
+	cfg.Deliverer.BreakerCooldown = w.cooldown
 	return cfg, errors.Join(errs...)
 }

@@ -102,6 +102,7 @@ type App struct {
 	worker    *jobs.Worker
 	recon     *jobs.Reconciler
 	watcher   *orders.Watcher
+	feedWatch *webhooks.FeedWatcher
 	httpSrv   *http.Server
 	ln        net.Listener
 	cancel    context.CancelFunc
@@ -173,7 +174,7 @@ func New(cfg Config) (*App, error) {
 		}
 		deps := server.Deps{Orders: a.Store, Queue: a.Enq, Redis: pinger{cfg.Redis},
 			Keys: a.Keys, RedisClient: cfg.Redis, Breakers: breakerReport{a},
-			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks,
+			Webhooks: tenantDeliveries{a.Webhooks, a.Notifier}, WebhookQueue: a.Notifier, CallbackURLs: a.Webhooks, Events: a.Webhooks, EndpointTester: a.deliverer,
 			Dashboard: dash, MetricsHandler: cfg.Metrics.Handler()}
 		deps.Durability = cfg.Durability
 		if a.reader, err = a.newPortfolioReader(); err != nil {
@@ -263,6 +264,7 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	}
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
+		a.feedWatch = a.Webhooks.WatchFeed(ctx)
 		if listen {
 			ln, err := a.cfg.Listen.Listen(a.cfg.Addr)
 			if err != nil {
@@ -319,6 +321,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.feedWatch != nil {
+		a.feedWatch.Close()
 	}
 	if a.watcher != nil {
 		a.watcher.Close()

@@ -39,6 +39,10 @@ type Options struct {
 	Appendfsync string
 	// ReplicaOf, host:port, makes the server a replica of that one.
 	ReplicaOf string
+	// TraceSyncs runs the server under strace, recording its writes and
+	// fsyncs, so that [Server.Crash] can cut the AOF back to what reached
+	// the disk. Needs AOF.
+	TraceSyncs bool
 	// Databases is the number of logical databases. Defaults to 256.
 	Databases int
 }
@@ -53,6 +57,9 @@ type Server struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	nextDB int
+	// aofBase is the size of each AOF increment file when the traced server
+	// started: its writes append from there.
+	aofBase map[string]int64
 }
 
 // ErrNoRedis is returned when redis-server is not on PATH.
@@ -76,6 +83,14 @@ func StartServer(opts Options, dir string) (*Server, error) {
 	}
 	if opts.Databases == 0 {
 		opts.Databases = 256
+	}
+	if opts.TraceSyncs {
+		if !opts.AOF {
+			return nil, errors.New("redistest: TraceSyncs needs AOF")
+		}
+		if _, err := exec.LookPath("strace"); err != nil {
+			return nil, errors.New("redistest: strace not found on PATH: install it (apt-get install strace) or run `make deps`, which does")
+		}
 	}
 	port, err := freePort()
 	if err != nil {
@@ -203,6 +218,17 @@ func (s *Server) Restart() error {
 		args = append(args, "--replicaof", host, port)
 	}
 	cmd := exec.Command("redis-server", args...)
+	if s.opts.TraceSyncs {
+		args = append(args, "--pidfile", filepath.Join(s.dir, "redis.pid"))
+		os.Remove(filepath.Join(s.dir, "redis.pid"))
+		base, err := s.aofSizes()
+		if err != nil {
+			return err
+		}
+		s.aofBase = base
+		cmd = exec.Command("strace", append([]string{"-f", "-y", "--seccomp-bpf",
+			"-e", "trace=write,pwrite64,fsync,fdatasync", "-o", s.tracePath(), "redis-server"}, args...)...)
+	}
 	logf, err := os.Create(filepath.Join(s.dir, "redis.log"))
 	if err != nil {
 		return err
@@ -250,6 +276,9 @@ func (s *Server) logTail() string {
 	return string(b)
 }
 
+// Dir is the server's directory: its AOF is in appendonlydir/ under it.
+func (s *Server) Dir() string { return s.dir }
+
 // Pause stops the process with SIGSTOP: it holds its connections but
 // answers nothing (a replica that stops acknowledging) until Resume.
 func (s *Server) Pause() { s.send(syscall.SIGSTOP) }
@@ -261,9 +290,16 @@ func (s *Server) Resume() { s.send(syscall.SIGCONT) }
 func (s *Server) send(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
-		s.cmd.Process.Signal(sig)
+	if s.cmd == nil {
+		return
 	}
+	if s.opts.TraceSyncs {
+		if pid, err := s.redisPID(); err == nil {
+			syscall.Kill(pid, sig) // the child is strace; signal the redis-server it runs
+			return
+		}
+	}
+	s.cmd.Process.Signal(sig)
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
@@ -278,7 +314,16 @@ func (s *Server) signal(sig syscall.Signal) {
 	if s.cmd == nil {
 		return
 	}
-	s.cmd.Process.Signal(sig)
+	if s.opts.TraceSyncs {
+		// The child is strace: signal the redis-server it runs; strace ends with it.
+		if pid, err := s.redisPID(); err == nil {
+			syscall.Kill(pid, sig)
+		} else {
+			s.cmd.Process.Kill()
+		}
+	} else {
+		s.cmd.Process.Signal(sig)
+	}
 	<-s.exited
 	s.cmd = nil
 }
