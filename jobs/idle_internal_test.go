@@ -26,6 +26,10 @@ func TestWorkerWaitsForWorkOnlyOnAOneServerClient(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := NewWorker(tc.rdb, &Saga{}, tc.cfg)
+			if w.hooked != nil || w.idle != nil {
+				t.Fatal("a worker not started holds a client of its own")
+			}
+			w.build() // what Start does first
 			if got := w.idle != nil; got != tc.wait {
 				t.Fatalf("waits for work: %v, want %v", got, tc.wait)
 			}

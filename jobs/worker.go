@@ -83,12 +83,29 @@ type Worker struct {
 	// idle and its client, when idle servers wait for work (IdleWait).
 	idle   *idleWaiter
 	hooked *redis.Client
+	// build makes the servers (and the hooked client, which holds
+	// goroutines of its own until closed): Start calls it, so that a
+	// worker never started holds nothing that Shutdown must release.
+	build func()
 }
 
 // NewWorker returns a worker for saga on rdb.
 func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{delays: make(map[string]asynq.RetryDelayFunc)}
+	mux := asynq.NewServeMux()
+	mux.Use(TraceTasks) // a consumer span per attempt, in the enqueuer's trace
+	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
+	mux.HandleFunc(TypeCompensate, tracedTask("saga.compensate", saga.measured("compensate", saga.CompensateTask)))
+	mux.HandleFunc(TypeRelease, tracedTask("saga.release", saga.measured("release", saga.ReleaseTask)))
+	w.Mux = mux
+	w.build = func() { w.buildServers(rdb, saga, cfg) }
+	return w
+}
+
+// buildServers makes the two Asynq servers (and, when idle servers wait
+// for work, their hooked client).
+func (w *Worker) buildServers(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
 	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
 		// The servers' own client carries the waiter's hook, so that it
@@ -121,13 +138,7 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	srv := server(cfg.Concurrency, map[string]int{QueueCritical: 6, QueueOrders: 3})
 	// Webhook fan-outs and deliveries in slots of their own (decision 29).
 	w.hooks = server(cfg.WebhookConcurrency, map[string]int{QueueWebhooks: 1})
-	mux := asynq.NewServeMux()
-	mux.Use(TraceTasks) // a consumer span per attempt, in the enqueuer's trace
-	mux.HandleFunc(TypeProcessOrder, saga.ProcessTask)
-	mux.HandleFunc(TypeCompensate, tracedTask("saga.compensate", saga.measured("compensate", saga.CompensateTask)))
-	mux.HandleFunc(TypeRelease, tracedTask("saga.release", saga.measured("release", saga.ReleaseTask)))
-	w.srv, w.Mux = srv, mux
-	return w
+	w.srv = srv
 }
 
 // failoverAddr is the Addr of a Sentinel (failover) client's options. Its
@@ -162,6 +173,9 @@ func (w *Worker) retryDelay(def asynq.RetryDelayFunc) asynq.RetryDelayFunc {
 
 // Start starts processing in the background. Both servers route through Mux.
 func (w *Worker) Start() error {
+	if w.srv == nil {
+		w.build()
+	}
 	if err := w.srv.Start(w.Mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
@@ -175,6 +189,9 @@ func (w *Worker) Start() error {
 // Shutdown stops taking tasks and waits for running handlers, of both
 // servers at once (each up to WorkerConfig.ShutdownTimeout).
 func (w *Worker) Shutdown() {
+	if w.srv == nil {
+		return // never started: nothing runs, nothing is held
+	}
 	if w.idle != nil {
 		w.idle.stop() // a waiting dequeue would hold the shutdown up
 	}
