@@ -59,6 +59,11 @@ type SagaConfig struct {
 	// RetryBase and RetryMax shape the jittered exponential backoff of
 	// failed attempts. Default to 1s and 2m.
 	RetryBase, RetryMax time.Duration
+	// QueueLag is how late past its delay a retried or postponed task
+	// may start: the worker's WorkerConfig.DelayedPollInterval. An order
+	// whose next attempt would start past its deadline, counting this
+	// lag, is compensated now. Defaults to 1s.
+	QueueLag time.Duration
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
 	// Metrics receives step and terminal-status measurements. Defaults to none.
@@ -86,6 +91,9 @@ func (c SagaConfig) withDefaults() SagaConfig {
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = 2 * time.Minute
+	}
+	if c.QueueLag == 0 {
+		c.QueueLag = time.Second
 	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
@@ -204,13 +212,13 @@ func (s *Saga) transient(ctx context.Context, t *asynq.Task, p payload, l *order
 		// some slack for the queue) past its deadline.
 		now := s.cfg.Now()
 		d = wholeSecond(now, d)
-		if now.Add(d + time.Second).After(l.Order.Deadline) {
+		if now.Add(d + time.Second + s.cfg.QueueLag).After(l.Order.Deadline) {
 			return s.compensate(ctx, t, p, ReasonDownstreamUnavailable)
 		}
 		log.DebugContext(ctx, "downstream unavailable; order postponed", "delay", d, "err", err)
 		return &Postponed{Delay: d, Err: err}
 	}
-	if next := s.cfg.Now().Add(backoff(s.cfg.RetryBase, s.cfg.RetryMax, retried) / 2); next.After(l.Order.Deadline) {
+	if next := s.cfg.Now().Add(backoff(s.cfg.RetryBase, s.cfg.RetryMax, retried)/2 + s.cfg.QueueLag); next.After(l.Order.Deadline) {
 		return s.compensate(ctx, t, p, ReasonDownstreamUnavailable)
 	}
 	log.WarnContext(ctx, "order step failed; will retry", "err", err)

@@ -20,12 +20,26 @@ type WorkerConfig struct {
 	// of their own: a slow receiver can only fill these slots, never the
 	// orders'. Defaults to 50.
 	WebhookConcurrency int
-	// PollInterval is how often an idle worker looks for new tasks. Asynq's
-	// default of 1s would add up to a second to every order. Defaults to 10ms.
+	// PollInterval is how long a worker whose queues were empty waits
+	// before it looks again (Asynq's TaskCheckInterval): after a wake-up
+	// (see IdleWait), or always without one. Defaults to 10ms.
 	PollInterval time.Duration
+	// IdleWait is how long an idle worker waits for a task to arrive on
+	// its queues before it looks anyway (decision 57): it blocks on the
+	// queues' pending lists and looks PollInterval after a task arrives.
+	// Negative: no waiting, the worker polls every PollInterval (about a
+	// hundred dequeue scripts a second per queue). Only for a
+	// *redis.Client to one server; Sentinel and cluster clients poll.
+	// Defaults to 1s.
+	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
-	// to their queues. Defaults to 100ms.
+	// to their queues: a retry waits up to this much past its delay.
+	// Defaults to 1s.
 	DelayedPollInterval time.Duration
+	// Hooks are added to the Asynq servers' own Redis client, which the
+	// worker makes when it waits for work (IdleWait): hooks that count or
+	// trace round trips on the client given to NewWorker see the rest.
+	Hooks []redis.Hook
 	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -42,8 +56,11 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	if c.PollInterval == 0 {
 		c.PollInterval = 10 * time.Millisecond
 	}
+	if c.IdleWait == 0 {
+		c.IdleWait = time.Second
+	}
 	if c.DelayedPollInterval == 0 {
-		c.DelayedPollInterval = 100 * time.Millisecond
+		c.DelayedPollInterval = time.Second
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -63,14 +80,32 @@ type Worker struct {
 	Mux *asynq.ServeMux
 	// delays are the retry delays of task types that do not use the saga's.
 	delays map[string]asynq.RetryDelayFunc
+	// idle and its client, when idle servers wait for work (IdleWait).
+	idle   *idleWaiter
+	hooked *redis.Client
 }
 
 // NewWorker returns a worker for saga on rdb.
 func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{delays: make(map[string]asynq.RetryDelayFunc)}
+	asynqRDB := rdb
+	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
+		// The servers' own client carries the waiter's hook, so that it
+		// sees only their dequeues; the waiter blocks on rdb.
+		w.hooked = redis.NewClient(cloneOptions(c.Options()))
+		w.idle = newIdleWaiter(rdb, cfg.IdleWait)
+		for _, h := range cfg.Hooks {
+			w.hooked.AddHook(h)
+		}
+		w.hooked.AddHook(w.idle)
+		asynqRDB = w.hooked
+	}
 	server := func(concurrency int, queues map[string]int) *asynq.Server {
-		return asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		if w.idle != nil {
+			w.idle.addServer(queues)
+		}
+		return asynq.NewServerFromRedisClient(asynqRDB, asynq.Config{
 			Concurrency:              concurrency,
 			Queues:                   queues,
 			TaskCheckInterval:        cfg.PollInterval,
@@ -93,6 +128,22 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	mux.HandleFunc(TypeRelease, tracedTask("saga.release", saga.measured("release", saga.ReleaseTask)))
 	w.srv, w.Mux = srv, mux
 	return w
+}
+
+// failoverAddr is the Addr of a Sentinel (failover) client's options. Its
+// clone would not have its connections dropped when the master changes
+// (the failover drains only its own client's pool), so such a worker polls.
+const failoverAddr = "FailoverClient"
+
+// cloneOptions copies opt for a second client on the same server.
+func cloneOptions(opt *redis.Options) *redis.Options {
+	o := *opt
+	o.PushNotificationProcessor = nil // the first client's, with its handlers registered
+	if o.MaintNotificationsConfig != nil {
+		m := *o.MaintNotificationsConfig
+		o.MaintNotificationsConfig = &m
+	}
+	return &o
 }
 
 // SetRetryDelay makes failed tasks of taskType wait f's delay instead of
@@ -124,10 +175,16 @@ func (w *Worker) Start() error {
 // Shutdown stops taking tasks and waits for running handlers, of both
 // servers at once (each up to WorkerConfig.ShutdownTimeout).
 func (w *Worker) Shutdown() {
+	if w.idle != nil {
+		w.idle.stop() // a waiting dequeue would hold the shutdown up
+	}
 	var wg sync.WaitGroup
 	wg.Go(w.hooks.Shutdown)
 	w.srv.Shutdown()
 	wg.Wait()
+	if w.hooked != nil {
+		w.hooked.Close()
+	}
 }
 
 // asynqLogger sends Asynq's logs to slog.

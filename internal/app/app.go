@@ -210,6 +210,9 @@ func New(cfg Config) (*App, error) {
 		sc.Logger = cfg.Logger
 		sc.Metrics = cfg.Metrics
 		sc.OnTerminalFunc = a.onTerminal(sc.OnTerminalFunc)
+		if sc.QueueLag == 0 {
+			sc.QueueLag = cfg.WorkerPool.DelayedPollInterval // zero: the saga's default, the worker's
+		}
 		a.Saga = jobs.NewSaga(a.Store, p, e, a.Enq, sc)
 		wc := cfg.WorkerPool
 		wc.Logger = cfg.Logger

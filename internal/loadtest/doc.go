@@ -30,7 +30,10 @@
 //     an order's terminal status (the delivered data.updated_at) to the
 //     receiver's 2xx (target p99 < 200ms) and the deliveries per second,
 //     beside the raw asynq drain of the same run. An executed order whose
-//     delivery has not arrived by the deadline fails the test.
+//     delivery has not arrived by the deadline fails the test;
+//   - idle: an API + worker with the default worker configuration, doing
+//     nothing for LOAD_DURATION: the Redis commands/s it costs (target
+//     ≤ 50).
 //
 // It prints one table with every figure, the ratios and PASS/MISS against
 // the targets, and for each scenario the CPU per operation of this process
@@ -44,8 +47,10 @@
 // size of the end-to-end scenarios), LOAD_LOG_LEVEL (default info: the
 // app logs as in production, formatted and discarded; warnings and errors
 // are also printed), LOAD_SCENARIOS (a comma-separated subset of gin,
-// asynq, drain, accept, e2e, steady, webhook; handy with -cpuprofile). The flag
-// -load.duration overrides LOAD_DURATION.
+// asynq, drain, accept, e2e, steady, webhook, idle; handy with
+// -cpuprofile), LOAD_APPENDFSYNC (always, everysec or no: redis-server
+// with AOF and that fsync policy; always is strict durability; default no
+// AOF). The flag -load.duration overrides LOAD_DURATION.
 //
 // # Benchmarks
 //

@@ -42,7 +42,10 @@ const (
 	targetAcceptP99   = 20 * time.Millisecond
 	targetE2ERate     = 1500
 	targetSteadyP99   = 250 * time.Millisecond
-	steadyRate        = 200
+	// targetIdleCommands is issue 16's: Redis commands/s of an idle API +
+	// worker with the default configuration.
+	targetIdleCommands = 50
+	steadyRate         = 200
 )
 
 // loadConfig is the knobs of a load run (see the package doc).
@@ -52,6 +55,7 @@ type loadConfig struct {
 	workerConcurrency int
 	logLevel          slog.Level
 	scenarios         map[string]bool
+	appendfsync       string // redis-server's AOF fsync policy; empty: no AOF
 }
 
 func (c loadConfig) on(s string) bool { return len(c.scenarios) == 0 || c.scenarios[s] }
@@ -93,12 +97,17 @@ func readConfig(t *testing.T) loadConfig {
 		c.scenarios = map[string]bool{}
 		for s := range strings.SplitSeq(v, ",") {
 			switch s = strings.TrimSpace(s); s {
-			case "gin", "asynq", "drain", "accept", "e2e", "steady", "webhook":
+			case "gin", "asynq", "drain", "accept", "e2e", "steady", "webhook", "idle":
 				c.scenarios[s] = true
 			default:
-				t.Fatalf("LOAD_SCENARIOS: unknown scenario %q (gin, asynq, drain, accept, e2e, steady, webhook)", s)
+				t.Fatalf("LOAD_SCENARIOS: unknown scenario %q (gin, asynq, drain, accept, e2e, steady, webhook, idle)", s)
 			}
 		}
+	}
+	switch c.appendfsync = os.Getenv("LOAD_APPENDFSYNC"); c.appendfsync {
+	case "", "always", "everysec", "no":
+	default:
+		t.Fatalf("LOAD_APPENDFSYNC=%q: want always, everysec or no", c.appendfsync)
 	}
 	return c
 }
@@ -116,7 +125,7 @@ type loadEnv struct {
 // TestLoad runs the scenarios and prints the figures (see the package doc).
 func TestLoad(t *testing.T) {
 	cfg := readConfig(t)
-	srv := redistest.Start(t, redistest.Options{})
+	srv := redistest.Start(t, redistest.Options{AOF: cfg.appendfsync != "", Appendfsync: cfg.appendfsync})
 	rdb, err := app.NewRedis(srv.URL(0)) // the pool the binary uses
 	if err != nil {
 		t.Fatal(err)
@@ -132,14 +141,18 @@ func TestLoad(t *testing.T) {
 	rep := &Report{
 		Title: "asyncgate load test",
 		Notes: []string{
-			fmt.Sprintf("%s %s/%s, NumCPU %d, GOMAXPROCS %d, redis %s (no AOF, loopback TCP)",
-				runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), redisVersion(ctx, rdb)),
+			fmt.Sprintf("%s %s/%s, NumCPU %d, GOMAXPROCS %d, redis %s (%s, loopback TCP)",
+				runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), redisVersion(ctx, rdb), aofNote(cfg.appendfsync)),
 			fmt.Sprintf("each scenario: %v warm-up, then %v measured; %d clients; e2e worker concurrency %d; app log level %v (formatted, discarded; warnings printed)",
 				cfg.warmup, cfg.duration, cfg.clients, cfg.workerConcurrency, cfg.logLevel),
 			"load generator, API, worker and simulator share this process and its cores; redis-server is a separate process",
 		},
 	}
 	var gin, enq, accept, drain Row
+	var idleRate float64
+	if cfg.on("idle") {
+		idleRate = e.idle(ctx)
+	}
 	var e2e, steady settled
 	var hook hookFigures
 	if cfg.on("gin") {
@@ -181,6 +194,9 @@ func TestLoad(t *testing.T) {
 		e.flush(ctx)
 	}
 
+	if cfg.on("idle") {
+		rep.Checks = append(rep.Checks, AtMost("idle api + worker: Redis commands/s", idleRate, targetIdleCommands, "%.1f"))
+	}
 	if cfg.on("accept") && cfg.on("gin") {
 		rep.Checks = append(rep.Checks,
 			AtLeast("accept ÷ gin no-op throughput", Ratio(accept.Rate, gin.Rate), targetAcceptVsGin, "%.2f"),
@@ -216,6 +232,7 @@ func TestLoad(t *testing.T) {
 			rep.Checks = append(rep.Checks, Info("raw asynq tasks/s (drain, 3 queues), same run", fmt.Sprintf("%.0f", drain.Rate)))
 		}
 	}
+	rep.Checks = append(rep.Checks, issue16(cfg, e2e, steady, hook, drain)...)
 	var b bytes.Buffer
 	if err := rep.Write(&b); err != nil {
 		t.Fatal(err)
@@ -560,7 +577,7 @@ func (e *loadEnv) withWorker(ctx context.Context, opts ...func(*app.Config)) (a 
 	down := downstream.Config{BaseURL: s.URL}
 	cfg := app.Config{
 		API: true, Worker: true, Portfolio: down, Execution: down,
-		WorkerPool: jobs.WorkerConfig{Concurrency: e.cfg.workerConcurrency},
+		WorkerPool: jobs.WorkerConfig{Concurrency: e.cfg.workerConcurrency, Hooks: []redis.Hook{e.calls}},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -757,4 +774,65 @@ func (e *loadEnv) steady(ctx context.Context) (settled, Row) {
 	s := e.settle(ctx, a, tenant, &log, orders.Executed)
 	s.row.Scenario, s.row.Latency, s.row.Cost = fmt.Sprintf("steady %d/s: 202 → executed", steadyRate), "202 to executed", cost
 	return s, RowOf(fmt.Sprintf("steady %d/s: POST", steadyRate), "orders/s", "request, from when due", post)
+}
+
+// idle starts an API + worker with the default configuration, lets it
+// settle, and returns the commands/s redis-server executes while nothing
+// happens (INFO commandstats, less the INFO calls).
+func (e *loadEnv) idle(ctx context.Context) float64 {
+	_, stop := e.withWorker(ctx, func(c *app.Config) { c.WorkerPool = jobs.WorkerConfig{} })
+	defer stop()
+	time.Sleep(2 * time.Second) // start-up writes
+	before := e.usage(ctx)
+	start := time.Now()
+	time.Sleep(e.cfg.duration) // the measurement: nothing happens
+	after := e.usage(ctx)
+	var n int64
+	for k, st := range after.commands {
+		if k != "info" {
+			n += st.calls - before.commands[k].calls
+		}
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	e.t.Logf("idle api + worker: %.1f Redis commands/s over %s", rate, e.cfg.duration)
+	e.flush(ctx)
+	return rate
+}
+
+func aofNote(appendfsync string) string {
+	if appendfsync == "" {
+		return "no AOF"
+	}
+	return "AOF, appendfsync " + appendfsync
+}
+
+// Issue 16's targets, each figure against its baseline of the same run
+// where it has one. Its strict-durability rows want LOAD_APPENDFSYNC=always.
+const (
+	target16E2EVsAsynq    = 0.30
+	target16RoundTrips    = 6
+	target16SteadyP99     = 500 * time.Millisecond
+	target16WebhookP99    = 100 * time.Millisecond
+	target16DeliveryRatio = 0.80
+)
+
+// issue16 is the rows of issue 16's table this run can print.
+func issue16(cfg loadConfig, e2e, steady settled, hook hookFigures, drain Row) []Check {
+	var c []Check
+	if cfg.on("e2e") && cfg.on("drain") {
+		c = append(c, AtLeast("#16 e2e orders/s ÷ raw asynq no-op tasks/s (drain, 3 queues)", Ratio(e2e.row.Rate, drain.Rate), target16E2EVsAsynq, "%.2f"))
+	}
+	if cfg.on("e2e") {
+		c = append(c, AtMost("#16 Redis round trips per order (e2e, this process, polling included)", e2e.row.Cost.RedisCalls, target16RoundTrips, "%.1f"))
+	}
+	if cfg.on("steady") {
+		c = append(c, Under(fmt.Sprintf("#16 paced %d/s p99 202 → executed", steadyRate), steady.row.P99, target16SteadyP99))
+	}
+	if cfg.on("webhook") {
+		c = append(c, Under(fmt.Sprintf("#16 paced %d/s p99 terminal → webhook 2xx", steadyRate), hook.row.P99, target16WebhookP99))
+	}
+	c = append(c,
+		Info(fmt.Sprintf("#16 webhook deliveries/s ÷ raw asynq (target ≥ %.2f)", target16DeliveryRatio), "BenchmarkDelivery prints it (make bench, first step)"),
+		Info("#16 RSS after 5 min at 1,000 orders/s", "not measured"))
+	return c
 }

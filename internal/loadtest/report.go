@@ -65,6 +65,19 @@ func AtLeast(name string, got, target float64, format string) Check {
 	return c
 }
 
+// AtMost checks got ≤ target; format prints both. A NaN misses.
+func AtMost(name string, got, target float64, format string) Check {
+	c := Check{Name: name, Got: fmt.Sprintf(format, got), Target: "≤ " + fmt.Sprintf(format, target), Verdict: Miss}
+	if math.IsNaN(got) || math.IsInf(got, 0) {
+		c.Got = "n/a"
+		return c
+	}
+	if got <= target {
+		c.Verdict = Pass
+	}
+	return c
+}
+
 // Under checks got < target. A zero got (nothing measured) misses.
 func Under(name string, got, target time.Duration) Check {
 	c := Check{Name: name, Got: ms(got), Target: "< " + ms(target), Verdict: Miss}

@@ -108,6 +108,8 @@ func TestChecks(t *testing.T) {
 		{"ratio met", AtLeast("r", 0.5, 0.4, "%.2f"), Pass},
 		{"ratio equal", AtLeast("r", 0.4, 0.4, "%.2f"), Pass},
 		{"ratio missed", AtLeast("r", 0.3, 0.4, "%.2f"), Miss},
+		{"at most met", AtMost("c", 50, 50, "%.1f"), Pass},
+		{"at most missed", AtMost("c", 50.1, 50, "%.1f"), Miss},
 		{"ratio of nothing", AtLeast("r", Ratio(1, 0), 0.4, "%.2f"), Miss},
 		{"latency met", Under("p", 19*time.Millisecond, 20*time.Millisecond), Pass},
 		{"latency equal misses", Under("p", 20*time.Millisecond, 20*time.Millisecond), Miss},
