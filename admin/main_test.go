@@ -8,10 +8,8 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -82,7 +80,7 @@ func (b *testBundle) start(t *testing.T) {
 }
 
 // reqOption changes a request before it is sent.
-type reqOption func(*http.Request) *http.Request
+type reqOption = apitest.ReqOption
 
 func withHeader(k, v string) reqOption {
 	return func(r *http.Request) *http.Request { r.Header.Set(k, v); return r }
@@ -93,49 +91,17 @@ func withHeader(k, v string) reqOption {
 // its body, validated against openapi.yaml by a client of t's own.
 func (b *testBundle) do(t *testing.T, method, path, key, body string, opts ...reqOption) (*http.Response, []byte) {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for _, o := range opts {
-		req = o(req)
-	}
-	resp, err := apitest.Client(t, b.url).Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return resp, got
+	return apitest.Do(t, b.url, method, path, key, body, opts...)
 }
 
 func decode[T any](t *testing.T, body []byte) T {
 	t.Helper()
-	var v T
-	if err := json.Unmarshal(body, &v); err != nil {
-		t.Fatalf("decode %T: %v\n%s", v, err, body)
-	}
-	return v
+	return apitest.Decode[T](t, body)
 }
 
 func wantStatus(t *testing.T, resp *http.Response, body []byte, status int) {
 	t.Helper()
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d; body: %s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, status, body)
-	}
+	apitest.WantStatus(t, resp, body, status)
 }
 
 // wantProblem checks that the response is the problem code with status and

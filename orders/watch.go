@@ -2,10 +2,9 @@ package orders
 
 import (
 	"context"
-	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/asyncgate/asyncgate/internal/fanout"
 )
 
 // Watcher fans the store's change announcements out to local waiters over
@@ -15,66 +14,25 @@ import (
 // Announcements can be lost while the connection is down; waiters should
 // re-read the order on a slow timer as well (see Store.Wait).
 type Watcher struct {
-	ps      *redis.PubSub
-	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{}
-	done    chan struct{}
+	hub *fanout.Hub
 }
 
 // Watch subscribes to the change channel until Close. The store's
 // WaitForChange uses the last watcher started.
 func (s *Store) Watch(ctx context.Context) *Watcher {
-	w := &Watcher{
-		ps:      s.rdb.Subscribe(ctx, s.k.changed()),
-		waiters: make(map[string]map[chan struct{}]struct{}),
-		done:    make(chan struct{}),
-	}
-	go w.run()
+	w := &Watcher{hub: fanout.New(s.rdb.Subscribe(ctx, s.k.changed()))}
 	s.watcher.Store(w)
 	return w
-}
-
-func (w *Watcher) run() {
-	defer close(w.done)
-	for m := range w.ps.Channel() {
-		w.mu.Lock()
-		for ch := range w.waiters[m.Payload] {
-			select {
-			case ch <- struct{}{}:
-			default: // a signal is already pending
-			}
-		}
-		w.mu.Unlock()
-	}
 }
 
 // Subscribe returns a channel signalled after each change of the order,
 // and a func that ends the subscription.
 func (w *Watcher) Subscribe(tenant, id string) (<-chan struct{}, func()) {
-	key := tenant + "/" + id
-	ch := make(chan struct{}, 1)
-	w.mu.Lock()
-	if w.waiters[key] == nil {
-		w.waiters[key] = make(map[chan struct{}]struct{})
-	}
-	w.waiters[key][ch] = struct{}{}
-	w.mu.Unlock()
-	return ch, func() {
-		w.mu.Lock()
-		delete(w.waiters[key], ch)
-		if len(w.waiters[key]) == 0 {
-			delete(w.waiters, key)
-		}
-		w.mu.Unlock()
-	}
+	return w.hub.Subscribe(tenant + "/" + id)
 }
 
 // Close ends the subscription.
-func (w *Watcher) Close() error {
-	err := w.ps.Close()
-	<-w.done
-	return err
-}
+func (w *Watcher) Close() error { return w.hub.Close() }
 
 // WaitForChange returns the order once its status differs from known (when
 // known is empty: from the status it has when called), or when ctx ends
@@ -121,11 +79,5 @@ func (s *Store) Waiters() int {
 	if w == nil {
 		return 0
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, m := range w.waiters {
-		n += len(m)
-	}
-	return n
+	return w.hub.Waiters()
 }

@@ -8,9 +8,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/asyncgate/asyncgate/internal/fanout"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -199,60 +199,20 @@ func (s *Store) WaitFeed(ctx context.Context, tenant, after string, limit int) (
 // FeedWatcher fans the announcements of new events out to the process's
 // waiting long-polls over one shared pub/sub connection.
 type FeedWatcher struct {
-	ps      *redis.PubSub
-	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{}
-	done    chan struct{}
+	hub *fanout.Hub
 }
 
 // WatchFeed subscribes to the feed channel until Close; WaitFeed uses the
 // last watcher started.
 func (s *Store) WatchFeed(ctx context.Context) *FeedWatcher {
-	w := &FeedWatcher{
-		ps:      s.rdb.Subscribe(ctx, s.k.feedChannel()),
-		waiters: make(map[string]map[chan struct{}]struct{}),
-		done:    make(chan struct{}),
-	}
-	go w.run()
+	w := &FeedWatcher{hub: fanout.New(s.rdb.Subscribe(ctx, s.k.feedChannel()))}
 	s.feedWatcher.Store(w)
 	return w
 }
 
-func (w *FeedWatcher) run() {
-	defer close(w.done)
-	for m := range w.ps.Channel() {
-		w.mu.Lock()
-		for ch := range w.waiters[m.Payload] {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-		w.mu.Unlock()
-	}
-}
-
 func (w *FeedWatcher) subscribe(tenant string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	w.mu.Lock()
-	if w.waiters[tenant] == nil {
-		w.waiters[tenant] = make(map[chan struct{}]struct{})
-	}
-	w.waiters[tenant][ch] = struct{}{}
-	w.mu.Unlock()
-	return ch, func() {
-		w.mu.Lock()
-		delete(w.waiters[tenant], ch)
-		if len(w.waiters[tenant]) == 0 {
-			delete(w.waiters, tenant)
-		}
-		w.mu.Unlock()
-	}
+	return w.hub.Subscribe(tenant)
 }
 
 // Close ends the subscription.
-func (w *FeedWatcher) Close() error {
-	err := w.ps.Close()
-	<-w.done
-	return err
-}
+func (w *FeedWatcher) Close() error { return w.hub.Close() }

@@ -1,9 +1,31 @@
 package webhooks
 
 import (
+	"context"
 	"sync"
 	"time"
 )
+
+// connMutex guards a pooled connection's state (dialling, opening
+// channels). It is a channel so that an attempt waiting behind a slow dial
+// gives up when its own time is out: attempts to a dead broker hold their
+// delivery slots no longer than attempts to a dead HTTP receiver.
+type connMutex chan struct{}
+
+func newConnMutex() connMutex { return make(connMutex, 1) }
+
+// LockContext locks m, or returns ctx's error if ctx ends first.
+func (m connMutex) LockContext(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m connMutex) Lock()   { m <- struct{}{} }
+func (m connMutex) Unlock() { <-m }
 
 // connPool keeps a broker sender's connections, one per connection URL,
 // shared by the deliveries in flight. An entry unused for idle is closed;

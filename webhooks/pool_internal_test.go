@@ -50,8 +50,8 @@ func TestAMQPPoolReconnectsAndClosesWhenIdle(t *testing.T) {
 		t.Fatalf("after two sends the pool holds %d connections", s.pool.size())
 	}
 	current := func() *amqp.Connection {
-		c.lock <- struct{}{}
-		defer func() { <-c.lock }()
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		return c.conn
 	}
 	first := current()
@@ -102,8 +102,8 @@ func TestNATSPoolReconnectsAndClosesWhenIdle(t *testing.T) {
 	c := s.pool.entries[connURL(dest)].e
 	s.pool.mu.Unlock()
 	current := func() *nats.Conn {
-		c.lock <- struct{}{}
-		defer func() { <-c.lock }()
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		return c.nc
 	}
 	first := current()
@@ -186,4 +186,22 @@ func TestBrokerSendersToAHangingBrokerGiveUpInTime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConnMutexGivesUpWithContext: an attempt waiting behind a held
+// connection (a slow dial) returns when its own context ends, and locks
+// once the holder unlocks.
+func TestConnMutexGivesUpWithContext(t *testing.T) {
+	m := newConnMutex()
+	m.Lock()
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := m.LockContext(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("LockContext on a held mutex = %v, want %v", err, context.DeadlineExceeded)
+	}
+	m.Unlock()
+	if err := m.LockContext(t.Context()); err != nil {
+		t.Fatalf("LockContext on a free mutex = %v", err)
+	}
+	m.Unlock()
 }

@@ -34,7 +34,7 @@ type amqpSender struct {
 func newAMQPSender(cfg DelivererConfig) *amqpSender {
 	s := &amqpSender{guard: cfg.Guard, timeout: cfg.Timeout}
 	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *amqpConn {
-		return &amqpConn{url: url, lock: make(chan struct{}, 1), chans: map[string]*confirmChan{}}
+		return &amqpConn{url: url, mu: newConnMutex(), chans: map[string]*confirmChan{}}
 	})
 	return s
 }
@@ -43,25 +43,10 @@ func newAMQPSender(cfg DelivererConfig) *amqpSender {
 type amqpConn struct {
 	url string
 
-	// lock guards conn and chans (dialling, opening channels). It is a
-	// channel so that an attempt waiting behind a slow dial gives up when
-	// its own time is out: attempts to a dead broker hold their delivery
-	// slots no longer than attempts to a dead HTTP receiver.
-	lock  chan struct{}
+	mu    connMutex // guards conn and chans
 	conn  *amqp.Connection
 	chans map[string]*confirmChan
 }
-
-func (c *amqpConn) acquire(ctx context.Context) error {
-	select {
-	case c.lock <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (c *amqpConn) unlock() { <-c.lock }
 
 // confirmChan is a channel in confirm mode, publishing to one exchange.
 type confirmChan struct {
@@ -152,10 +137,10 @@ func (s *amqpSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 // channel returns the open confirm channel for exchange, dialling and
 // opening what is closed.
 func (c *amqpConn) channel(ctx context.Context, s *amqpSender, exchange string) (*confirmChan, error) {
-	if err := c.acquire(ctx); err != nil {
+	if err := c.mu.LockContext(ctx); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	defer c.unlock()
+	defer c.mu.Unlock()
 	if cc := c.chans[exchange]; cc != nil && !cc.ch.IsClosed() && c.conn != nil && !c.conn.IsClosed() {
 		return cc, nil
 	}
@@ -205,16 +190,16 @@ func (c *amqpConn) channel(ctx context.Context, s *amqpSender, exchange string) 
 // drop forgets cc if it is still exchange's channel and is closed, so that
 // the next attempt opens another.
 func (c *amqpConn) drop(cc *confirmChan, exchange string) {
-	c.lock <- struct{}{}
-	defer c.unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.chans[exchange] == cc && cc.ch.IsClosed() {
 		delete(c.chans, exchange)
 	}
 }
 
 func (c *amqpConn) close() {
-	c.lock <- struct{}{}
-	defer c.unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.conn != nil {
 		_ = c.conn.Close() // closing: nothing to do with an error
 	}

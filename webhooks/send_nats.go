@@ -34,7 +34,7 @@ type natsSender struct {
 
 func newNATSSender(cfg DelivererConfig) *natsSender {
 	s := &natsSender{guard: cfg.Guard, timeout: cfg.Timeout}
-	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *natsConn { return &natsConn{url: url, lock: make(chan struct{}, 1)} })
+	s.pool = newConnPool(cfg.BrokerIdle, func(url string) *natsConn { return &natsConn{url: url, mu: newConnMutex()} })
 	return s
 }
 
@@ -42,9 +42,9 @@ func newNATSSender(cfg DelivererConfig) *natsSender {
 type natsConn struct {
 	url string
 
-	lock chan struct{} // guards nc and js; see amqpConn.lock
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	mu connMutex // guards nc and js
+	nc *nats.Conn
+	js jetstream.JetStream
 }
 
 // Close closes every pooled connection.
@@ -84,12 +84,10 @@ func (s *natsSender) Send(ctx context.Context, dest *url.URL, m *Message) Sent {
 // jetStream returns the connection's JetStream context, dialling when the
 // connection is new or ended for good.
 func (c *natsConn) jetStream(ctx context.Context, s *natsSender) (jetstream.JetStream, error) {
-	select {
-	case c.lock <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := c.mu.LockContext(ctx); err != nil {
+		return nil, err
 	}
-	defer func() { <-c.lock }()
+	defer c.mu.Unlock()
 	if c.nc != nil && !c.nc.IsClosed() {
 		return c.js, nil
 	}
@@ -117,8 +115,8 @@ func (c *natsConn) jetStream(ctx context.Context, s *natsSender) (jetstream.JetS
 }
 
 func (c *natsConn) close() {
-	c.lock <- struct{}{}
-	defer func() { <-c.lock }()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.nc != nil {
 		c.nc.Close()
 	}
