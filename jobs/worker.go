@@ -99,18 +99,24 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	mux.HandleFunc(TypeCompensate, tracedTask("saga.compensate", saga.measured("compensate", saga.CompensateTask)))
 	mux.HandleFunc(TypeRelease, tracedTask("saga.release", saga.measured("release", saga.ReleaseTask)))
 	w.Mux = mux
-	w.build = func() { w.buildServers(rdb, saga, cfg) }
+	// The options are copied now: once the client is in use, go-redis
+	// writes to them while it sets up connections.
+	var hookedOpts *redis.Options
+	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
+		hookedOpts = cloneOptions(c.Options())
+	}
+	w.build = func() { w.buildServers(rdb, hookedOpts, saga, cfg) }
 	return w
 }
 
 // buildServers makes the two Asynq servers (and, when idle servers wait
-// for work, their hooked client).
-func (w *Worker) buildServers(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) {
+// for work — hookedOpts set — their hooked client).
+func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Options, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
-	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
+	if hookedOpts != nil {
 		// The servers' own client carries the waiter's hook, so that it
 		// sees only their dequeues; the waiter blocks on rdb.
-		w.hooked = redis.NewClient(cloneOptions(c.Options()))
+		w.hooked = redis.NewClient(hookedOpts)
 		w.idle = newIdleWaiter(rdb, cfg.IdleWait)
 		for _, h := range cfg.Hooks {
 			w.hooked.AddHook(h)
