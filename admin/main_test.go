@@ -37,10 +37,9 @@ var apiKeys = map[string]string{keyA: "tenant-a", keyB: "tenant-b"}
 // testBundle is an asyncgate (API and worker) on a fresh Redis database,
 // with the simulator as both downstreams, served at url.
 type testBundle struct {
-	app     *app.App
-	sim     *sim.Sim
-	url     string
-	started bool
+	app *app.App
+	sim *sim.Sim
+	url string
 }
 
 // serve serves b.app's API on a loopback port.
@@ -48,17 +47,6 @@ func serve(t *testing.T, b *testBundle) *testBundle {
 	t.Helper()
 	srv := httptest.NewServer(b.app.Handler())
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		// An app never started still holds clients of its own (the
-		// worker's Asynq client, the deliverer's pools): release them.
-		if !b.started {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := b.app.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		}
-	})
 	b.url = srv.URL
 	return b
 }
@@ -69,7 +57,6 @@ func (b *testBundle) start(t *testing.T) {
 	if err := b.app.Start(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
-	b.started = true
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
