@@ -126,3 +126,17 @@ func TestClusterProcesses(t *testing.T) {
 		t.Errorf("order %s executed %d times", id2, n)
 	}
 }
+
+// No password of a --redis, --redis-sentinel or --redis-cluster URL reaches an error.
+func TestRedactRedisURL(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"redis://user:s3cret@127.0.0.1:6379/0",
+		"redis://127.0.0.1:26379/0?master_name=m&password=s3cret&addr=127.0.0.1:26380",
+		"redis://:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001",
+	} {
+		if got := redactURL(u); strings.Contains(got, "s3cret") || !strings.Contains(got, "127.0.0.1") {
+			t.Errorf("redactURL(%s) = %s", u, got)
+		}
+	}
+}
