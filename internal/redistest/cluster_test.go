@@ -57,6 +57,33 @@ func TestCluster(t *testing.T) {
 			t.Errorf("master %s holds %d keys, MasterOf put %d there", m.Addr(), per[m.Addr()], where[m.Addr()])
 		}
 	}
+	// A PUBLISH from a script on any master reaches a subscriber wherever
+	// the cluster client subscribed (the order and feed watchers rely on it).
+	sub := cc.Subscribe(ctx, "ch")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		key := fmt.Sprintf("t:{tenant%d}:a", i)
+		if err := cc.Eval(ctx, "redis.call('PUBLISH', 'ch', ARGV[1]) return 1", []string{key}, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(map[string]bool) // messages through other masters may come in another order
+	for i := range 30 {
+		select {
+		case m := <-sub.Channel():
+			got[m.Payload] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 30 messages published from scripts arrived", i)
+		}
+	}
+	for i := range 30 {
+		if key := fmt.Sprintf("t:{tenant%d}:a", i); !got[key] {
+			t.Errorf("the message published on %s's master did not arrive", key)
+		}
+	}
 	count, err := c.CountKeys(ctx, "t:*")
 	if err != nil {
 		t.Fatal(err)
