@@ -241,7 +241,6 @@ func TestClusterEndToEnd(t *testing.T) {
 	rcv.mu.Unlock()
 	t.Logf("%d endpoint deliveries and %d callbacks, all verified", len(all), callbacks)
 
-
 	// Asynq's inspector (the reconciler's, the dashboard's) reads the queues.
 	qs, err := b.app.Inspector().Queues()
 	if err != nil || len(qs) == 0 {
