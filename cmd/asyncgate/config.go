@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
+	"github.com/asyncgate/asyncgate/jobs"
 )
 
 // options are the flags of the service commands (dev, serve, api, worker).
@@ -22,6 +24,7 @@ type options struct {
 	redisURL      string
 	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
 	redisWait     time.Duration
+	queueShards   int // --queue-shards
 	addr          string
 	apiKeys       string
 	adminKeys     string
@@ -79,6 +82,18 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 		g.String(&o.redisSentinel, "redis-sentinel", "URL", "", "instead of --redis: the master that Redis Sentinel names, followed through failovers, as redis://[SENTINEL_USER:SENTINEL_PASSWORD@]SENTINEL:26379/DB?master_name=NAME&addr=SENTINEL2:26379&password=MASTER_PASSWORD")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+	o.queueShards = jobs.DefaultQueueShards
+	g.Func("queue-shards", "N", strconv.Itoa(jobs.DefaultQueueShards), fmt.Sprintf("shards of each task queue (1 to %d): a task goes to its order's shard, and on a Redis Cluster the shards spread over the masters; workers also drain the shards of any other count still holding tasks", jobs.MaxQueueShards), func(s string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, such as %d, not %q", jobs.MaxQueueShards, jobs.DefaultQueueShards, s)
+		}
+		if err := jobs.ValidateQueueShards(n); err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, not %d", jobs.MaxQueueShards, n)
+		}
+		o.queueShards = n
+		return nil
+	})
 	o.durability.register(cf, r)
 
 	if r.api {
@@ -215,7 +230,8 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config()}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config(),
+		QueueShards: o.queueShards}
 	var errs []error
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)
