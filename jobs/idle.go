@@ -55,6 +55,8 @@ type idleWaiter struct {
 	broken atomic.Bool
 
 	block *redis.Client // for the blocking calls, made by start
+	// sendAll sends every script (WorkerConfig.ScriptPerQueue).
+	sendAll bool
 
 	mu      sync.Mutex
 	servers map[string]*idleServer // by pending key
@@ -237,7 +239,7 @@ func (w *idleWaiter) gatedOf(cmd redis.Cmder) (gateKey, string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	gk, ok := w.gates[first]
-	if !ok {
+	if !ok || (w.sendAll && kind != gPending) {
 		return gateKey{}, ""
 	}
 	return gk, kind
@@ -356,7 +358,9 @@ func (w *idleWaiter) periodic(ctx context.Context, next redis.ProcessHook, cmd r
 // after a round that found nothing.
 func (w *idleWaiter) dequeue(ctx context.Context, next redis.ProcessHook, cmd redis.Cmder, s *idleServer, i int) error {
 	var err error
-	if ok, lerr := s.gate.mayExist(ctx, next, i); lerr != nil || ok {
+	if w.sendAll {
+		err = next(ctx, cmd)
+	} else if ok, lerr := s.gate.mayExist(ctx, next, i); lerr != nil || ok {
 		err = next(ctx, cmd)
 		if errors.Is(err, redis.Nil) {
 			s.gate.forget(i) // emptied since, or paused

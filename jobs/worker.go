@@ -51,6 +51,10 @@ type WorkerConfig struct {
 	// worker makes on a *redis.Client to one server: hooks that count or
 	// trace round trips on the client given to NewWorker see the rest.
 	Hooks []redis.Hook
+	// ScriptPerQueue sends every script of the Asynq servers' per-queue
+	// loops, even on queues known to be empty, as before decision 73: the
+	// baseline of the shard benchmarks, not for production.
+	ScriptPerQueue bool
 	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -136,10 +140,13 @@ func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Optio
 			blockOpts = hookedOpts
 		}
 		w.idle = newIdleWaiter(blockOpts, cfg.IdleWait, cfg.PollInterval)
+		w.idle.sendAll = cfg.ScriptPerQueue
+		// The waiter first: the hooks of cfg see what it sends (its EXISTS
+		// included), not the scripts it answers itself.
+		w.hooked.AddHook(w.idle)
 		for _, h := range cfg.Hooks {
 			w.hooked.AddHook(h)
 		}
-		w.hooked.AddHook(w.idle)
 		asynqRDB = w.hooked
 	}
 	server := func(concurrency int, queues map[string]int) *asynq.Server {
