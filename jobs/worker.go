@@ -33,9 +33,9 @@ type WorkerConfig struct {
 	// of its own) and looks PollInterval after a task arrives; the wait
 	// bounds only how late an unpaused queue is seen. Negative: no
 	// waiting, the worker polls every PollInterval (one EXISTS per round
-	// while the queues are empty). Only for a *redis.Client to one
-	// server; Sentinel and cluster clients poll, running a dequeue script
-	// per queue each round. Defaults to 5s.
+	// while the queues are empty; on a cluster one per queue). For a
+	// *redis.Client to one server and a cluster client; a Sentinel client
+	// polls, running a dequeue script per queue each round. Defaults to 5s.
 	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
@@ -98,7 +98,7 @@ type Worker struct {
 	delays map[string]asynq.RetryDelayFunc
 	// idle and its client, when idle servers wait for work (IdleWait).
 	idle   *idleWaiter
-	hooked *redis.Client
+	hooked redis.UniversalClient
 	// build makes the servers (and the hooked client, which holds
 	// goroutines of its own until closed): Start calls it, so that a
 	// worker never started holds nothing that Shutdown must release.
@@ -119,27 +119,57 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	w.Mux = mux
 	// The options are copied now: once the client is in use, go-redis
 	// writes to them while it sets up connections.
-	var hookedOpts *redis.Options
-	if c, ok := rdb.(*redis.Client); ok && c.Options().Addr != failoverAddr {
-		hookedOpts = cloneOptions(c.Options())
+	var hk hookedOptions
+	switch c := rdb.(type) {
+	case *redis.Client:
+		if c.Options().Addr != failoverAddr {
+			hk.single, hk.singleBlock = cloneOptions(c.Options()), cloneOptions(c.Options())
+		}
+	case *redis.ClusterClient:
+		hk.cluster, hk.clusterBlock = cloneClusterOptions(c.Options()), cloneClusterOptions(c.Options())
 	}
-	w.build = func() { w.buildServers(rdb, hookedOpts, saga, cfg) }
+	w.build = func() { w.buildServers(rdb, hk, saga, cfg) }
 	return w
 }
 
-// buildServers makes the two Asynq servers (and, on a single Redis —
-// hookedOpts set — their hooked client).
-func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Options, saga *Saga, cfg WorkerConfig) {
+// hookedOptions are the options of the Asynq servers' own client and of
+// the waiter's blocking client: of a single Redis or of a cluster, or
+// none (a Sentinel client: no hook).
+type hookedOptions struct {
+	single, singleBlock   *redis.Options
+	cluster, clusterBlock *redis.ClusterOptions
+}
+
+// buildServers makes the two Asynq servers (and, on a single Redis or a
+// cluster, their hooked client).
+func (w *Worker) buildServers(rdb redis.UniversalClient, hk hookedOptions, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
-	if hookedOpts != nil {
+	if hk.single != nil || hk.cluster != nil {
 		// The servers' own client carries the waiter's hook, so that it
-		// sees only their scripts; the waiter blocks on a client of its own.
-		w.hooked = redis.NewClient(hookedOpts)
-		var blockOpts *redis.Options
-		if cfg.IdleWait > 0 {
-			blockOpts = hookedOpts
+		// sees only their scripts; the waiter blocks on a client of its own,
+		// with a connection (per node) for each pending list.
+		var newBlock func(int) redis.UniversalClient
+		var pipe func() redis.Pipeliner
+		if hk.single != nil {
+			w.hooked = redis.NewClient(hk.single)
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.singleBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClient(o)
+			}
+		} else {
+			c := redis.NewClusterClient(hk.cluster)
+			w.hooked, pipe = c, c.Pipeline
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.clusterBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClusterClient(o)
+			}
 		}
-		w.idle = newIdleWaiter(blockOpts, cfg.IdleWait, cfg.PollInterval)
+		if cfg.IdleWait <= 0 {
+			newBlock = nil
+		}
+		w.idle = newIdleWaiter(newBlock, pipe, cfg.IdleWait, cfg.PollInterval)
 		w.idle.sendAll = cfg.ScriptPerQueue
 		// The waiter first: the hooks of cfg see what it sends (its EXISTS
 		// included), not the scripts it answers itself.
@@ -209,6 +239,17 @@ func (w *Worker) Shards() int { return w.shards }
 // clone would not have its connections dropped when the master changes
 // (the failover drains only its own client's pool), so such a worker polls.
 const failoverAddr = "FailoverClient"
+
+// cloneClusterOptions copies opt for a second client of the same cluster.
+func cloneClusterOptions(opt *redis.ClusterOptions) *redis.ClusterOptions {
+	o := *opt
+	o.PushNotificationProcessor = nil
+	if o.MaintNotificationsConfig != nil {
+		m := *o.MaintNotificationsConfig
+		o.MaintNotificationsConfig = &m
+	}
+	return &o
+}
 
 // cloneOptions copies opt for a second client on the same server.
 func cloneOptions(opt *redis.Options) *redis.Options {
