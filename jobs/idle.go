@@ -295,9 +295,13 @@ func (g *gate) learn(ctx context.Context, next redis.ProcessHook) error {
 	if err != nil {
 		return err
 	}
+	if 2*n >= int64(len(g.keys)) {
+		n = int64(len(g.keys)) // as good as all: send every script
+	}
 	return g.place(ctx, next, 0, len(g.keys), n)
 }
 
+// place marks which of keys[lo:hi], n of which exist, do.
 func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n int64) error {
 	switch {
 	case n <= 0:
@@ -305,7 +309,7 @@ func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n 
 			g.exist[i] = false
 		}
 		return nil
-	case hi-lo == 1 || 2*n >= int64(hi-lo):
+	case n >= int64(hi-lo):
 		for i := lo; i < hi; i++ {
 			g.exist[i] = true
 		}
