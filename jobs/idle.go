@@ -170,13 +170,15 @@ func (w *idleWaiter) addGate(keys []string, ttl time.Duration) *gate {
 	return g
 }
 
-// start makes the blocking client, once every server is added: a
-// connection per pending list, and a few more.
+// start makes the blocking client.
 func (w *idleWaiter) start() {
 	if w.newBlock == nil {
 		return
 	}
-	w.block = w.newBlock(len(w.servers) + 4)
+	// Its pool opens connections as they are needed, up to one per
+	// pending list of the most shards there can be: servers added for new
+	// shards (Worker.watchShards) block on it too.
+	w.block = w.newBlock(len(queueKinds)*MaxQueueShards + 4)
 }
 
 // stop ends every wait at once (before the servers shut down).
