@@ -3,9 +3,12 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/redistest"
@@ -109,5 +112,69 @@ func TestGateLearnsWhichKeysExist(t *testing.T) {
 				t.Errorf("learning sent %d commands, want at most %d", sent, tc.maxSent)
 			}
 		})
+	}
+}
+
+// TestWorkerServesShardsByPriority: with 16 shards of each kind holding
+// tasks, a worker taking one task at a time picks critical shards about
+// two times in three (their weight, 6 against the orders' 3) until they
+// are empty, and takes from many shards of a kind, not one after another.
+func TestWorkerServesShardsByPriority(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.NewClient(t)
+	client := asynq.NewClientFromRedisClient(rdb)
+	const perShard = 5
+	for i := range DefaultQueueShards {
+		for _, kind := range []string{QueueCritical, QueueOrders} {
+			for range perShard {
+				if _, err := client.Enqueue(asynq.NewTask("test:probe", nil), asynq.Queue(ShardQueue(kind, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	total := 2 * DefaultQueueShards * perShard
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
+	w := NewWorker(rdb, &Saga{}, WorkerConfig{Concurrency: 1, WebhookConcurrency: 1, Logger: slog.New(slog.DiscardHandler)})
+	w.Mux.HandleFunc("test:probe", func(ctx context.Context, _ *asynq.Task) error {
+		q, _ := asynq.GetQueueName(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if got = append(got, q); len(got) == total {
+			close(done)
+		}
+		return nil
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%d of %d tasks ran", len(got), total)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	first := got[:total*6/10] // critical (half of all) is not yet empty at 2/3 of these
+
+	critical, shards := 0, map[string]bool{}
+	for _, q := range first {
+		kind, _, _ := ParseShardQueue(q)
+		if kind == QueueCritical {
+			critical++
+		}
+		shards[q] = true
+	}
+	share := float64(critical) / float64(len(first))
+	t.Logf("first %d tasks: %.2f critical, from %d shards", len(first), share, len(shards))
+	if share <= 0.5 { // 3.5 standard deviations below 2/3
+		t.Errorf("critical share of the first %d tasks %.2f, want about 2/3", len(first), share)
+	}
+	if len(shards) < DefaultQueueShards {
+		t.Errorf("the first %d tasks came from %d shards, want them spread", len(first), len(shards))
 	}
 }
