@@ -11,13 +11,19 @@ help: ## show the targets
 run: ## run everything in one process (in-memory Redis, simulator)
 	$(GO) run ./cmd/asyncgate dev
 
-deps: ## install what the tests need (redis-server, strace for the chaos suite's host crash, chromium for the browser test) when it is missing
+deps: ## install what the tests need (redis-server, redis-cli, strace for the chaos suite's host crash, chromium for the browser test) when it is missing
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	@redis-server --version
+	@if ! command -v redis-cli >/dev/null 2>&1; then \
+		echo "installing redis-tools with apt-get (redis-cli joins the test Redis Clusters)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-tools >/dev/null; \
+	fi
+	@redis-cli --version
 	@if ! command -v strace >/dev/null 2>&1; then \
 		echo "installing strace with apt-get (the chaos suite learns from it what Redis fsynced)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
