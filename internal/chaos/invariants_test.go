@@ -24,6 +24,8 @@ type scenario struct {
 	fault func(t *testing.T, d *deployment, placing time.Duration) time.Time
 	// loss: the scenario may lose accepted orders (relaxed durability), and must show it.
 	loss bool
+	// allAccepted: no client may give up a placement (after a minute of retries).
+	allAccepted bool
 	// mayLose: the scenario may lose accepted orders (and what they reserved), and
 	// reports how many; nothing else may break.
 	mayLose bool
@@ -192,7 +194,16 @@ func TestInvariants(t *testing.T) {
 }
 
 func runScenario(t *testing.T, sc scenario, orders int, placing time.Duration) *invariant.Report {
+	return runScenarioWith(t, sc, orders, placing, nil)
+}
+
+// runScenarioWith is runScenario that hands the deployment to after once the checker is
+// done (to look at Redis).
+func runScenarioWith(t *testing.T, sc scenario, orders int, placing time.Duration, after func(*deployment)) *invariant.Report {
 	d := newDeployment(t, sc.opts)
+	if after != nil {
+		defer after(d)
+	}
 	placed := make(chan *clients, 1)
 	go func() { placed <- d.place(orders, placing, sc.keyOnly) }()
 	lastFault := sc.fault(t, d, placing)
@@ -200,6 +211,9 @@ func runScenario(t *testing.T, sc scenario, orders int, placing time.Duration) *
 	t.Logf("%d orders accepted, %d client retries, %d given up after a minute of retrying", len(cl.accepted), cl.retries.Load(), cl.gaveUp)
 	if len(cl.refused) > 0 {
 		t.Errorf("%d placements refused, such as %s", len(cl.refused), cl.refused[0])
+	}
+	if sc.allAccepted && cl.gaveUp > 0 {
+		t.Errorf("%d of %d placements given up after a minute of retries", cl.gaveUp, orders)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -94,13 +95,28 @@ func (s *sentinelled) currentMaster(t *testing.T) *redistest.Server {
 	return nil
 }
 
-// killMaster kills -9 the master the sentinels name now, and does not restart it.
-func (s *sentinelled) killMaster(t *testing.T) *redistest.Server {
+// failover kills -9 the master the sentinels name now, waits until they name another,
+// and restarts the old one (from its AOF), as its supervisor would: the sentinels make
+// it a replica of the new master, so that --redis-min-replicas 1 can hold again. It
+// returns the killed master and how long the sentinels took to name another.
+func (s *sentinelled) failover(t *testing.T) (*redistest.Server, time.Duration) {
 	t.Helper()
 	m := s.currentMaster(t)
 	m.Kill()
 	s.killed[m] = true
-	return m
+	start := time.Now()
+	for s.currentMaster(t) == m {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the sentinels still name the killed master %s after 30 s", m.Addr())
+		}
+		time.Sleep(100 * time.Millisecond) // poll with a deadline: the sentinels give no event here
+	}
+	took := time.Since(start)
+	if err := m.Restart(); err != nil {
+		t.Fatalf("restart the old master: %v", err)
+	}
+	delete(s.killed, m)
+	return m, took
 }
 
 // commandStats sums INFO commandstats over servers: calls per command name.
