@@ -21,6 +21,7 @@ import (
 type options struct {
 	redisURL      string
 	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
+	redisCluster  string // --redis-cluster: a Redis Cluster instead of --redis
 	redisWait     time.Duration
 	addr          string
 	apiKeys       string
@@ -75,8 +76,9 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	if r.dev {
 		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0; empty runs an in-memory Redis")
 	} else {
-		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (this or --redis-sentinel is required)")
+		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (this, --redis-sentinel or --redis-cluster is required)")
 		g.String(&o.redisSentinel, "redis-sentinel", "URL", "", "instead of --redis: the master that Redis Sentinel names, followed through failovers, as redis://[SENTINEL_USER:SENTINEL_PASSWORD@]SENTINEL:26379/DB?master_name=NAME&addr=SENTINEL2:26379&password=MASTER_PASSWORD")
+		g.String(&o.redisCluster, "redis-cluster", "URL", "", "instead of --redis: a Redis Cluster, as redis://[USER:PASSWORD@]NODE:6379?addr=NODE2:6379&addr=NODE3:6379 (any nodes; the others are discovered)")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
 	o.durability.register(cf, r)
@@ -266,15 +268,27 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 	return cfg, errors.Join(errs...)
 }
 
-// checkRedis says whether exactly one Redis is given: --redis or --redis-sentinel.
+// checkRedis says whether exactly one Redis is given: --redis, --redis-sentinel
+// or --redis-cluster.
 func (o *options) checkRedis() error {
-	switch {
-	case o.redisURL != "" && o.redisSentinel != "":
-		return errors.New("give exactly one of --redis (ASYNCGATE_REDIS) and --redis-sentinel (ASYNCGATE_REDIS_SENTINEL), not both")
-	case o.redisURL == "" && o.redisSentinel == "":
-		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0; or --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master")
+	var given []string
+	for _, f := range []struct{ flag, env, val string }{
+		{"--redis", "ASYNCGATE_REDIS", o.redisURL},
+		{"--redis-sentinel", "ASYNCGATE_REDIS_SENTINEL", o.redisSentinel},
+		{"--redis-cluster", "ASYNCGATE_REDIS_CLUSTER", o.redisCluster},
+	} {
+		if f.val != "" {
+			given = append(given, f.flag+" ("+f.env+")")
+		}
 	}
-	return nil
+	const all = "--redis (ASYNCGATE_REDIS), --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) or --redis-cluster (ASYNCGATE_REDIS_CLUSTER)"
+	switch len(given) {
+	case 0:
+		return errors.New("one Redis is required: " + all + ", such as --redis redis://localhost:6379/0")
+	case 1:
+		return nil
+	}
+	return fmt.Errorf("give exactly one of %s, not %s", all, strings.Join(given, " and "))
 }
 
 // newRedis returns the client of the Redis that checkRedis accepted, and its URL.
@@ -282,6 +296,10 @@ func (o *options) newRedis() (redis.UniversalClient, string, error) {
 	if o.redisSentinel != "" {
 		rdb, err := app.NewSentinelRedis(o.redisSentinel)
 		return rdb, o.redisSentinel, err
+	}
+	if o.redisCluster != "" {
+		rdb, err := app.NewClusterRedis(o.redisCluster)
+		return rdb, o.redisCluster, err
 	}
 	rdb, err := app.NewRedis(o.redisURL)
 	return rdb, o.redisURL, err
