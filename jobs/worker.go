@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,21 +28,33 @@ type WorkerConfig struct {
 	// (see IdleWait), or always without one. Defaults to 10ms.
 	PollInterval time.Duration
 	// IdleWait is how long an idle worker waits for a task to arrive on
-	// its queues before it looks anyway (decision 57): it blocks on the
-	// queues' pending lists and looks PollInterval after a task arrives.
-	// Negative: no waiting, the worker polls every PollInterval (about a
-	// hundred dequeue scripts a second per queue). Only for a
-	// *redis.Client to one server; Sentinel and cluster clients poll.
-	// Defaults to 1s.
+	// its queues before it looks anyway (decisions 57, 73): it blocks on
+	// the queues' pending lists (one BLMOVE each per IdleWait, on a client
+	// of its own) and looks PollInterval after a task arrives; the wait
+	// bounds only how late an unpaused queue is seen. Negative: no
+	// waiting, the worker polls every PollInterval (one EXISTS per round
+	// while the queues are empty). Only for a *redis.Client to one
+	// server; Sentinel and cluster clients poll, running a dequeue script
+	// per queue each round. Defaults to 5s.
 	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
 	// Defaults to 1s.
 	DelayedPollInterval time.Duration
+	// Shards is the number of shards of each kind of queue
+	// (--queue-shards). The worker consumes more when Asynq's queue set
+	// shows more (an enqueuer with a larger count, or tasks left by one
+	// before a change to a smaller one): see SeenShards. Defaults to
+	// DefaultQueueShards.
+	Shards int
 	// Hooks are added to the Asynq servers' own Redis client, which the
-	// worker makes when it waits for work (IdleWait): hooks that count or
+	// worker makes on a *redis.Client to one server: hooks that count or
 	// trace round trips on the client given to NewWorker see the rest.
 	Hooks []redis.Hook
+	// ScriptPerQueue sends every script of the Asynq servers' per-queue
+	// loops, even on queues known to be empty, as before decision 73: the
+	// baseline of the shard benchmarks, not for production.
+	ScriptPerQueue bool
 	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -57,11 +72,12 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.PollInterval = 10 * time.Millisecond
 	}
 	if c.IdleWait == 0 {
-		c.IdleWait = time.Second
+		c.IdleWait = 5 * time.Second
 	}
 	if c.DelayedPollInterval == 0 {
 		c.DelayedPollInterval = time.Second
 	}
+	c.Shards = shardsOrDefault(c.Shards)
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -87,6 +103,8 @@ type Worker struct {
 	// goroutines of its own until closed): Start calls it, so that a
 	// worker never started holds nothing that Shutdown must release.
 	build func()
+	// shards is the number of shards of each kind consumed.
+	shards int
 }
 
 // NewWorker returns a worker for saga on rdb.
@@ -102,31 +120,38 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	// The options are copied now: once the client is in use, go-redis
 	// writes to them while it sets up connections.
 	var hookedOpts *redis.Options
-	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
+	if c, ok := rdb.(*redis.Client); ok && c.Options().Addr != failoverAddr {
 		hookedOpts = cloneOptions(c.Options())
 	}
 	w.build = func() { w.buildServers(rdb, hookedOpts, saga, cfg) }
 	return w
 }
 
-// buildServers makes the two Asynq servers (and, when idle servers wait
-// for work — hookedOpts set — their hooked client).
+// buildServers makes the two Asynq servers (and, on a single Redis —
+// hookedOpts set — their hooked client).
 func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Options, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
 	if hookedOpts != nil {
 		// The servers' own client carries the waiter's hook, so that it
-		// sees only their dequeues; the waiter blocks on rdb.
+		// sees only their scripts; the waiter blocks on a client of its own.
 		w.hooked = redis.NewClient(hookedOpts)
-		w.idle = newIdleWaiter(rdb, cfg.IdleWait)
+		var blockOpts *redis.Options
+		if cfg.IdleWait > 0 {
+			blockOpts = hookedOpts
+		}
+		w.idle = newIdleWaiter(blockOpts, cfg.IdleWait, cfg.PollInterval)
+		w.idle.sendAll = cfg.ScriptPerQueue
+		// The waiter first: the hooks of cfg see what it sends (its EXISTS
+		// included), not the scripts it answers itself.
+		w.hooked.AddHook(w.idle)
 		for _, h := range cfg.Hooks {
 			w.hooked.AddHook(h)
 		}
-		w.hooked.AddHook(w.idle)
 		asynqRDB = w.hooked
 	}
 	server := func(concurrency int, queues map[string]int) *asynq.Server {
 		if w.idle != nil {
-			w.idle.addServer(queues)
+			w.idle.addServer(slices.Sorted(maps.Keys(queues)))
 		}
 		return asynq.NewServerFromRedisClient(asynqRDB, asynq.Config{
 			Concurrency:              concurrency,
@@ -140,12 +165,45 @@ func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Optio
 			LogLevel:                 asynq.WarnLevel,
 		})
 	}
-	// Compensation first: it frees funds and ends orders.
-	srv := server(cfg.Concurrency, map[string]int{QueueCritical: 6, QueueOrders: 3})
-	// Webhook fan-outs and deliveries in slots of their own (decision 29).
-	w.hooks = server(cfg.WebhookConcurrency, map[string]int{QueueWebhooks: 1})
-	w.srv = srv
+	n := w.consumedShards(rdb, cfg)
+	// Compensation first: it frees funds and ends orders. Each shard keeps
+	// its kind's weight, so a critical shard is picked before an orders
+	// shard two times in three, as before sharding (decision 72).
+	orderQueues, hookQueues := map[string]int{}, map[string]int{}
+	for i := range n {
+		orderQueues[ShardQueue(QueueCritical, i)] = 6
+		orderQueues[ShardQueue(QueueOrders, i)] = 3
+		// Webhook fan-outs and deliveries in slots of their own (decision 29).
+		hookQueues[ShardQueue(QueueWebhooks, i)] = 1
+	}
+	w.srv = server(cfg.Concurrency, orderQueues)
+	w.hooks = server(cfg.WebhookConcurrency, hookQueues)
+	if w.idle != nil {
+		w.idle.start()
+	}
+	w.shards = n
 }
+
+// consumedShards is how many shards of each kind the worker consumes: its
+// own count, or more when Asynq's queue set shows more, so that the
+// shards of other enqueuers drain.
+func (w *Worker) consumedShards(rdb redis.UniversalClient, cfg WorkerConfig) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	seen, err := SeenShards(ctx, rdb)
+	if err != nil {
+		cfg.Logger.Warn("worker: could not read Asynq's queue set; consuming the configured shards only", "shards", cfg.Shards, "err", err)
+	}
+	if seen > cfg.Shards {
+		cfg.Logger.Info("worker: consuming the shards left by another shard count", "shards", cfg.Shards, "consumed", seen)
+		return seen
+	}
+	return cfg.Shards
+}
+
+// Shards is the number of shards of each kind the worker consumes (known
+// once started).
+func (w *Worker) Shards() int { return w.shards }
 
 // failoverAddr is the Addr of a Sentinel (failover) client's options. Its
 // clone would not have its connections dropped when the master changes
@@ -207,6 +265,9 @@ func (w *Worker) Shutdown() {
 	wg.Wait()
 	if w.hooked != nil {
 		w.hooked.Close()
+	}
+	if w.idle != nil {
+		w.idle.close()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
+	"github.com/asyncgate/asyncgate/jobs"
 )
 
 // options are the flags of the service commands (dev, serve, api, worker).
@@ -23,6 +25,7 @@ type options struct {
 	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
 	redisCluster  string // --redis-cluster: a Redis Cluster instead of --redis
 	redisWait     time.Duration
+	queueShards   int // --queue-shards
 	addr          string
 	apiKeys       string
 	adminKeys     string
@@ -81,6 +84,18 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 		g.String(&o.redisCluster, "redis-cluster", "URL", "", "instead of --redis: a Redis Cluster, as redis://[USER:PASSWORD@]NODE:6379?addr=NODE2:6379&addr=NODE3:6379 (any nodes; the others are discovered)")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+	o.queueShards = jobs.DefaultQueueShards
+	g.Func("queue-shards", "N", strconv.Itoa(jobs.DefaultQueueShards), fmt.Sprintf("shards of each task queue (1 to %d): a task goes to its order's shard, and on a Redis Cluster the shards spread over the masters; workers also drain the shards of any other count still holding tasks", jobs.MaxQueueShards), func(s string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, such as %d, not %q", jobs.MaxQueueShards, jobs.DefaultQueueShards, s)
+		}
+		if err := jobs.ValidateQueueShards(n); err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, not %d", jobs.MaxQueueShards, n)
+		}
+		o.queueShards = n
+		return nil
+	})
 	o.durability.register(cf, r)
 
 	if r.api {
@@ -217,7 +232,8 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config()}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config(),
+		QueueShards: o.queueShards}
 	var errs []error
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)

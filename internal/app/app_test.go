@@ -337,7 +337,7 @@ func TestRetriesExhaustedFailsAndReleases(t *testing.T) {
 	equal(t, "released", b.sim.Released(o.ID), true)
 	// The task sits in the archive (the dead-letter queue).
 	insp := b.app.Inspector()
-	info, err := insp.GetTaskInfo(jobs.QueueOrders, o.ID)
+	info, err := insp.GetTaskInfo(b.app.Enq.Queue(jobs.QueueOrders, o.ID), o.ID)
 	if err != nil {
 		t.Fatalf("archived task: %v", err)
 	}
