@@ -67,6 +67,8 @@ type deploymentOptions struct {
 	tenants int
 	// simLatency is every downstream call's latency. Defaults to 200ms.
 	simLatency string
+	// extraArgs are added to every API's and worker's command line.
+	extraArgs []string
 }
 
 type deployment struct {
@@ -85,6 +87,7 @@ type deployment struct {
 	tenants  []string          // in the order clients take turns
 	keys     map[string]string // tenant → API key
 	faults   string            // the simulator's faults when none is injected
+	extra    []string          // added to every API's and worker's command line
 	exits    []invariant.Exit  // how the processes a scenario stopped with SIGTERM ended
 }
 
@@ -109,7 +112,7 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	t.Setenv("ASYNCGATE_WEBHOOK_ALLOW_PRIVATE", "true")
 	t.Setenv("ASYNCGATE_WEBHOOK_RETRY_SCHEDULE", "1s,2s,4s,8s,15s,30s,60s")
 	t.Setenv("ASYNCGATE_WEBHOOK_BREAKER_COOLDOWN", "2s")
-	d := &deployment{t: t, keys: make(map[string]string), faults: baseFaults,
+	d := &deployment{t: t, keys: make(map[string]string), faults: baseFaults, extra: o.extraArgs,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}}
 	if o.simLatency != "" {
 		d.faults = fmt.Sprintf(`{"latency":%q}`, o.simLatency)
@@ -150,7 +153,7 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		d.apiAddrs = append(d.apiAddrs, freeAddr(t))
 		args := append([]string{"api"}, d.topo.flags()...)
 		args = append(args, "--addr", d.apiAddrs[i], "--api-keys", strings.Join(keys, ","), "--rate-limit", "off", "--log-level", "warn")
-		d.apiArgs = append(d.apiArgs, append(args, d.durFlags...))
+		d.apiArgs = append(d.apiArgs, append(append(args, d.durFlags...), o.extraArgs...))
 		d.apis = append(d.apis, nil)
 		d.startAPI(i)
 	}
@@ -186,7 +189,7 @@ func (d *deployment) workerArgs() []string {
 	args := append([]string{"worker"}, d.topo.flags()...)
 	args = append(args, "--portfolio-url", d.simURL, "--execution-url", d.simURL,
 		"--log-level", "warn", "--reconcile-interval", "1s", "--downstream-timeout", "1s")
-	return append(args, d.durFlags...)
+	return append(append(args, d.durFlags...), d.extra...)
 }
 
 // startWorker starts one more worker process.
