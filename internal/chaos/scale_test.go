@@ -294,10 +294,12 @@ func TestClusterEndToEnd(t *testing.T) {
 // halfway through the placements. With --redis-min-replicas 1 (every 202 waited for the
 // replicas of every master it wrote to) nothing acknowledged is lost (asserted); without
 // it (strict by appendfsync always on each master, which a failover does not honour) the
-// row reports what was.
+// row reports what was. Only with ASYNCGATE_CHAOS=long (`make chaos`): a failover and the
+// old master's rejoin take 25 s to 2 min, and `make test` keeps these tests near a minute
+// (cmd/asyncgate's TestClusterProcesses already kills a tenant's master under one order).
 func TestClusterFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process chaos")
+	if testing.Short() || !longRun {
+		t.Skip("multi-process chaos; ASYNCGATE_CHAOS=long")
 	}
 	needCluster(t)
 	printScaleReports(t)
