@@ -227,6 +227,12 @@ func runScenarioWith(t *testing.T, sc scenario, orders int, placing time.Duratio
 		t.Fatalf("check: %v", err)
 	}
 	fmt.Println(rep)
+	if rep.Finish > time.Minute {
+		// Slow to finish: what the workers warned about tells why.
+		for i, w := range d.workers {
+			t.Logf("worker %d's last output:\n%s", i, tail(w.Output(), 3000))
+		}
+	}
 	switch {
 	case rep.Accepted < orders/2:
 		t.Errorf("only %d of %d orders accepted", rep.Accepted, orders)
