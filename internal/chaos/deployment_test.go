@@ -236,6 +236,19 @@ func (d *deployment) checker() *invariant.Checker {
 	}
 }
 
+// timeline is an order's events as the API lists them (GET /v1/orders/{id}/events).
+func (d *deployment) timeline(a invariant.Accepted) string {
+	req, _ := http.NewRequest(http.MethodGet, d.apiURL()+"/v1/orders/"+a.OrderID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+d.keys[a.Tenant])
+	res, err := d.http.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.Status + " " + string(b)
+}
+
 // setFaults sets the simulator's faults of a service ("portfolio" or "execution"),
 // through its admin API.
 func (d *deployment) setFaults(service, faults string) {

@@ -227,8 +227,10 @@ func runScenarioWith(t *testing.T, sc scenario, orders int, placing time.Duratio
 		t.Fatalf("check: %v", err)
 	}
 	fmt.Println(rep)
-	if rep.Finish > time.Minute {
-		// Slow to finish: what the workers warned about tells why.
+	if rep.Finish > 30*time.Second {
+		// Slow to finish: the last order's timeline and what the workers warned about
+		// tell why.
+		t.Logf("finished %s after the last fault; the last order, %s, has the timeline:\n%s", rep.Finish, rep.Last.OrderID, d.timeline(rep.Last))
 		for i, w := range d.workers {
 			t.Logf("worker %d's last output:\n%s", i, tail(w.Output(), 3000))
 		}

@@ -153,6 +153,8 @@ type Report struct {
 	// Finish is the time from the last fault to the last order ending or the last
 	// webhook it needs arriving, whichever is later; 0 when all was done before.
 	Finish time.Duration
+	// Last is the order that ended last, or whose webhook arrived last.
+	Last Accepted
 	// Examples are a few order ids (or webhook ids) per kind of violation.
 	Examples map[string][]string
 
@@ -294,7 +296,9 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 			continue
 		}
 		c.final[a.OrderID] = r.order
-		last = later(last, r.order.UpdatedAt)
+		if r.order.UpdatedAt.After(last) {
+			last, rep.Last = r.order.UpdatedAt, a
+		}
 		executed := r.order.Status == "executed"
 		if executed != (r.ledger.Executions > 0) {
 			rep.OutcomeDisagrees++
@@ -311,7 +315,9 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 				rep.WebhooksMissing++
 				rep.example("webhooks missing", a.OrderID+" ("+eventType(r.order.Status)+")")
 			} else {
-				last = later(last, got)
+				if got.After(last) {
+					last, rep.Last = got, a
+				}
 			}
 		}
 	}
