@@ -103,7 +103,11 @@ func printScaleReports(t *testing.T) {
 // every 202 waited for the replica, so nothing acknowledged may be lost (asserted).
 // Without it the processes run strict durability by the master's appendfsync always,
 // which a failover does not honour: the replica may lack the last writes, and the row
-// reports what was lost (a finding, not a failure).
+// reports what was lost (a finding, not a failure). On loopback a replica is not behind
+// at the kill, so the "0.3 s behind" rows first stop the replica and cut its link for
+// 0.3 s (lagReplicas), as a network blip would, then kill the master: the window's 202s
+// are lost without --redis-min-replicas, and must not be with it. Only the first row runs
+// in `make test`.
 func TestSentinelUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process chaos")
@@ -117,11 +121,14 @@ func TestSentinelUnderLoad(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
 		minReplicas int
+		lag         bool
 	}{
-		{"Sentinel: master kill -9, --redis-min-replicas 1", 1},
-		{"Sentinel: master kill -9, strict by fsync only", 0},
+		{"Sentinel: master kill -9, --redis-min-replicas 1", 1, false},
+		{"Sentinel: master kill -9, strict by fsync only", 0, false},
+		{"Sentinel: replica 0.3 s behind, master kill -9, --redis-min-replicas 1", 1, true},
+		{"Sentinel: replica 0.3 s behind, master kill -9, strict by fsync only", 0, true},
 	} {
-		if tt.minReplicas == 0 && !longRun {
+		if (tt.minReplicas == 0 || tt.lag) && !longRun {
 			continue
 		}
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,7 +138,12 @@ func TestSentinelUnderLoad(t *testing.T) {
 					topology: func(t *testing.T) topology { topo = startSentinelled(t, aof); return topo }},
 				fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
 					time.Sleep(p / 2)
-					m, took := topo.failover(t)
+					resume := func() {}
+					if tt.lag {
+						m := topo.currentMaster(t)
+						resume = lagReplicas(t, m, topo.replicasOf(m), 300*time.Millisecond)
+					}
+					m, took := topo.failover(t, resume)
 					t.Logf("killed the master %s; the sentinels named another after %s; restarted it", m.Addr(), took.Round(time.Millisecond))
 					return time.Now()
 				}}
@@ -141,6 +153,33 @@ func TestSentinelUnderLoad(t *testing.T) {
 			}
 			keepReport(rep)
 		})
+	}
+}
+
+// lagReplicas makes the master's replicas fall behind, as a replica cut off by a network
+// blip does: it stops them (SIGSTOP), closes their replication links on the master
+// (CLIENT KILL TYPE replica: what the master writes from then on reaches no replica; a
+// replica that is running reconnects at once and catches up from the backlog, hence the
+// stop), and waits for window while the master takes writes. The returned func resumes
+// the replicas: call it after killing the master, which then takes the window's writes
+// with it unless each acknowledgement waited for a replica.
+func lagReplicas(t *testing.T, master *redistest.Server, replicas []*redistest.Server, window time.Duration) (resume func()) {
+	t.Helper()
+	for _, r := range replicas {
+		r.Pause()
+	}
+	c := redis.NewClient(&redis.Options{Addr: master.Addr()})
+	defer c.Close()
+	n, err := c.ClientKillByFilter(context.Background(), "TYPE", "replica").Result()
+	if err != nil {
+		t.Errorf("CLIENT KILL TYPE replica on %s: %v", master.Addr(), err)
+	}
+	t.Logf("stopped %d replicas of %s and cut %d replication links for %s", len(replicas), master.Addr(), n, window)
+	time.Sleep(window)
+	return func() {
+		for _, r := range replicas {
+			r.Resume()
+		}
 	}
 }
 
@@ -294,7 +333,8 @@ func TestClusterEndToEnd(t *testing.T) {
 // halfway through the placements. With --redis-min-replicas 1 (every 202 waited for the
 // replicas of every master it wrote to) nothing acknowledged is lost (asserted); without
 // it (strict by appendfsync always on each master, which a failover does not honour) the
-// row reports what was. Only with ASYNCGATE_CHAOS=long (`make chaos`): a failover and the
+// row reports what was. The "0.3 s behind" rows stop the master's replica and cut its
+// link for 0.3 s before the kill (lagReplicas). Only with ASYNCGATE_CHAOS=long (`make chaos`): a failover and the
 // old master's rejoin take 25 s to 2 min, and `make test` keeps these tests near a minute
 // (cmd/asyncgate's TestClusterProcesses already kills a tenant's master under one order).
 func TestClusterFailover(t *testing.T) {
@@ -310,13 +350,13 @@ func TestClusterFailover(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
 		minReplicas int
+		lag         bool
 	}{
-		{"cluster + replicas: master kill -9, --redis-min-replicas 1", 1},
-		{"cluster + replicas: master kill -9, strict by fsync only", 0},
+		{"cluster + replicas: master kill -9, --redis-min-replicas 1", 1, false},
+		{"cluster + replicas: master kill -9, strict by fsync only", 0, false},
+		{"cluster + replicas: replica 0.3 s behind, master kill -9, --redis-min-replicas 1", 1, true},
+		{"cluster + replicas: replica 0.3 s behind, master kill -9, strict by fsync only", 0, true},
 	} {
-		if tt.minReplicas == 0 && !longRun {
-			continue
-		}
 		t.Run(tt.name, func(t *testing.T) {
 			var topo clustered
 			sc := scenario{name: tt.name, mayLose: tt.minReplicas == 0, allAccepted: true,
@@ -328,7 +368,12 @@ func TestClusterFailover(t *testing.T) {
 				fault: func(t *testing.T, d *deployment, p time.Duration) time.Time {
 					time.Sleep(p / 2)
 					m := topo.c.Masters()[0]
+					resume := func() {}
+					if tt.lag {
+						resume = lagReplicas(t, m, topo.c.ReplicasOf(m), 300*time.Millisecond)
+					}
 					m.Kill()
+					resume()
 					start := time.Now()
 					if err := topo.c.WaitHealthy(30 * time.Second); err != nil {
 						t.Errorf("the cluster is not healthy again 30 s after the kill: %v", err)

@@ -99,11 +99,14 @@ func (s *sentinelled) currentMaster(t *testing.T) *redistest.Server {
 // and restarts the old one (from its AOF), as its supervisor would: the sentinels make
 // it a replica of the new master, so that --redis-min-replicas 1 can hold again. It
 // returns the killed master and how long the sentinels took to name another.
-func (s *sentinelled) failover(t *testing.T) (*redistest.Server, time.Duration) {
+func (s *sentinelled) failover(t *testing.T, afterKill func()) (*redistest.Server, time.Duration) {
 	t.Helper()
 	m := s.currentMaster(t)
 	m.Kill()
 	s.killed[m] = true
+	if afterKill != nil {
+		afterKill()
+	}
 	start := time.Now()
 	for s.currentMaster(t) == m {
 		if time.Since(start) > 30*time.Second {
@@ -117,6 +120,17 @@ func (s *sentinelled) failover(t *testing.T) (*redistest.Server, time.Duration) 
 	}
 	delete(s.killed, m)
 	return m, took
+}
+
+// replicasOf are the servers of the topology other than master that are up.
+func (s *sentinelled) replicasOf(master *redistest.Server) []*redistest.Server {
+	var out []*redistest.Server
+	for _, n := range s.nodes() {
+		if n != master {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // commandStats sums INFO commandstats over servers: calls per command name.
