@@ -73,6 +73,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 func setupWithSim(t *testing.T, simCfg sim.Config, opts ...option) *bundle {
 	t.Helper()
 	rdb := redistest.Shared(t).NewClient(t)
+	redistest.CheckSlots(t, rdb) // every script and MULTI in one slot, as on a Redis Cluster
 	s := sim.New(simCfg)
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 
-// clusterReceiver records every webhook request, by tenant (its path).
+// clusterReceiver records every webhook request, by path.
 type clusterReceiver struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -58,13 +59,15 @@ func (r *clusterReceiver) count() int {
 
 // TestClusterEndToEnd runs the API and the worker (in process) on a Redis
 // Cluster of three masters through app.NewClusterRedis: 12 tenants, each with
-// an API key and a webhook endpoint, place 10 orders each. Every order ends
-// executed, the simulator's ledger shows one execution per order, every
-// tenant's endpoint gets one signed order.executed per order (verified with the
-// official library and the tenant's secret), the Asynq inspector reads the
-// queues, and the keys are spread over every master (logged per master). A
-// CROSSSLOT (or any script touching another slot) fails a request, a task or
-// the log check at the end.
+// an API key, a webhook endpoint and a callback secret, place 10 orders each
+// (half with an Idempotency-Key, sent twice; a third with a callback URL).
+// Every order ends executed, the simulator's ledger shows one execution per
+// order, the replayed key answers the same order, every tenant's endpoint gets
+// one signed order.executed per order and its callback URL one per callback
+// order (verified with the official library and the tenant's secrets), the
+// Asynq inspector reads the queues, and the keys are spread over every master
+// (logged per master). A CROSSSLOT (or any script touching another slot) fails
+// a request, a task or the log check at the end.
 func TestClusterEndToEnd(t *testing.T) {
 	t.Parallel()
 	const (
@@ -85,8 +88,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	rcv.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		rcv.mu.Lock()
-		tenant := strings.TrimPrefix(req.URL.Path, "/hooks/")
-		rcv.hits[tenant] = append(rcv.hits[tenant], hit{req.URL.Path, req.Header.Clone(), body})
+		rcv.hits[req.URL.Path] = append(rcv.hits[req.URL.Path], hit{req.URL.Path, req.Header.Clone(), body})
 		rcv.mu.Unlock()
 	}))
 	t.Cleanup(rcv.Close)
@@ -110,11 +112,36 @@ func TestClusterEndToEnd(t *testing.T) {
 	a := b.api(t)
 
 	secrets := make(map[string]webhooks.Secret)
+	cbSecrets := make(map[string]webhooks.Secret)
 	for _, tenant := range names {
 		_, secrets[tenant] = a.createEndpoint(keyOf[tenant], rcv.URL+"/hooks/"+tenant, webhooks.EventTypes...)
+		var cb struct{ Secret string }
+		a.must(http.StatusOK, "POST", "/v1/callback-secret/rotate", keyOf[tenant], nil, &cb)
+		cbSecrets[tenant] = webhooks.MustParseSecret(cb.Secret)
+	}
+	// post places an order, with an Idempotency-Key when idem is not empty.
+	post := func(tenant, idem string, body any) response {
+		j, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", "/v1/orders", bytes.NewReader(j))
+		req.Header.Set("Authorization", "Bearer "+keyOf[tenant])
+		req.Header.Set("Content-Type", "application/json")
+		if idem != "" {
+			req.Header.Set("Idempotency-Key", idem)
+		}
+		res, err := a.c.Do(req)
+		if err != nil {
+			t.Errorf("%s: place: %v", tenant, err)
+			return response{}
+		}
+		defer res.Body.Close()
+		data, _ := io.ReadAll(res.Body)
+		return response{res.StatusCode, res.Header, data}
 	}
 
-	type placed struct{ tenant, id string }
+	type placed struct {
+		tenant, id string
+		callback   bool
+	}
 	var (
 		mu  sync.Mutex
 		all []placed
@@ -124,15 +151,34 @@ func TestClusterEndToEnd(t *testing.T) {
 	for _, tenant := range names {
 		wg.Go(func() {
 			for i := range perTenant {
-				body := order(func(m map[string]any) { m["account_id"] = fmt.Sprintf("acc-%d", i) })
-				r := a.call("POST", "/v1/orders", keyOf[tenant], body)
+				// Every third order has a callback URL (the tenant's callback
+				// secret signs it); every other one an Idempotency-Key (bound in
+				// the create script, decision 65), sent twice.
+				callback := i%3 == 0
+				body := order(func(m map[string]any) {
+					m["account_id"] = fmt.Sprintf("acc-%d", i)
+					if callback {
+						m["callback_url"] = rcv.URL + "/callback/" + tenant
+					}
+				})
+				idem := ""
+				if i%2 == 0 {
+					idem = fmt.Sprintf("idem-%s-%d", tenant, i)
+				}
+				r := post(tenant, idem, body)
 				if r.status != http.StatusAccepted {
 					t.Errorf("%s: place: %d %s", tenant, r.status, r.body)
 					return
 				}
 				o := r.order(t)
+				if idem != "" {
+					again := post(tenant, idem, body)
+					if again.status != http.StatusAccepted || again.order(t).ID != o.ID {
+						t.Errorf("%s: the same Idempotency-Key again: %d %s, want 202 with order %s", tenant, again.status, again.body, o.ID)
+					}
+				}
 				mu.Lock()
-				all = append(all, placed{tenant, o.ID})
+				all = append(all, placed{tenant, o.ID, callback})
 				mu.Unlock()
 			}
 		})
@@ -168,37 +214,32 @@ func TestClusterEndToEnd(t *testing.T) {
 	t.Logf("all terminal after %s", time.Since(start).Round(time.Millisecond))
 
 	// Every tenant's endpoint got one verified order.executed per order.
-	pollUntil(t, 60*time.Second, "every webhook delivered", func() bool { return rcv.count() >= len(all) })
-	rcv.mu.Lock()
-	for _, tenant := range names {
-		wh, err := standardwebhooks.NewWebhook(secrets[tenant].String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make(map[string]int) // order id → order.executed events
-		for _, h := range rcv.hits[tenant] {
-			if err := wh.Verify(h.body, h.header); err != nil {
-				t.Errorf("%s: a delivery fails verification with the tenant's secret: %v", tenant, err)
-			}
-			ev := decodeEvent(t, h)
-			if ev.Type != webhooks.EventOrderExecuted {
-				t.Errorf("%s: event %s of order %s", tenant, ev.Type, ev.Data.ID)
-			}
-			got[ev.Data.ID]++
-		}
-		for _, p := range all {
-			if p.tenant == tenant {
-				if got[p.id] != 1 {
-					t.Errorf("%s/%s: %d order.executed deliveries, want 1", tenant, p.id, got[p.id])
-				}
-				delete(got, p.id)
-			}
-		}
-		if len(got) != 0 {
-			t.Errorf("%s's endpoint got events of orders not its own: %v", tenant, got)
+	callbacks := 0
+	for _, p := range all {
+		if p.callback {
+			callbacks++
 		}
 	}
+	pollUntil(t, 60*time.Second, "every webhook delivered", func() bool { return rcv.count() >= len(all)+callbacks })
+	rcv.mu.Lock()
+	for _, tenant := range names {
+		checkHits(t, tenant, cbSecrets[tenant], rcv.hits["/callback/"+tenant], func(yield func(string) bool) {
+			for _, p := range all {
+				if p.tenant == tenant && p.callback && !yield(p.id) {
+					return
+				}
+			}
+		})
+		checkHits(t, tenant, secrets[tenant], rcv.hits["/hooks/"+tenant], func(yield func(string) bool) {
+			for _, p := range all {
+				if p.tenant == tenant && !yield(p.id) {
+					return
+				}
+			}
+		})
+	}
 	rcv.mu.Unlock()
+	t.Logf("%d endpoint deliveries and %d callbacks, all verified", len(all), callbacks)
 
 	// Asynq's inspector (the reconciler's, the dashboard's) reads the queues.
 	qs, err := b.app.Inspector().Queues()
@@ -283,4 +324,35 @@ func grepLines(text, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// checkHits checks a tenant's deliveries to one URL: each verifies with
+// secret (the official library), is an order.executed, and each of the
+// orders comes exactly once, no other.
+func checkHits(t *testing.T, tenant string, secret webhooks.Secret, hits []hit, want iter.Seq[string]) {
+	t.Helper()
+	wh, err := standardwebhooks.NewWebhook(secret.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(map[string]int) // order id → order.executed events
+	for _, h := range hits {
+		if err := wh.Verify(h.body, h.header); err != nil {
+			t.Errorf("%s %s: a delivery fails verification: %v", tenant, h.path, err)
+		}
+		ev := decodeEvent(t, h)
+		if ev.Type != webhooks.EventOrderExecuted {
+			t.Errorf("%s %s: event %s of order %s", tenant, h.path, ev.Type, ev.Data.ID)
+		}
+		got[ev.Data.ID]++
+	}
+	for id := range want {
+		if got[id] != 1 {
+			t.Errorf("%s/%s: %d order.executed deliveries, want 1", tenant, id, got[id])
+		}
+		delete(got, id)
+	}
+	if len(got) != 0 {
+		t.Errorf("%s: deliveries of orders not its own: %v", tenant, got)
+	}
 }

@@ -91,7 +91,8 @@ func (k *clusterKeys) key(ctx context.Context, addr string) (string, error) {
 		return "", err
 	}
 	by := make(map[string]string)
-	for i := 0; len(by) < countMasters(ranges) && i < 1<<20; i++ {
+	masters := countMasters(ranges)
+	for i := 0; len(by) < masters && i < 1<<20; i++ {
 		tag := strconv.Itoa(i)
 		slot := int(keySlot(tag))
 		for _, r := range ranges {

@@ -39,7 +39,8 @@
 //
 // Keys (documented once, here):
 //
-//	ag:durability:barrier  string  the barrier's own write; its value means nothing
+//	ag:durability:barrier      string  the barrier's own write; its value means nothing
+//	ag:durability:barrier:{N}  string  the same on a Redis Cluster, one per master (see cluster.go)
 package durability
 
 import (

@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,33 @@ func TestCluster(t *testing.T) {
 	for _, m := range c.Masters() {
 		if per[m.Addr()] == 0 || per[m.Addr()] != where[m.Addr()] {
 			t.Errorf("master %s holds %d keys, MasterOf put %d there", m.Addr(), per[m.Addr()], where[m.Addr()])
+		}
+	}
+	// A PUBLISH from a script on any master reaches a subscriber wherever
+	// the cluster client subscribed (the order and feed watchers rely on it).
+	sub := cc.Subscribe(ctx, "ch")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		key := fmt.Sprintf("t:{tenant%d}:a", i)
+		if err := cc.Eval(ctx, "redis.call('PUBLISH', 'ch', ARGV[1]) return 1", []string{key}, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(map[string]bool) // messages through other masters may come in another order
+	for i := range 30 {
+		select {
+		case m := <-sub.Channel():
+			got[m.Payload] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 30 messages published from scripts arrived", i)
+		}
+	}
+	for i := range 30 {
+		if key := fmt.Sprintf("t:{tenant%d}:a", i); !got[key] {
+			t.Errorf("the message published on %s's master did not arrive", key)
 		}
 	}
 	count, err := c.CountKeys(ctx, "t:*")
@@ -125,5 +153,68 @@ func TestClusterFailover(t *testing.T) {
 	}
 	if got := c.ReplicasOf(now); len(got) != 1 || got[0] != victim {
 		t.Errorf("after the restart %s has replicas %v, want the old master %s", now.Addr(), got, victim.Addr())
+	}
+}
+
+// Slot agrees with CLUSTER KEYSLOT, hash tags included.
+func TestSlot(t *testing.T) {
+	s := Start(t, Options{Cluster: true, Databases: 1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	for i := range 1000 {
+		for _, key := range []string{fmt.Sprint("k", i), fmt.Sprintf("ag:{t%d}:o:x", i), fmt.Sprintf("a{}b%d", i), fmt.Sprintf("a{%d}}", i), fmt.Sprintf("{%d", i)} {
+			want, err := c.ClusterKeySlot(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Slot(key); int64(got) != want {
+				t.Fatalf("Slot(%q) = %d, CLUSTER KEYSLOT says %d", key, got, want)
+			}
+		}
+	}
+}
+
+// recorder is a testing.TB that keeps its errors and runs its cleanups on demand.
+type recorder struct {
+	testing.TB
+	errs     []string
+	cleanups []func()
+}
+
+func (r *recorder) Helper()                      {}
+func (r *recorder) Cleanup(f func())             { r.cleanups = append(r.cleanups, f) }
+func (r *recorder) Errorf(f string, args ...any) { r.errs = append(r.errs, fmt.Sprintf(f, args...)) }
+
+// CheckSlots reports a script and a MULTI across slots, and nothing for
+// those in one slot or a plain pipeline across slots.
+func TestCheckSlots(t *testing.T) {
+	c := Shared(t).NewClient(t)
+	r := &recorder{TB: t}
+	CheckSlots(r, c)
+	ctx := context.Background()
+	script := redis.NewScript(`return #KEYS`)
+	script.Run(ctx, c, []string{"a:{x}:1", "a:{x}:2"})
+	script.Run(ctx, c, []string{"a:{x}:1", "a:{y}:2"}) // reported
+	c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "b:{x}", 1, 0)
+		p.Incr(ctx, "c:{x}")
+		return nil
+	})
+	c.TxPipelined(ctx, func(p redis.Pipeliner) error { // reported
+		p.Set(ctx, "b:{x}", 1, 0)
+		p.Incr(ctx, "c:{y}")
+		return nil
+	})
+	c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "b:{x}", 1, 0)
+		p.Incr(ctx, "c:{y}")
+		return nil
+	})
+	for _, f := range r.cleanups {
+		f()
+	}
+	if len(r.errs) != 2 || !strings.Contains(r.errs[0], "EVALSHA: [a:{x}:1 a:{y}:2]") || !strings.Contains(r.errs[1], "MULTI: [b:{x} c:{y}]") {
+		t.Errorf("reports %q, want the script and the MULTI across slots", r.errs)
 	}
 }

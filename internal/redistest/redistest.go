@@ -7,6 +7,10 @@
 //
 // Packages share one server through [Shared] and isolate tests by logical
 // database ([Server.NewClient] hands out a fresh, flushed database per test).
+//
+// [StartCluster] starts a Redis Cluster of such servers (one per test, as a
+// cluster has no logical databases), and [CheckSlots] makes a test on one
+// server fail when a script or MULTI would cross hash slots on a cluster.
 package redistest
 
 import (
