@@ -26,7 +26,9 @@ import (
 // key does not exist in Redis: the waiter learns which of them exist with
 // one EXISTS of all of a server's keys of that kind (Redis counts it as one
 // command), narrowed down by halves when some do, and sends only the
-// scripts on keys that exist. What it learned holds for one round (a
+// scripts on keys that exist. On a cluster, where one command cannot name
+// keys of two slots, it learns by a pipeline of one EXISTS per queue (a
+// round trip per node). What it learned holds for one round (a
 // dequeue round: PollInterval/2; the others: a tenth of a second), so a
 // task arriving meanwhile is seen on the next round, as before.
 //
@@ -45,16 +47,22 @@ import (
 // the connections of anything else. An error of a blocking call (a Redis
 // without BLMOVE) ends the wait: the server polls as before.
 type idleWaiter struct {
-	opts *redis.Options // of the blocking client
-	wait time.Duration
-	poll time.Duration
-	done chan struct{}
-	once sync.Once
+	// newBlock makes the client of the blocking calls with a pool of n
+	// connections (per node); nil: no waiting, the gates only.
+	newBlock func(n int) redis.UniversalClient
+	// pipe, on a cluster, is the hooked client, on which a gate learns by
+	// a pipeline of one EXISTS per queue (the keys of a script are in one
+	// slot, those of two queues seldom are); nil on a single Redis.
+	newPipe func() redis.Pipeliner
+	wait    time.Duration
+	poll    time.Duration
+	done    chan struct{}
+	once    sync.Once
 	// broken is set when a blocking call failed other than by timing out:
 	// from then on the servers poll every TaskCheckInterval.
 	broken atomic.Bool
 
-	block *redis.Client // for the blocking calls, made by start
+	block redis.UniversalClient // for the blocking calls, made by start
 	// sendAll sends every script (WorkerConfig.ScriptPerQueue).
 	sendAll bool
 
@@ -74,6 +82,8 @@ type gateKey struct {
 type gate struct {
 	keys []string
 	ttl  time.Duration
+	// pipe: learn by a pipeline (cluster); see idleWaiter.
+	pipe func() redis.Pipeliner
 
 	mu    sync.Mutex
 	at    time.Time // when learned; zero: must learn
@@ -111,11 +121,14 @@ const busyLinger = time.Second
 const periodicTTL = 100 * time.Millisecond
 
 // newIdleWaiter returns a waiter whose blocking calls use a client made
-// from opts (nil: no waiting, the gates only), waiting up to wait; poll is
-// the servers' TaskCheckInterval.
-func newIdleWaiter(opts *redis.Options, wait, poll time.Duration) *idleWaiter {
-	return &idleWaiter{opts: opts, wait: wait, poll: poll, done: make(chan struct{}),
+// by newBlock (nil: no waiting, the gates only), waiting up to wait; poll
+// is the servers' TaskCheckInterval. pipe is nil but on a cluster (see
+// idleWaiter.pipe).
+func newIdleWaiter(newBlock func(int) redis.UniversalClient, pipe func() redis.Pipeliner, wait, poll time.Duration) *idleWaiter {
+	w := &idleWaiter{newBlock: newBlock, wait: wait, poll: poll, done: make(chan struct{}),
 		servers: make(map[string]*idleServer), gates: make(map[string]gateKey)}
+	w.newPipe = pipe
+	return w
 }
 
 // pendingKey is Asynq's pending list of queue q.
@@ -150,24 +163,22 @@ func (w *idleWaiter) addServer(queues []string) {
 }
 
 func (w *idleWaiter) addGate(keys []string, ttl time.Duration) *gate {
-	g := &gate{keys: keys, ttl: ttl, exist: make([]bool, len(keys))}
+	g := &gate{keys: keys, ttl: ttl, exist: make([]bool, len(keys)), pipe: w.newPipe}
 	for i, k := range keys {
 		w.gates[k] = gateKey{g, i}
 	}
 	return g
 }
 
-// start makes the blocking client, once every server is added: a
-// connection per pending list, and a few more.
+// start makes the blocking client.
 func (w *idleWaiter) start() {
-	if w.opts == nil {
+	if w.newBlock == nil {
 		return
 	}
-	o := cloneOptions(w.opts)
-	o.PoolSize = len(w.servers) + 4
-	o.MinIdleConns = 0
-	o.MaxIdleConns = 0
-	w.block = redis.NewClient(o)
+	// Its pool opens connections as they are needed, up to one per
+	// pending list of the most shards there can be: servers added for new
+	// shards (Worker.watchShards) block on it too.
+	w.block = w.newBlock(len(queueKinds)*MaxQueueShards + 4)
 }
 
 // stop ends every wait at once (before the servers shut down).
@@ -279,13 +290,20 @@ func (g *gate) invalidate() {
 // half of the keys or more exist, it stops there: sending their scripts
 // costs less than placing them.
 func (g *gate) learn(ctx context.Context, next redis.ProcessHook) error {
+	if g.pipe != nil {
+		return g.learnByQueue(ctx)
+	}
 	n, err := exists(ctx, next, g.keys)
 	if err != nil {
 		return err
 	}
+	if 2*n >= int64(len(g.keys)) {
+		n = int64(len(g.keys)) // as good as all: send every script
+	}
 	return g.place(ctx, next, 0, len(g.keys), n)
 }
 
+// place marks which of keys[lo:hi], n of which exist, do.
 func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n int64) error {
 	switch {
 	case n <= 0:
@@ -293,7 +311,7 @@ func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n 
 			g.exist[i] = false
 		}
 		return nil
-	case hi-lo == 1 || 2*n >= int64(hi-lo):
+	case n >= int64(hi-lo):
 		for i := lo; i < hi; i++ {
 			g.exist[i] = true
 		}
@@ -308,6 +326,50 @@ func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n 
 		return err
 	}
 	return g.place(ctx, next, mid, hi, n-left)
+}
+
+// learnByQueue learns, on a cluster, with a pipeline of one EXISTS per
+// queue (its keys share the queue's hash tag, so one slot): go-redis
+// sends it as one round trip per node.
+func (g *gate) learnByQueue(ctx context.Context) error {
+	type group struct {
+		idx []int
+		cmd *redis.IntCmd
+	}
+	var groups []*group
+	byTag := map[string]*group{}
+	for i, k := range g.keys {
+		tag := k
+		if a := strings.IndexByte(k, '{'); a >= 0 {
+			if b := strings.IndexByte(k[a:], '}'); b > 0 {
+				tag = k[a : a+b+1]
+			}
+		}
+		gr := byTag[tag]
+		if gr == nil {
+			gr = &group{}
+			byTag[tag] = gr
+			groups = append(groups, gr)
+		}
+		gr.idx = append(gr.idx, i)
+	}
+	p := g.pipe()
+	for _, gr := range groups {
+		keys := make([]string, len(gr.idx))
+		for j, i := range gr.idx {
+			keys[j] = g.keys[i]
+		}
+		gr.cmd = p.Exists(ctx, keys...)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return err
+	}
+	for _, gr := range groups {
+		for _, i := range gr.idx {
+			g.exist[i] = gr.cmd.Val() > 0
+		}
+	}
+	return nil
 }
 
 // exists runs EXISTS keys... on the hooked client's next hook.

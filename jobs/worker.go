@@ -33,9 +33,9 @@ type WorkerConfig struct {
 	// of its own) and looks PollInterval after a task arrives; the wait
 	// bounds only how late an unpaused queue is seen. Negative: no
 	// waiting, the worker polls every PollInterval (one EXISTS per round
-	// while the queues are empty). Only for a *redis.Client to one
-	// server; Sentinel and cluster clients poll, running a dequeue script
-	// per queue each round. Defaults to 5s.
+	// while the queues are empty; on a cluster one per queue). For a
+	// *redis.Client to one server and a cluster client; a Sentinel client
+	// polls, running a dequeue script per queue each round. Defaults to 5s.
 	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
@@ -51,6 +51,10 @@ type WorkerConfig struct {
 	// worker makes on a *redis.Client to one server: hooks that count or
 	// trace round trips on the client given to NewWorker see the rest.
 	Hooks []redis.Hook
+	// ShardCheckInterval is how often a running worker looks at Asynq's
+	// queue set for shards of a larger count (an API rolled out with a
+	// larger --queue-shards) and starts consuming them. Defaults to 30s.
+	ShardCheckInterval time.Duration
 	// ScriptPerQueue sends every script of the Asynq servers' per-queue
 	// loops, even on queues known to be empty, as before decision 73: the
 	// baseline of the shard benchmarks, not for production.
@@ -78,6 +82,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.DelayedPollInterval = time.Second
 	}
 	c.Shards = shardsOrDefault(c.Shards)
+	if c.ShardCheckInterval == 0 {
+		c.ShardCheckInterval = 30 * time.Second
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -98,13 +105,24 @@ type Worker struct {
 	delays map[string]asynq.RetryDelayFunc
 	// idle and its client, when idle servers wait for work (IdleWait).
 	idle   *idleWaiter
-	hooked *redis.Client
+	hooked redis.UniversalClient
 	// build makes the servers (and the hooked client, which holds
 	// goroutines of its own until closed): Start calls it, so that a
 	// worker never started holds nothing that Shutdown must release.
 	build func()
-	// shards is the number of shards of each kind consumed.
+	// server makes an Asynq server of the worker's on the given queues.
+	server func(concurrency int, queues map[string]int) *asynq.Server
+	rdb    redis.UniversalClient
+	cfg    WorkerConfig
+
+	mu sync.Mutex
+	// shards is the number of shards of each kind consumed; extra are the
+	// servers started for the shards that appeared since Start.
 	shards int
+	extra  []*asynq.Server
+	// watching ends the look for new shards; watched is closed when it has.
+	watching chan struct{}
+	watched  chan struct{}
 }
 
 // NewWorker returns a worker for saga on rdb.
@@ -119,27 +137,57 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	w.Mux = mux
 	// The options are copied now: once the client is in use, go-redis
 	// writes to them while it sets up connections.
-	var hookedOpts *redis.Options
-	if c, ok := rdb.(*redis.Client); ok && c.Options().Addr != failoverAddr {
-		hookedOpts = cloneOptions(c.Options())
+	var hk hookedOptions
+	switch c := rdb.(type) {
+	case *redis.Client:
+		if c.Options().Addr != failoverAddr {
+			hk.single, hk.singleBlock = cloneOptions(c.Options()), cloneOptions(c.Options())
+		}
+	case *redis.ClusterClient:
+		hk.cluster, hk.clusterBlock = cloneClusterOptions(c.Options()), cloneClusterOptions(c.Options())
 	}
-	w.build = func() { w.buildServers(rdb, hookedOpts, saga, cfg) }
+	w.build = func() { w.buildServers(rdb, hk, saga, cfg) }
 	return w
 }
 
-// buildServers makes the two Asynq servers (and, on a single Redis —
-// hookedOpts set — their hooked client).
-func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Options, saga *Saga, cfg WorkerConfig) {
+// hookedOptions are the options of the Asynq servers' own client and of
+// the waiter's blocking client: of a single Redis or of a cluster, or
+// none (a Sentinel client: no hook).
+type hookedOptions struct {
+	single, singleBlock   *redis.Options
+	cluster, clusterBlock *redis.ClusterOptions
+}
+
+// buildServers makes the two Asynq servers (and, on a single Redis or a
+// cluster, their hooked client).
+func (w *Worker) buildServers(rdb redis.UniversalClient, hk hookedOptions, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
-	if hookedOpts != nil {
+	if hk.single != nil || hk.cluster != nil {
 		// The servers' own client carries the waiter's hook, so that it
-		// sees only their scripts; the waiter blocks on a client of its own.
-		w.hooked = redis.NewClient(hookedOpts)
-		var blockOpts *redis.Options
-		if cfg.IdleWait > 0 {
-			blockOpts = hookedOpts
+		// sees only their scripts; the waiter blocks on a client of its own,
+		// with a connection (per node) for each pending list.
+		var newBlock func(int) redis.UniversalClient
+		var pipe func() redis.Pipeliner
+		if hk.single != nil {
+			w.hooked = redis.NewClient(hk.single)
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.singleBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClient(o)
+			}
+		} else {
+			c := redis.NewClusterClient(hk.cluster)
+			w.hooked, pipe = c, c.Pipeline
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.clusterBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClusterClient(o)
+			}
 		}
-		w.idle = newIdleWaiter(blockOpts, cfg.IdleWait, cfg.PollInterval)
+		if cfg.IdleWait <= 0 {
+			newBlock = nil
+		}
+		w.idle = newIdleWaiter(newBlock, pipe, cfg.IdleWait, cfg.PollInterval)
 		w.idle.sendAll = cfg.ScriptPerQueue
 		// The waiter first: the hooks of cfg see what it sends (its EXISTS
 		// included), not the scripts it answers itself.
@@ -149,6 +197,7 @@ func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Optio
 		}
 		asynqRDB = w.hooked
 	}
+	w.rdb, w.cfg = rdb, cfg
 	server := func(concurrency int, queues map[string]int) *asynq.Server {
 		if w.idle != nil {
 			w.idle.addServer(slices.Sorted(maps.Keys(queues)))
@@ -165,23 +214,68 @@ func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Optio
 			LogLevel:                 asynq.WarnLevel,
 		})
 	}
+	w.server = server
 	n := w.consumedShards(rdb, cfg)
+	w.srv, w.hooks = w.serversFor(0, n)
+	if w.idle != nil {
+		w.idle.start()
+	}
+	w.shards = n
+}
+
+// serversFor makes the two servers of shards lo..hi-1 of every kind.
+func (w *Worker) serversFor(lo, hi int) (orders, hooks *asynq.Server) {
 	// Compensation first: it frees funds and ends orders. Each shard keeps
 	// its kind's weight, so a critical shard is picked before an orders
 	// shard two times in three, as before sharding (decision 72).
 	orderQueues, hookQueues := map[string]int{}, map[string]int{}
-	for i := range n {
+	for i := lo; i < hi; i++ {
 		orderQueues[ShardQueue(QueueCritical, i)] = 6
 		orderQueues[ShardQueue(QueueOrders, i)] = 3
 		// Webhook fan-outs and deliveries in slots of their own (decision 29).
 		hookQueues[ShardQueue(QueueWebhooks, i)] = 1
 	}
-	w.srv = server(cfg.Concurrency, orderQueues)
-	w.hooks = server(cfg.WebhookConcurrency, hookQueues)
-	if w.idle != nil {
-		w.idle.start()
+	return w.server(w.cfg.Concurrency, orderQueues), w.server(w.cfg.WebhookConcurrency, hookQueues)
+}
+
+// watchShards looks at Asynq's queue set every ShardCheckInterval and,
+// when it shows more shards than the worker consumes, starts a pair of
+// servers for the new ones (with slots of their own: until the worker
+// restarts, it runs up to twice its concurrency).
+func (w *Worker) watchShards() {
+	defer close(w.watched)
+	t := time.NewTicker(w.cfg.ShardCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.watching:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		seen, err := SeenShards(ctx, w.rdb)
+		cancel()
+		w.mu.Lock()
+		have := w.shards
+		w.mu.Unlock()
+		if err != nil || seen <= have {
+			continue
+		}
+		o, h := w.serversFor(have, seen)
+		if err := o.Start(w.Mux); err != nil {
+			w.cfg.Logger.Warn("worker: could not start the servers of new shards", "from", have, "to", seen, "err", err)
+			continue
+		}
+		if err := h.Start(w.Mux); err != nil {
+			o.Shutdown()
+			w.cfg.Logger.Warn("worker: could not start the servers of new shards", "from", have, "to", seen, "err", err)
+			continue
+		}
+		w.cfg.Logger.Info("worker: consuming new shards", "from", have, "to", seen)
+		w.mu.Lock()
+		w.shards, w.extra = seen, append(w.extra, o, h)
+		w.mu.Unlock()
 	}
-	w.shards = n
 }
 
 // consumedShards is how many shards of each kind the worker consumes: its
@@ -203,12 +297,27 @@ func (w *Worker) consumedShards(rdb redis.UniversalClient, cfg WorkerConfig) int
 
 // Shards is the number of shards of each kind the worker consumes (known
 // once started).
-func (w *Worker) Shards() int { return w.shards }
+func (w *Worker) Shards() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.shards
+}
 
 // failoverAddr is the Addr of a Sentinel (failover) client's options. Its
 // clone would not have its connections dropped when the master changes
 // (the failover drains only its own client's pool), so such a worker polls.
 const failoverAddr = "FailoverClient"
+
+// cloneClusterOptions copies opt for a second client of the same cluster.
+func cloneClusterOptions(opt *redis.ClusterOptions) *redis.ClusterOptions {
+	o := *opt
+	o.PushNotificationProcessor = nil
+	if o.MaintNotificationsConfig != nil {
+		m := *o.MaintNotificationsConfig
+		o.MaintNotificationsConfig = &m
+	}
+	return &o
+}
 
 // cloneOptions copies opt for a second client on the same server.
 func cloneOptions(opt *redis.Options) *redis.Options {
@@ -247,6 +356,8 @@ func (w *Worker) Start() error {
 		w.srv.Shutdown()
 		return fmt.Errorf("start webhook worker: %w", err)
 	}
+	w.watching, w.watched = make(chan struct{}), make(chan struct{})
+	go w.watchShards()
 	return nil
 }
 
@@ -259,8 +370,15 @@ func (w *Worker) Shutdown() {
 	if w.idle != nil {
 		w.idle.stop() // a waiting dequeue would hold the shutdown up
 	}
+	if w.watching != nil {
+		close(w.watching)
+		<-w.watched
+	}
 	var wg sync.WaitGroup
 	wg.Go(w.hooks.Shutdown)
+	for _, s := range w.extra {
+		wg.Go(s.Shutdown)
+	}
 	w.srv.Shutdown()
 	wg.Wait()
 	if w.hooked != nil {

@@ -4,7 +4,9 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
@@ -24,8 +26,9 @@ import (
 // API + worker in one process on its own redis-server, in the default
 // configuration but for the shards and the worker's script gate: the
 // Redis commands per second while idle, and at a paced 200 orders a
-// second the Redis commands per order (INFO commandstats, scripts' own
-// commands included) and the 202 → terminal p50/p99. The baseline is 16
+// second, with a webhook endpoint, the Redis commands per order (INFO
+// commandstats, scripts' own commands included), the 202 → terminal
+// p50/p99 and the terminal → webhook received p50/p99. The baseline is 16
 // shards with a script per queue as before decision 73 (and its IdleWait
 // of 1s), measured in the same run.
 //
@@ -36,7 +39,7 @@ func TestShardFigures(t *testing.T) {
 		shards   int
 		baseline bool
 	}
-	type figures struct{ idle, perOrder, p50, p99 float64 }
+	type figures struct{ idle, perOrder, p50, p99, h50, h99 float64 }
 	var base figures
 	for _, s := range []setup{
 		{"16 shards, a script per queue (baseline)", 16, true},
@@ -55,6 +58,20 @@ func TestShardFigures(t *testing.T) {
 			cfg := app.Config{Redis: rdb, API: true, Worker: true, Logger: testLogger(t), QueueShards: s.shards,
 				Server:    server.Config{APIKeys: map[string]string{apiKey: "acme"}},
 				Portfolio: down, Execution: down}
+			fastWebhooks(&cfg)
+			got := map[string]time.Time{}
+			rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var ev struct {
+					Data struct{ ID string } `json:"data"`
+				}
+				json.NewDecoder(r.Body).Decode(&ev)
+				mu.Lock()
+				if _, ok := got[ev.Data.ID]; !ok {
+					got[ev.Data.ID] = time.Now()
+				}
+				mu.Unlock()
+			}))
+			t.Cleanup(rcv.Close)
 			cfg.Saga.OnTerminalFunc = func(_ context.Context, o *orders.Order) {
 				mu.Lock()
 				ended[o.ID] = time.Now()
@@ -66,6 +83,7 @@ func TestShardFigures(t *testing.T) {
 			}
 			a, url := apptest.Serve(t, cfg)
 			b := &bundle{app: a, url: url, rdb: rdb}
+			b.api(t).createEndpoint(apiKey, rcv.URL, "order.executed")
 			b.place(t, order()) // scripts loaded, pools open
 			time.Sleep(3 * time.Second)
 
@@ -95,11 +113,11 @@ func TestShardFigures(t *testing.T) {
 			}
 			tick.Stop()
 			wg.Wait()
-			pollUntil(t, 60*time.Second, "orders terminal", func() bool {
+			pollUntil(t, 60*time.Second, "orders' webhooks received", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				for id := range placed {
-					if _, ok := ended[id]; !ok {
+					if _, ok := got[id]; !ok {
 						return false
 					}
 				}
@@ -107,22 +125,25 @@ func TestShardFigures(t *testing.T) {
 			})
 			after, _ = commandCalls(t, rdb)
 			f.perOrder = float64(after-before) / float64(n)
-			var lat []float64
+			var lat, hook []float64
 			mu.Lock()
 			for id, at := range placed {
 				lat = append(lat, float64(ended[id].Sub(at).Microseconds())/1000)
+				hook = append(hook, float64(got[id].Sub(ended[id]).Microseconds())/1000)
 			}
 			mu.Unlock()
 			slices.Sort(lat)
+			slices.Sort(hook)
 			f.p50, f.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+			f.h50, f.h99 = hook[len(hook)/2], hook[len(hook)*99/100]
 			ratio := ""
 			if s.name == "16 shards, a script per queue (baseline)" {
 				base = f
 			} else if base.idle > 0 {
 				ratio = fmt.Sprintf("; vs baseline: idle ×%.2f, per order ×%.2f", f.idle/base.idle, f.perOrder/base.perOrder)
 			}
-			t.Logf("%s: idle %.1f cmds/s; at %d orders/s: %.1f cmds/order, 202→terminal p50 %.0f ms p99 %.0f ms%s",
-				s.name, f.idle, rate, f.perOrder, f.p50, f.p99, ratio)
+			t.Logf("%s: idle %.1f cmds/s; at %d orders/s with a webhook each: %.1f cmds/order, 202→terminal p50 %.0f ms p99 %.0f ms, terminal→webhook p50 %.0f ms p99 %.0f ms%s",
+				s.name, f.idle, rate, f.perOrder, f.p50, f.p99, f.h50, f.h99, ratio)
 		})
 	}
 }

@@ -241,3 +241,46 @@ func queueTotals(t *testing.T, insp *asynq.Inspector, kind string) asynq.QueueIn
 	}
 	return sum
 }
+
+// TestWorkerTakesUpNewShards: a worker started with 4 shards, before any
+// task, takes up the shards of an API rolled out with 16 while it runs.
+func TestWorkerTakesUpNewShards(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.NewClient(t)
+	simSrv := httptest.NewServer(sim.New(sim.Config{}))
+	t.Cleanup(simSrv.Close)
+
+	wcfg := fastConfig(rdb, simSrv.URL)
+	wcfg.API, wcfg.Logger, wcfg.QueueShards = false, testLogger(t), 4
+	wcfg.WorkerPool.ShardCheckInterval = 100 * time.Millisecond
+	w, err := app.New(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Shutdown(context.Background()) })
+	equal(t, "shards at start", w.Worker().Shards(), 4)
+
+	acfg := fastConfig(rdb, simSrv.URL)
+	acfg.Worker, acfg.Logger, acfg.QueueShards = false, testLogger(t), 16
+	a, url := apptest.Serve(t, acfg)
+	b := &bundle{app: a, url: url, rdb: rdb}
+	var ids []string
+	beyond := 0
+	for range 40 {
+		o := b.place(t, order())
+		ids = append(ids, o.ID)
+		if jobs.ShardOf(o.ID, 16) >= 4 {
+			beyond++
+		}
+	}
+	if beyond == 0 {
+		t.Fatal("no order in a shard ≥ 4: the test proves nothing")
+	}
+	for _, id := range ids {
+		equal(t, "status of "+id, b.waitTerminal(t, id, 30*time.Second).Status, orders.Executed)
+	}
+	equal(t, "shards consumed", w.Worker().Shards(), 16)
+}

@@ -500,7 +500,7 @@ func TestTraceCompensationNamesTheOrder(t *testing.T) {
 		}
 	}
 	if producer.Parent.SpanID() != cancel.SpanContext.SpanID() || producer.SpanKind != trace.SpanKindProducer ||
-		attr(producer, "messaging.destination.name") != "critical" || consumer.Parent.SpanID() != producer.SpanContext.SpanID() {
+		attr(producer, "messaging.destination.name") != b.app.Enq.Queue(jobs.QueueCritical, o.ID) || consumer.Parent.SpanID() != producer.SpanContext.SpanID() {
 		t.Fatalf("compensation spans: producer %v under %v (want the cancel's %v), consumer under %v",
 			producer.SpanContext.SpanID(), producer.Parent.SpanID(), cancel.SpanContext.SpanID(), consumer.Parent.SpanID())
 	}
