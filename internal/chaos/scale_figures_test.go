@@ -3,14 +3,22 @@
 package chaos
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/asyncgate/asyncgate/internal/chaos/invariant"
+	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 )
 
@@ -23,6 +31,8 @@ type scaleRow struct {
 	perSecond float64   // their mean
 	commands  float64   // Redis commands per order, summed over every node (mean of the runs)
 	scripts   float64   // of them, script calls (EVALSHA, EVAL) per order
+	cpu       float64   // CPU ms per order of the asyncgate processes and redis-servers
+	redisCPU  float64   // of it, the redis-servers'
 	nodes     int
 }
 
@@ -32,7 +42,9 @@ type scaleRow struct {
 // the first placement to the last order's terminal webhook at the receiver; 64 clients
 // place the orders as fast as they are answered; the simulator answers at once. Redis
 // commands per order are INFO commandstats summed over every node, before and after.
-// Every row's orders then pass the invariant checker (nothing lost, stuck or doubled).
+// CPU per order is the user and system time of the API and worker processes and of every
+// redis-server (from /proc), steadier than a rate on a shared machine. Every row's orders
+// then pass the invariant checker (nothing lost, stuck or doubled).
 //
 // On a 2-core machine every process shares the two cores, so the absolute gain of a
 // second worker or of three masters is capped; what the table shows is whether the
@@ -79,6 +91,8 @@ func TestScaleFigures(t *testing.T) {
 		r.perSecond = sum / float64(max(1, len(r.runs)))
 		r.commands /= float64(max(1, len(r.runs)))
 		r.scripts /= float64(max(1, len(r.runs)))
+		r.cpu /= float64(max(1, len(r.runs)))
+		r.redisCPU /= float64(max(1, len(r.runs)))
 	}
 	ratio := func(a, b *scaleRow) string {
 		if b.perSecond == 0 {
@@ -88,7 +102,7 @@ func TestScaleFigures(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nScale: end-to-end orders/s (first placement to last terminal webhook), separate processes (1 API, %d orders a run, two runs a row, 64 clients, simulator at 0 ms, relaxed durability, AOF everysec)\n\n", n)
-	b.WriteString("| setup | Redis nodes | orders/s (mean; runs) | ratio | Redis commands per order (scripts' own calls included) | of them script calls |\n| --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| setup | Redis nodes | orders/s (mean; runs) | ratio | CPU ms per order (asyncgate + Redis) | of it Redis | Redis commands per order (scripts' own calls included) | of them script calls |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	base := []*scaleRow{rows[0], rows[0], rows[1], rows[2]}
 	for i, r := range rows {
 		rt := "1.00× (baseline)"
@@ -99,7 +113,7 @@ func TestScaleFigures(t *testing.T) {
 		for i, x := range r.runs {
 			runs[i] = fmt.Sprintf("%.0f", x)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.0f (%s) | %s | %.1f | %.1f |\n", r.name, r.nodes, r.perSecond, strings.Join(runs, ", "), rt, r.commands, r.scripts)
+		fmt.Fprintf(&b, "| %s | %d | %.0f (%s) | %s | %.2f | %.2f | %.1f | %.1f |\n", r.name, r.nodes, r.perSecond, strings.Join(runs, ", "), rt, r.cpu, r.redisCPU, r.commands, r.scripts)
 	}
 	fmt.Fprintf(&b, "\ncluster, 16 shards vs one Redis with the same 2 workers: %s\n", ratio(rows[3], rows[1]))
 	fmt.Print(b.String())
@@ -112,12 +126,22 @@ func runScaleRow(t *testing.T, r *scaleRow) {
 	// Warm up: a few orders, so that connections, scripts and queues exist.
 	warm := d.placeAll(40, 16)
 	d.waitDelivered(len(warm.accepted), time.Minute)
+	redisPids := make([]int, len(nodes))
+	for i, n := range nodes {
+		redisPids[i] = redisPid(t, n)
+	}
+	var appPids []int
+	for _, p := range append(append([]*proctest.Proc{}, d.apis...), d.workers...) {
+		appPids = append(appPids, p.Pid())
+	}
 	before := commandStats(t, nodes)
+	appCPU0, redisCPU0 := cpuOf(t, appPids), cpuOf(t, redisPids)
 	delivered0 := d.recv.got.Load()
 	start := time.Now()
 	cl := d.placeAll(r.orders, 64)
 	d.waitDelivered(int(delivered0)+len(cl.accepted), 5*time.Minute)
 	took := time.Since(start)
+	appCPU, redisCPU := cpuOf(t, appPids)-appCPU0, cpuOf(t, redisPids)-redisCPU0
 	after := commandStats(t, nodes)
 	if len(cl.accepted) != r.orders {
 		t.Errorf("%d of %d orders accepted (%d refused, %d given up)", len(cl.accepted), r.orders, len(cl.refused), cl.gaveUp)
@@ -125,9 +149,12 @@ func runScaleRow(t *testing.T, r *scaleRow) {
 	perSecond := float64(len(cl.accepted)) / took.Seconds()
 	commands := float64(commandsBetween(before, after)) / float64(len(cl.accepted))
 	scripts := float64(after["evalsha"]+after["eval"]-before["evalsha"]-before["eval"]) / float64(len(cl.accepted))
+	t.Logf("%s: the commands per order, most first: %s", r.name, topCommands(before, after, len(cl.accepted), 10))
 	r.runs = append(r.runs, perSecond)
 	r.commands += commands
 	r.scripts += scripts
+	r.cpu += float64((appCPU + redisCPU).Milliseconds()) / float64(len(cl.accepted))
+	r.redisCPU += float64(redisCPU.Milliseconds()) / float64(len(cl.accepted))
 	subscribed := make(map[string]bool)
 	for _, tenant := range d.tenants {
 		subscribed[tenant] = true
@@ -141,8 +168,71 @@ func runScaleRow(t *testing.T, r *scaleRow) {
 	if rep.Violations() > 0 {
 		t.Errorf("invariants broken:\n%s", rep)
 	}
-	t.Logf("%s: %d orders in %s, %.0f orders/s, %.1f Redis commands per order (%.1f script calls)", r.name, len(cl.accepted), took.Round(time.Millisecond), perSecond, commands, scripts)
+	t.Logf("%s: %d orders in %s, %.0f orders/s, CPU %s (Redis %s), %.1f Redis commands per order (%.1f script calls)", r.name, len(cl.accepted), took.Round(time.Millisecond), perSecond, appCPU+redisCPU, redisCPU, commands, scripts)
 }
+
+// topCommands names the n commands called most between before and after, per order.
+func topCommands(before, after map[string]int64, orders, n int) string {
+	type kv struct {
+		name string
+		per  float64
+	}
+	var all []kv
+	for name, calls := range after {
+		if d := calls - before[name]; d > 0 {
+			all = append(all, kv{name, float64(d) / float64(orders)})
+		}
+	}
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.per, a.per) })
+	var parts []string
+	for _, x := range all[:min(n, len(all))] {
+		parts = append(parts, fmt.Sprintf("%s %.1f", x.name, x.per))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// redisPid is the process id of a redis-server, as it says in INFO server.
+func redisPid(t *testing.T, s *redistest.Server) int {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatalf("INFO server on %s: %v", s.Addr(), err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			pid, err := strconv.Atoi(v)
+			if err == nil {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("INFO server on %s has no process_id", s.Addr())
+	return 0
+}
+
+// cpuOf is the CPU time (user and system) the processes have used so far, from
+// /proc/PID/stat (Linux).
+func cpuOf(t *testing.T, pids []int) time.Duration {
+	t.Helper()
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatalf("CPU of process %d: %v", pid, err)
+		}
+		// The command name, in parentheses, may hold spaces: the fields after it.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
+		stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+		ticks += utime + stime
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times: 100 on Linux.
+const clockTicks = 100
 
 // placeAll places n orders as fast as they are answered, with inflight in flight.
 func (d *deployment) placeAll(n, inflight int) *clients {
