@@ -43,16 +43,17 @@ import (
 // A task's arrival is seen without any help from the enqueuers: a BLMOVE
 // of each pending list onto itself (head to head) blocks until the list
 // has an element and leaves it as it was. The blocking calls use a client
-// of their own, with a connection per pending list, so they never take
-// the connections of anything else. An error of a blocking call (a Redis
+// of their own, which opens a connection per pending list (per node) as
+// needed, so they never take the connections of anything else. An error of a blocking call (a Redis
 // without BLMOVE) ends the wait: the server polls as before.
 type idleWaiter struct {
-	// newBlock makes the client of the blocking calls with a pool of n
-	// connections (per node); nil: no waiting, the gates only.
+	// newBlock makes the client of the blocking calls with a pool of up
+	// to n connections (per node); nil: no waiting, the gates only.
 	newBlock func(n int) redis.UniversalClient
-	// pipe, on a cluster, is the hooked client, on which a gate learns by
-	// a pipeline of one EXISTS per queue (the keys of a script are in one
-	// slot, those of two queues seldom are); nil on a single Redis.
+	// newPipe, on a cluster, makes a pipeline of the hooked client, by
+	// which a gate learns with one EXISTS per queue (the keys of a script
+	// are in one slot, those of two queues seldom are); nil on a single
+	// Redis.
 	newPipe func() redis.Pipeliner
 	wait    time.Duration
 	poll    time.Duration
@@ -123,7 +124,7 @@ const periodicTTL = 100 * time.Millisecond
 // newIdleWaiter returns a waiter whose blocking calls use a client made
 // by newBlock (nil: no waiting, the gates only), waiting up to wait; poll
 // is the servers' TaskCheckInterval. pipe is nil but on a cluster (see
-// idleWaiter.pipe).
+// idleWaiter.newPipe).
 func newIdleWaiter(newBlock func(int) redis.UniversalClient, pipe func() redis.Pipeliner, wait, poll time.Duration) *idleWaiter {
 	w := &idleWaiter{newBlock: newBlock, wait: wait, poll: poll, done: make(chan struct{}),
 		servers: make(map[string]*idleServer), gates: make(map[string]gateKey)}
