@@ -63,12 +63,13 @@ lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubecon
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines
+bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines, the scale table (1 vs 2 workers; 3-master cluster, 1 vs 16 queue shards)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
+	$(GO) test -tags bench -run TestScaleFigures -v -timeout 30m ./internal/chaos/
 
-chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers), 3,000 orders, separate processes (about 10 minutes)
+chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers; Sentinel and Cluster failovers, SIGTERM, 1,000 orders on a 3-master cluster with 2 API + 2 workers), separate processes (about 15 minutes)
 	ASYNCGATE_CHAOS=long $(GO) test -race -v -timeout 40m ./internal/chaos/...
 
 build: ## build bin/asyncgate
