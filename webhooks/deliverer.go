@@ -60,6 +60,15 @@ type DelivererConfig struct {
 	// taken waits before it looks again (the queue adds backoff and
 	// jitter). Defaults to 1s.
 	SlotWait time.Duration
+	// SlotLocalWait is how long a delivery waits in this process for one
+	// of its endpoint's slots before it is postponed by SlotWait: the
+	// deliveries to an endpoint queue in the worker for milliseconds while
+	// its attempts end, instead of coming back a second later. A delivery
+	// that finds the slots taken by other processes looks once more within
+	// this bound. It is also the longest a slow endpoint's waiting delivery
+	// holds a worker slot. Defaults to 50ms; negative: no local wait (every
+	// delivery that finds the slots full is postponed).
+	SlotLocalWait time.Duration
 	// DisableAfter disables an endpoint whose attempts have all failed for
 	// this long. Defaults to 5 days.
 	DisableAfter time.Duration
@@ -114,6 +123,9 @@ func (c DelivererConfig) withDefaults(store *Store) DelivererConfig {
 	if c.SlotWait == 0 {
 		c.SlotWait = time.Second
 	}
+	if c.SlotLocalWait == 0 {
+		c.SlotLocalWait = 50 * time.Millisecond
+	}
 	if c.DisableAfter == 0 {
 		c.DisableAfter = 5 * 24 * time.Hour
 	}
@@ -160,6 +172,9 @@ type Deliverer struct {
 	senders senders
 	breaker breakerConfig
 	slots   slotConfig
+	// local orders this process's attempts to each endpoint; nil without
+	// an endpoint cap or with no local wait.
+	local *localSlots
 }
 
 // NewDeliverer returns a deliverer recording into store.
@@ -183,6 +198,9 @@ func NewDeliverer(store *Store, cfg DelivererConfig) (*Deliverer, error) {
 	// A slot outlives the longest attempt (the client's timeout) by a
 	// margin; it is given back as soon as the attempt is recorded.
 	d.slots = slotConfig{max: max(cfg.EndpointConcurrency, 0), ttl: cfg.Timeout + 15*time.Second}
+	if d.slots.max > 0 && cfg.SlotLocalWait > 0 {
+		d.local = newLocalSlots(d.slots.max)
+	}
 	return d, nil
 }
 
@@ -247,10 +265,36 @@ type Result struct {
 // is shutting down) also returns an error, and records nothing: the task
 // runs again elsewhere, with the same webhook-id.
 func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
+	var waitStart time.Time
+	if d.local != nil {
+		// Queue for the endpoint in this process first, for a bounded
+		// time: its Redis slot is then free unless another process holds
+		// it. The local slot is held until the attempt is recorded (or its
+		// Redis slot released), after the Redis one is given back.
+		waitStart = time.Now()
+		release := d.local.acquire(ctx, r, d.cfg.SlotLocalWait)
+		if release == nil {
+			if ctx.Err() != nil {
+				return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
+			}
+			return d.busy(), nil
+		}
+		defer release()
+	}
 	now := d.cfg.Now()
 	a, err := d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown, d.slots)
 	if err != nil {
 		return Result{}, err
+	}
+	if a.verdict == "busy" && d.local != nil {
+		// Other processes hold the endpoint's slots: look once more after
+		// a short pause, if the bound allows, before postponing.
+		if pause := min(d.cfg.SlotLocalWait-time.Since(waitStart), busyPause); pause > 0 && sleepCtx(ctx, pause) {
+			now = d.cfg.Now()
+			if a, err = d.store.begin(ctx, r, now, d.cfg.BreakerThreshold, d.cfg.BreakerCooldown, d.slots); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 	switch a.verdict {
 	case "ok":
@@ -262,10 +306,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		wait += rand.N(wait/10 + 1)
 		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: errors.New("the endpoint's breaker is open")}, nil
 	case "busy":
-		// Look again soon, spread so that the waiting deliveries do not
-		// come back together; the queue backs off further on each return.
-		wait := d.cfg.SlotWait + rand.N(d.cfg.SlotWait/2+1)
-		return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: ErrEndpointBusy}, nil
+		return d.busy(), nil
 	case "rate":
 		// The endpoint's max_per_second is spent: back when it allows one.
 		return Result{Outcome: Postpone, Delay: max(a.until.Sub(now), time.Millisecond), Status: DeliveryPending, Err: ErrEndpointRateLimited}, nil
@@ -322,6 +363,31 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		res.Outcome = Done
 	}
 	return res, nil
+}
+
+// busyPause is the pause before a delivery that found its endpoint's Redis
+// slots held by other processes looks once more.
+const busyPause = 10 * time.Millisecond
+
+// busy postpones a delivery that found its endpoint's slots all taken: it
+// looks again soon, spread so that the waiting deliveries do not come back
+// together; the queue backs off further on each return.
+func (d *Deliverer) busy() Result {
+	wait := d.cfg.SlotWait + rand.N(d.cfg.SlotWait/2+1)
+	return Result{Outcome: Postpone, Delay: wait, Status: DeliveryPending, Err: ErrEndpointBusy}
+}
+
+// sleepCtx waits for d, or less if ctx ends first; it says whether the
+// whole wait passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // releaseSlot gives back the slot of an attempt that could not be

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -371,7 +372,13 @@ func TestBreakerPostponesThenProbes(t *testing.T) {
 	}
 	b.deliver(t, refs[0])
 	b.deliver(t, refs[1]) // the second failure in a row opens the breaker
+	// The third waits in this process for its bound (SlotLocalWait,
+	// 50ms by default), no longer, and is postponed.
+	start := time.Now()
 	res := b.deliver(t, refs[2])
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("the busy delivery was postponed after %s, want it to wait its 50ms for a slot first", waited)
+	}
 	if res.Outcome != webhooks.Postpone || res.Delay < 10*time.Second || res.Delay > 12*time.Second {
 		t.Fatalf("delivery while open: %+v, want postponed about 10s", res)
 	}
@@ -602,7 +609,13 @@ func TestEndpointSlotsCapDeliveriesInFlight(t *testing.T) {
 	slow.next(t)
 	slow.next(t)
 
+	// The third waits in this process for its bound (SlotLocalWait,
+	// 50ms by default), no longer, and is postponed.
+	start := time.Now()
 	res := b.deliver(t, refs[2])
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("the busy delivery was postponed after %s, want it to wait its 50ms for a slot first", waited)
+	}
 	if res.Outcome != webhooks.Postpone || !errors.Is(res.Err, webhooks.ErrEndpointBusy) || res.Delay < time.Second || res.Delay > 2*time.Second {
 		t.Fatalf("a third delivery while two are in flight: %+v, want postponed ~1s as busy", res)
 	}
@@ -627,11 +640,17 @@ func TestEndpointSlotsCapDeliveriesInFlight(t *testing.T) {
 	}
 
 	// The holders' slots expire (Timeout 5s + 15s) as a killed worker's
-	// would: the waiting delivery goes.
+	// would: the waiting delivery goes, from another worker process (in
+	// this one the holders are still in flight).
 	b.clock.advance(21 * time.Second)
+	peer, err := webhooks.NewDeliverer(b.store, webhooks.DelivererConfig{EndpointConcurrency: 2, Timeout: 5 * time.Second, Now: b.clock.nowFunc()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(peer.Close)
 	done := make(chan webhooks.Result, 1)
 	go func() {
-		res, _ := b.deliverer.Deliver(context.Background(), refs[2])
+		res, _ := peer.Deliver(context.Background(), refs[2])
 		done <- res
 	}()
 	slow.next(t)
@@ -650,5 +669,83 @@ func TestEndpointSlotsCapDeliveriesInFlight(t *testing.T) {
 	}
 	if m := most.Load(); m > 3 {
 		t.Fatalf("%d requests in flight at once, want at most 3 (2 + 1 after the expiry)", m)
+	}
+}
+
+// TestBurstToOneEndpointWaitsLocallyNotPostponed: a burst of 200
+// deliveries to one fast endpoint, 50 at once as a worker's 50 webhook
+// slots would run them, with 4 endpoint slots. Without the local wait
+// (SlotLocalWait < 0) deliveries find the Redis slots full and are
+// postponed by a second or more; with it none is, every delivery goes on
+// its first run, and the endpoint never has more than 4 in flight. The
+// bound is generous here so that a loaded machine does not make a slow
+// attempt look like a slow endpoint: what is checked is the count of
+// postponements, not a time.
+func TestBurstToOneEndpointWaitsLocallyNotPostponed(t *testing.T) {
+	t.Parallel()
+	const events, workers, endpointCap = 200, 50, 4
+	for _, tc := range []struct {
+		name      string
+		localWait time.Duration
+	}{{"no-local-wait", -1}, {"local-wait", 10 * time.Second}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(o *options) {
+				o.deliverer.EndpointConcurrency = endpointCap
+				o.deliverer.SlotLocalWait = tc.localWait
+			})
+			rcv := newReceiver(t)
+			var inFlight, most atomic.Int64
+			rcv.answer(func(w http.ResponseWriter, _ *http.Request) {
+				n := inFlight.Add(1)
+				defer inFlight.Add(-1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(2 * time.Millisecond) // a fast receiver, not an instant one
+			})
+			b.endpoint(t, "acme", rcv.URL)
+			refs := make(chan webhooks.Ref, events)
+			for range events {
+				_, r := b.publish(t, "acme", "")
+				refs <- one(t, r)
+			}
+			close(refs)
+			var postponed, delivered atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for r := range refs {
+						res, err := b.deliverer.Deliver(context.Background(), r)
+						switch {
+						case err != nil:
+							t.Error(err)
+						case res.Outcome == webhooks.Postpone:
+							if !errors.Is(res.Err, webhooks.ErrEndpointBusy) {
+								t.Errorf("postponed: %+v, want busy", res)
+							}
+							postponed.Add(1)
+						case res.Status == webhooks.DeliveryDelivered:
+							delivered.Add(1)
+						default:
+							t.Errorf("delivery: %+v", res)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			t.Logf("%s: %d delivered, %d postponed, at most %d in flight", tc.name, delivered.Load(), postponed.Load(), most.Load())
+			if m := most.Load(); m > endpointCap {
+				t.Fatalf("%d requests in flight at once, want at most %d", m, endpointCap)
+			}
+			if tc.localWait < 0 {
+				if postponed.Load() == 0 {
+					t.Fatalf("no delivery postponed without the local wait: the burst did not fill the endpoint's slots, so the test proves nothing")
+				}
+				return
+			}
+			if n := postponed.Load(); n != 0 || delivered.Load() != events {
+				t.Fatalf("%d postponed, %d of %d delivered: want every delivery on its first run", n, delivered.Load(), events)
+			}
+		})
 	}
 }
