@@ -130,3 +130,54 @@ func TestSlowEndpointDoesNotSlowOtherTenants(t *testing.T) {
 		t.Fatalf("the slow receiver had %d requests in flight at once, want at most %d", m, endpointCap)
 	}
 }
+
+// TestBurstToOneFastEndpointIsNotPostponed: 200 orders end at once and
+// their webhooks go to one endpoint whose receiver answers in 5 ms, through
+// its 4 slots. The deliveries queue in the worker for a slot (decision 87)
+// instead of finding the slots full and being postponed: with the
+// postponement set to 30 s, every webhook arriving within 25 s proves that
+// none was postponed. The local wait is generous here (5 s) so that a
+// loaded machine does not turn a slow attempt into a postponement; the
+// webhooks package checks that without the local wait the same burst is
+// postponed.
+func TestBurstToOneFastEndpointIsNotPostponed(t *testing.T) {
+	t.Parallel()
+	const orders = 200
+	b := setup(t, fastWebhooks, func(c *app.Config) {
+		c.Webhooks.Deliverer.EndpointConcurrency = 4
+		c.Webhooks.Deliverer.SlotWait = 30 * time.Second
+		c.Webhooks.Deliverer.SlotLocalWait = 5 * time.Second
+	})
+	a := b.api(t)
+	rcv := newHookReceiver(t)
+	var inFlight, most atomic.Int64
+	rcv.answer(func(w http.ResponseWriter, _ *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(5 * time.Millisecond)
+	})
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	go func() {
+		for h := range rcv.hits {
+			mu.Lock()
+			ids[h.header.Get("webhook-id")] = true
+			mu.Unlock()
+		}
+	}()
+	a.createEndpoint(apiKey, rcv.URL+"/hooks")
+	for range orders {
+		b.place(t, order())
+	}
+	pollUntil(t, 25*time.Second, "a webhook for every order, none postponed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids) == orders
+	})
+	if m := most.Load(); m > 4 {
+		t.Fatalf("the receiver had %d requests in flight at once, want at most 4", m)
+	}
+	t.Logf("%d webhooks (%d requests), at most %d in flight", orders, rcv.count.Load(), most.Load())
+}
