@@ -372,13 +372,7 @@ func TestBreakerPostponesThenProbes(t *testing.T) {
 	}
 	b.deliver(t, refs[0])
 	b.deliver(t, refs[1]) // the second failure in a row opens the breaker
-	// The third waits in this process for its bound (SlotLocalWait,
-	// 50ms by default), no longer, and is postponed.
-	start := time.Now()
 	res := b.deliver(t, refs[2])
-	if waited := time.Since(start); waited < 50*time.Millisecond {
-		t.Fatalf("the busy delivery was postponed after %s, want it to wait its 50ms for a slot first", waited)
-	}
 	if res.Outcome != webhooks.Postpone || res.Delay < 10*time.Second || res.Delay > 12*time.Second {
 		t.Fatalf("delivery while open: %+v, want postponed about 10s", res)
 	}
