@@ -46,12 +46,16 @@ func (l *localSlots) acquire(ctx context.Context, r Ref, wait time.Duration) (re
 		l.m[k] = s
 	}
 	s.refs++
+	// At most maxWaiters() wait beside the holders: the deliveries of a
+	// slow endpoint beyond them are postponed at once, so that one
+	// endpoint holds only a bounded share of the worker's task slots.
+	crowded := s.refs > l.max+l.maxWaiters()
 	l.mu.Unlock()
 
 	select {
 	case s.ch <- struct{}{}:
 	default:
-		if !l.wait(ctx, s, wait) {
+		if crowded || !l.wait(ctx, s, wait) {
 			l.drop(k, s)
 			return nil
 		}
@@ -61,6 +65,10 @@ func (l *localSlots) acquire(ctx context.Context, r Ref, wait time.Duration) (re
 		l.drop(k, s)
 	}
 }
+
+// maxWaiters is how many deliveries of one target may wait for a local
+// slot at once: twice the cap.
+func (l *localSlots) maxWaiters() int { return 2 * l.max }
 
 func (l *localSlots) wait(ctx context.Context, s *localSem, wait time.Duration) bool {
 	if wait <= 0 {

@@ -51,3 +51,50 @@ func TestLocalSlots(t *testing.T) {
 		t.Fatalf("%d targets left in the map with no holder, want 0", n)
 	}
 }
+
+// TestLocalSlotsBoundWaiters: beside the holders, at most maxWaiters wait;
+// one more is turned away at once, even with a long bound, and gets a slot
+// once the crowd has gone.
+func TestLocalSlotsBoundWaiters(t *testing.T) {
+	l := newLocalSlots(1)
+	ep := Ref{Tenant: "acme", EndpointID: "ep1"}
+	hold := l.acquire(context.Background(), ep, 0)
+	if hold == nil {
+		t.Fatal("the first holder did not get a slot")
+	}
+	got := make(chan func(), l.maxWaiters())
+	for range l.maxWaiters() {
+		go func() { got <- l.acquire(context.Background(), ep, time.Minute) }()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l.mu.Lock()
+		refs := l.m[localKey{"acme", "ep1"}].refs
+		l.mu.Unlock()
+		if refs == 1+l.maxWaiters() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d holders and waiters, want %d", refs, 1+l.maxWaiters())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if r := l.acquire(context.Background(), ep, time.Minute); r != nil {
+		t.Fatal("a delivery beyond the waiters' bound got a slot")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the delivery beyond the bound waited %v, want it turned away at once", d)
+	}
+	hold()
+	for range l.maxWaiters() {
+		r := <-got
+		if r == nil {
+			t.Fatal("a waiter gave up though slots were given back")
+		}
+		r()
+	}
+	if n := l.targets(); n != 0 {
+		t.Fatalf("%d targets left in the map, want 0", n)
+	}
+}
