@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -87,11 +88,20 @@ type Reconciler struct {
 	enq   *Enqueuer
 	rdb   redis.UniversalClient
 	cfg   ReconcilerConfig
+	// token is the value of the pass lock this reconciler takes: one per
+	// reconciler (per process), so that a lock whose release failed (its
+	// master was down at the end of the pass) is taken again by the same
+	// reconciler on its next pass instead of holding every pass off until
+	// it expires (decision 86).
+	token string
+	// passing makes RunLocked one pass at a time within the process (the
+	// token alone would let two of its calls both hold the lock).
+	passing sync.Mutex
 }
 
 // NewReconciler returns a reconciler.
 func NewReconciler(store *orders.Store, insp *asynq.Inspector, enq *Enqueuer, cfg ReconcilerConfig) *Reconciler {
-	return &Reconciler{store: store, insp: insp, enq: enq, rdb: store.Client(), cfg: cfg.withDefaults()}
+	return &Reconciler{store: store, insp: insp, enq: enq, rdb: store.Client(), cfg: cfg.withDefaults(), token: uuid.NewString()}
 }
 
 // ReconcileStats counts what one pass did.
@@ -130,14 +140,26 @@ func (r *Reconciler) Run(ctx context.Context) {
 
 var unlockScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 
+// lockScript takes the pass lock for ARGV[1] for ARGV[2] ms: free, or
+// already ARGV[1]'s (left by a pass whose release failed).
+var lockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
 // RunLocked runs one pass if no other process is running one.
 func (r *Reconciler) RunLocked(ctx context.Context) (ReconcileStats, bool, error) {
-	token := uuid.NewString()
-	ok, err := r.rdb.SetNX(ctx, r.cfg.LockKey, token, 3*r.cfg.Interval+time.Minute).Result()
+	if !r.passing.TryLock() {
+		return ReconcileStats{}, false, nil
+	}
+	defer r.passing.Unlock()
+	ttl := 3*r.cfg.Interval + time.Minute
+	ok, err := lockScript.Run(ctx, r.rdb, []string{r.cfg.LockKey}, r.token, ttl.Milliseconds()).Bool()
 	if err != nil || !ok {
 		return ReconcileStats{}, false, err
 	}
-	defer unlockScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.cfg.LockKey}, token)
+	defer unlockScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.cfg.LockKey}, r.token)
 	st, err := r.RunOnce(ctx)
 	return st, true, err
 }
