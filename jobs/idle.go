@@ -44,8 +44,8 @@ import (
 // of each pending list onto itself (head to head) blocks until the list
 // has an element and leaves it as it was. The blocking calls use a client
 // of their own, which opens a connection per pending list (per node) as
-// needed, so they never take the connections of anything else. An error of a blocking call (a Redis
-// without BLMOVE) ends the wait: the server polls as before.
+// needed, so they never take the connections of anything else. An error of a blocking call ends the
+// wait; a Redis without BLMOVE makes the server poll as before from then on.
 type idleWaiter struct {
 	// newBlock makes the client of the blocking calls with a pool of up
 	// to n connections (per node); nil: no waiting, the gates only.
@@ -59,8 +59,10 @@ type idleWaiter struct {
 	poll    time.Duration
 	done    chan struct{}
 	once    sync.Once
-	// broken is set when a blocking call failed other than by timing out:
-	// from then on the servers poll every TaskCheckInterval.
+	// broken is set when Redis refused a blocking call (unsupported): from
+	// then on the servers poll every TaskCheckInterval. Other errors (a
+	// connection dropped by a failover, a master going down) end the wait
+	// only: the next one tries again (decision 84).
 	broken atomic.Bool
 
 	block redis.UniversalClient // for the blocking calls, made by start
@@ -490,7 +492,9 @@ func (w *idleWaiter) idle(ctx context.Context, s *idleServer) {
 					return // the client closed under us
 				default:
 				}
-				w.broken.Store(true)
+				if unsupported(err) {
+					w.broken.Store(true)
+				}
 			}
 			select {
 			case s.wake <- err == nil:
@@ -504,4 +508,15 @@ func (w *idleWaiter) idle(ctx context.Context, s *idleServer) {
 	case <-w.done:
 	case <-ctx.Done():
 	}
+}
+
+// unsupported reports whether err is Redis refusing the blocking call
+// itself (a Redis older than 6.2 has no BLMOVE), not a passing failure.
+func unsupported(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := strings.ToLower(rerr.Error())
+	return strings.Contains(msg, "unknown command") || strings.Contains(msg, "wrong number of arguments")
 }

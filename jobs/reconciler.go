@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,14 @@ type ReconcilerConfig struct {
 	// order held by a dead worker resumes within about SagaConfig.LeaseTTL
 	// + LeaseCheck. Defaults to 5s.
 	LeaseCheck time.Duration
+	// ResumeAfter is how long an order may stay pending with no lease
+	// while its process task is active before it is resumed: the worker
+	// that dequeued the task died (or lost its Redis master) before the
+	// lease script ran, so no lease expires for LeaseCheck to see, and
+	// Asynq would give the task back only after its own lease and a
+	// recoverer pass (60 to 120 s). Checked with the leases, every
+	// LeaseCheck (decision 85). Defaults to 30s (--resume-after).
+	ResumeAfter time.Duration
 	// LockKey is the Redis key that makes one process at a time reconcile.
 	// Defaults to "ag:reconciler:lock".
 	LockKey string
@@ -56,6 +65,9 @@ func (c ReconcilerConfig) withDefaults() ReconcilerConfig {
 	if c.LeaseCheck == 0 {
 		c.LeaseCheck = 5 * time.Second
 	}
+	if c.ResumeAfter == 0 {
+		c.ResumeAfter = 30 * time.Second
+	}
 	if c.LockKey == "" {
 		c.LockKey = "ag:reconciler:lock"
 	}
@@ -76,11 +88,20 @@ type Reconciler struct {
 	enq   *Enqueuer
 	rdb   redis.UniversalClient
 	cfg   ReconcilerConfig
+	// token is the value of the pass lock this reconciler takes: one per
+	// reconciler (per process), so that a lock whose release failed (its
+	// master was down at the end of the pass) is taken again by the same
+	// reconciler on its next pass instead of holding every pass off until
+	// it expires (decision 86).
+	token string
+	// passing makes RunLocked one pass at a time within the process (the
+	// token alone would let two of its calls both hold the lock).
+	passing sync.Mutex
 }
 
 // NewReconciler returns a reconciler.
 func NewReconciler(store *orders.Store, insp *asynq.Inspector, enq *Enqueuer, cfg ReconcilerConfig) *Reconciler {
-	return &Reconciler{store: store, insp: insp, enq: enq, rdb: store.Client(), cfg: cfg.withDefaults()}
+	return &Reconciler{store: store, insp: insp, enq: enq, rdb: store.Client(), cfg: cfg.withDefaults(), token: uuid.NewString()}
 }
 
 // ReconcileStats counts what one pass did.
@@ -119,14 +140,26 @@ func (r *Reconciler) Run(ctx context.Context) {
 
 var unlockScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 
+// lockScript takes the pass lock for ARGV[1] for ARGV[2] ms: free, or
+// already ARGV[1]'s (left by a pass whose release failed).
+var lockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
 // RunLocked runs one pass if no other process is running one.
 func (r *Reconciler) RunLocked(ctx context.Context) (ReconcileStats, bool, error) {
-	token := uuid.NewString()
-	ok, err := r.rdb.SetNX(ctx, r.cfg.LockKey, token, 3*r.cfg.Interval+time.Minute).Result()
+	if !r.passing.TryLock() {
+		return ReconcileStats{}, false, nil
+	}
+	defer r.passing.Unlock()
+	ttl := 3*r.cfg.Interval + time.Minute
+	ok, err := lockScript.Run(ctx, r.rdb, []string{r.cfg.LockKey}, r.token, ttl.Milliseconds()).Bool()
 	if err != nil || !ok {
 		return ReconcileStats{}, false, err
 	}
-	defer unlockScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.cfg.LockKey}, token)
+	defer unlockScript.Run(context.WithoutCancel(ctx), r.rdb, []string{r.cfg.LockKey}, r.token)
 	st, err := r.RunOnce(ctx)
 	return st, true, err
 }
@@ -238,7 +271,8 @@ func (r *Reconciler) ResumeStaleLocked(ctx context.Context) (int, error) {
 // in-flight order whose lease expired while its order or compensation task
 // is still active: the worker running it died, and Asynq would give the
 // task back only after its own lease and its recoverer's next pass (30 to
-// 90 s). It returns how many it resumed.
+// 90 s). It does the same for orders that never got a lease although their
+// task is active (resumeUnleased). It returns how many it resumed.
 func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 	tenants, err := r.store.Tenants(ctx)
 	if err != nil {
@@ -268,9 +302,56 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 				n++
 			}
 		}
+		m, err := r.resumeUnleased(ctx, tenant)
+		n += m
+		if err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }
+
+// resumeUnleased enqueues a resume task (Enqueuer.EnqueueResumePending)
+// for each of the tenant's orders still pending with no lease ResumeAfter
+// after its creation whose process task is active in Asynq: a worker
+// dequeued it and died (or its master did) before the lease script ran.
+// A task still pending, scheduled or retrying is left alone: a deep
+// backlog is not worked twice. The pass costs one pipeline of the old
+// pending orders' status and lease and, when there are any, one of their
+// tasks' states, read from the order's shard under the current count (a
+// task of another layout, during a change of --queue-shards, is left to
+// Asynq's recoverer).
+func (r *Reconciler) resumeUnleased(ctx context.Context, tenant string) (int, error) {
+	ids, err := r.store.PendingUnleased(ctx, tenant, r.cfg.Now().Add(-r.cfg.ResumeAfter), r.cfg.Batch)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	states := make([]*redis.StringCmd, len(ids))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			states[i] = p.HGet(ctx, asynqTaskKey(r.enq.Queue(QueueOrders, id), id), "state")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("resume pending %s: task states: %w", tenant, err)
+	}
+	n := 0
+	for i, id := range ids {
+		if states[i].Val() != "active" {
+			continue
+		}
+		if err := r.enq.EnqueueResumePending(ctx, tenant, id); err != nil {
+			return n, fmt.Errorf("resume pending %s/%s: %w", tenant, id, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// asynqTaskKey is Asynq's (v0.26) hash of task id in queue q, whose
+// "state" field is the task's state ("active" once dequeued).
+func asynqTaskKey(q, id string) string { return "asynq:{" + q + "}:t:" + id }
 
 // findTask looks the order's task of kind up in the order's shard and,
 // when it is not there, in the order's shard under the other shard counts

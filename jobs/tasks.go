@@ -121,6 +121,18 @@ func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compens
 		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
+// EnqueueResumePending enqueues a second process task for an order that
+// is still pending with no lease while its own task is active: the worker
+// that dequeued it died (or lost its master) before the lease script ran.
+// Its TaskID names the order, so that one is made per order while it
+// exists; the first task, once Asynq's recoverer frees it, finds the
+// order done or its lease taken, as any duplicate does.
+func (e *Enqueuer) EnqueueResumePending(ctx context.Context, tenant, id string) error {
+	b, _ := json.Marshal(payload{tenant, id})
+	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id + ":resume:pending", tenant, id}, b, nil,
+		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+}
+
 func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
 	_, err := c.EnqueueContext(ctx, t)
 	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {

@@ -34,9 +34,18 @@ type WorkerConfig struct {
 	// bounds only how late an unpaused queue is seen. Negative: no
 	// waiting, the worker polls every PollInterval (one EXISTS per round
 	// while the queues are empty; on a cluster one per queue). For a
-	// *redis.Client to one server and a cluster client; a Sentinel client
-	// polls, running a dequeue script per queue each round. Defaults to 5s.
+	// *redis.Client to one server, a cluster client, and a Sentinel
+	// client given with its Failover options; a Sentinel client without
+	// them polls, running a dequeue script per queue each round (decision
+	// 84). Defaults to 5s.
 	IdleWait time.Duration
+	// Failover are the options the Sentinel (failover) client given to
+	// NewWorker was made from. The worker makes its servers' own client
+	// and the idle waiter's blocking client as new failover clients of
+	// copies of them: each follows the master itself and drops its
+	// connections on a failover, so the hook and the idle waits work as
+	// on one Redis (decision 84). Ignored for other clients.
+	Failover *redis.FailoverOptions
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
 	// Defaults to 1s.
@@ -142,6 +151,8 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	case *redis.Client:
 		if c.Options().Addr != failoverAddr {
 			hk.single, hk.singleBlock = cloneOptions(c.Options()), cloneOptions(c.Options())
+		} else if cfg.Failover != nil {
+			hk.failover, hk.failoverBlock = cloneFailoverOptions(cfg.Failover), cloneFailoverOptions(cfg.Failover)
 		}
 	case *redis.ClusterClient:
 		hk.cluster, hk.clusterBlock = cloneClusterOptions(c.Options()), cloneClusterOptions(c.Options())
@@ -151,31 +162,44 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 }
 
 // hookedOptions are the options of the Asynq servers' own client and of
-// the waiter's blocking client: of a single Redis or of a cluster, or
-// none (a Sentinel client: no hook).
+// the waiter's blocking client: of a single Redis, of a Sentinel-managed
+// master (new failover clients) or of a cluster, or none (a Sentinel
+// client without WorkerConfig.Failover: no hook).
 type hookedOptions struct {
-	single, singleBlock   *redis.Options
-	cluster, clusterBlock *redis.ClusterOptions
+	single, singleBlock     *redis.Options
+	failover, failoverBlock *redis.FailoverOptions
+	cluster, clusterBlock   *redis.ClusterOptions
 }
 
-// buildServers makes the two Asynq servers (and, on a single Redis or a
-// cluster, their hooked client).
+// buildServers makes the two Asynq servers (and, on a single Redis, a
+// Sentinel-managed master or a cluster, their hooked client).
 func (w *Worker) buildServers(rdb redis.UniversalClient, hk hookedOptions, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
-	if hk.single != nil || hk.cluster != nil {
+	if hk.single != nil || hk.failover != nil || hk.cluster != nil {
 		// The servers' own client carries the waiter's hook, so that it
 		// sees only their scripts; the waiter blocks on a client of its own,
 		// with a connection (per node) for each pending list.
 		var newBlock func(int) redis.UniversalClient
 		var pipe func() redis.Pipeliner
-		if hk.single != nil {
+		switch {
+		case hk.single != nil:
 			w.hooked = redis.NewClient(hk.single)
 			newBlock = func(n int) redis.UniversalClient {
 				o := hk.singleBlock
 				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
 				return redis.NewClient(o)
 			}
-		} else {
+		case hk.failover != nil:
+			// New failover clients, not clones of rdb's options: each runs
+			// its own sentinel watcher and drains its own pool when the
+			// master changes (decision 84).
+			w.hooked = redis.NewFailoverClient(hk.failover)
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.failoverBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewFailoverClient(o)
+			}
+		default:
 			c := redis.NewClusterClient(hk.cluster)
 			w.hooked, pipe = c, c.Pipeline
 			newBlock = func(n int) redis.UniversalClient {
@@ -305,8 +329,18 @@ func (w *Worker) Shards() int {
 
 // failoverAddr is the Addr of a Sentinel (failover) client's options. Its
 // clone would not have its connections dropped when the master changes
-// (the failover drains only its own client's pool), so such a worker polls.
+// (the failover drains only its own client's pool): such a worker makes
+// new failover clients of WorkerConfig.Failover, or polls without it.
 const failoverAddr = "FailoverClient"
+
+// cloneFailoverOptions copies opt for a new failover client of the same
+// master.
+func cloneFailoverOptions(opt *redis.FailoverOptions) *redis.FailoverOptions {
+	o := *opt
+	o.SentinelAddrs = slices.Clone(opt.SentinelAddrs)
+	o.PushNotificationProcessor = nil // the first client's, with its handlers registered
+	return &o
+}
 
 // cloneClusterOptions copies opt for a second client of the same cluster.
 func cloneClusterOptions(opt *redis.ClusterOptions) *redis.ClusterOptions {

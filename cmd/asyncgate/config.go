@@ -23,6 +23,9 @@ import (
 type options struct {
 	redisURL      string
 	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
+	// failover are the options of the --redis-sentinel client (set by
+	// newRedis), for the worker's own clients (decision 84).
+	failover      *redis.FailoverOptions
 	redisCluster  string // --redis-cluster: a Redis Cluster instead of --redis
 	redisWait     time.Duration
 	queueShards   int // --queue-shards
@@ -310,8 +313,15 @@ func (o *options) checkRedis() error {
 // newRedis returns the client of the Redis that checkRedis accepted, and its URL.
 func (o *options) newRedis() (redis.UniversalClient, string, error) {
 	if o.redisSentinel != "" {
-		rdb, err := app.NewSentinelRedis(o.redisSentinel)
-		return rdb, o.redisSentinel, err
+		opt, err := app.SentinelOptions(o.redisSentinel)
+		if err != nil {
+			return nil, o.redisSentinel, err
+		}
+		o.failover = opt
+		// A copy: the client writes to its options once in use, and the
+		// worker copies these for clients of its own (decision 84).
+		c := *opt
+		return redis.NewFailoverClient(&c), o.redisSentinel, nil
 	}
 	if o.redisCluster != "" {
 		rdb, err := app.NewClusterRedis(o.redisCluster)

@@ -72,6 +72,7 @@ func runServe(ctx context.Context, cmd string, args []string, stdout io.Writer, 
 	}
 	defer rdb.Close()
 	cfg.Redis = rdb
+	cfg.WorkerPool.Failover = o.failover // nil but under --redis-sentinel
 	// The durability barrier is known once Redis was asked, after app.New
 	// has checked the rest of the configuration and before anything
 	// listens: a process that cannot keep --durability's promise does not

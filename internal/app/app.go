@@ -65,7 +65,9 @@ type Config struct {
 	QueueShards int
 	// ResumeAfter bounds how long an order held by a worker that died waits
 	// before another worker resumes it. It sets Saga.LeaseTTL to two thirds
-	// of it and Reconciler.LeaseCheck to a sixth, unless they are set. A
+	// of it, Reconciler.LeaseCheck to a sixth and Reconciler.ResumeAfter
+	// (orders whose task a worker took but never leased) to it, unless they
+	// are set. A
 	// shorter bound takes a stalled but live worker's orders away sooner
 	// (safe: writes are fenced, downstream calls idempotent); the lease
 	// must outlast a downstream call's Budget. Defaults to 30s.
@@ -235,6 +237,9 @@ func New(cfg Config) (*App, error) {
 		rc := cfg.Reconciler
 		if rc.LeaseCheck == 0 {
 			rc.LeaseCheck = resume / 6
+		}
+		if rc.ResumeAfter == 0 {
+			rc.ResumeAfter = resume
 		}
 		rc.Logger = cfg.Logger
 		rc.OutboxFunc = a.Notifier.RedriveOutbox

@@ -17,6 +17,18 @@ import (
 // The client is a *redis.Client like NewRedis's: everything built on one
 // Redis (Lua scripts, MULTI, WAIT, Asynq) works on it unchanged.
 func NewSentinelRedis(url string) (redis.UniversalClient, error) {
+	opt, err := SentinelOptions(url)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewFailoverClient(opt), nil
+}
+
+// SentinelOptions returns the options NewSentinelRedis makes its client
+// of. Give them to the worker too (jobs.WorkerConfig.Failover, copied
+// there): its Asynq servers then get failover clients of their own, with
+// the idle waits of decision 84, instead of polling every queue.
+func SentinelOptions(url string) (*redis.FailoverOptions, error) {
 	opt, err := redis.ParseFailoverURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis sentinel url: %w", err)
@@ -27,7 +39,7 @@ func NewSentinelRedis(url string) (redis.UniversalClient, error) {
 	if opt.PoolSize == 0 {
 		opt.PoolSize = 128
 	}
-	return redis.NewFailoverClient(opt), nil
+	return opt, nil
 }
 
 // NewClusterRedis returns a client of a Redis Cluster. url is go-redis's
