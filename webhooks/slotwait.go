@@ -28,6 +28,9 @@ type localKey struct{ tenant, endpoint string }
 type localSem struct {
 	ch   chan struct{}
 	refs int
+	// hold is a moving average of how long this process's deliveries held
+	// a slot of the target (guarded by localSlots.mu).
+	hold time.Duration
 }
 
 func newLocalSlots(max int) *localSlots {
@@ -42,33 +45,38 @@ func (l *localSlots) acquire(ctx context.Context, r Ref, wait time.Duration) (re
 	l.mu.Lock()
 	s := l.m[k]
 	if s == nil {
+		if len(l.m) >= maxIdleTargets {
+			l.sweep()
+		}
 		s = &localSem{ch: make(chan struct{}, l.max)}
 		l.m[k] = s
 	}
 	s.refs++
-	// At most maxWaiters() wait beside the holders: the deliveries of a
-	// slow endpoint beyond them are postponed at once, so that one
-	// endpoint holds only a bounded share of the worker's task slots.
-	crowded := s.refs > l.max+l.maxWaiters()
+	// A target whose deliveries hold their slots longer than the bound (a
+	// slow receiver) would only make a waiter give up after it: such a
+	// delivery is postponed at once, as without the local wait, and holds
+	// none of the worker's task slots waiting.
+	slow := s.hold > wait
 	l.mu.Unlock()
 
 	select {
 	case s.ch <- struct{}{}:
 	default:
-		if crowded || !l.wait(ctx, s, wait) {
+		if slow || !l.wait(ctx, s, wait) {
 			l.drop(k, s)
 			return nil
 		}
 	}
+	start := time.Now()
 	return func() {
+		held := time.Since(start)
 		<-s.ch
+		l.mu.Lock()
+		s.hold += (held - s.hold) / 4 // the last few holds count most
+		l.mu.Unlock()
 		l.drop(k, s)
 	}
 }
-
-// maxWaiters is how many deliveries of one target may wait for a local
-// slot at once: twice the cap.
-func (l *localSlots) maxWaiters() int { return 2 * l.max }
 
 func (l *localSlots) wait(ctx context.Context, s *localSem, wait time.Duration) bool {
 	if wait <= 0 {
@@ -88,15 +96,32 @@ func (l *localSlots) wait(ctx context.Context, s *localSem, wait time.Duration) 
 
 func (l *localSlots) drop(k localKey, s *localSem) {
 	l.mu.Lock()
-	if s.refs--; s.refs == 0 {
-		delete(l.m, k)
-	}
+	s.refs--
 	l.mu.Unlock()
+}
+
+// maxIdleTargets bounds the targets kept with no holder or waiter (for
+// their hold average); past it, a new target sweeps them out.
+const maxIdleTargets = 4096
+
+// sweep forgets the targets with no holder or waiter. l.mu is held.
+func (l *localSlots) sweep() {
+	for k, s := range l.m {
+		if s.refs == 0 {
+			delete(l.m, k)
+		}
+	}
 }
 
 // targets is how many targets have local holders or waiters (for tests).
 func (l *localSlots) targets() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.m)
+	n := 0
+	for _, s := range l.m {
+		if s.refs > 0 {
+			n++
+		}
+	}
+	return n
 }

@@ -52,49 +52,48 @@ func TestLocalSlots(t *testing.T) {
 	}
 }
 
-// TestLocalSlotsBoundWaiters: beside the holders, at most maxWaiters wait;
-// one more is turned away at once, even with a long bound, and gets a slot
-// once the crowd has gone.
-func TestLocalSlotsBoundWaiters(t *testing.T) {
+// TestLocalSlotsSlowTargetDoesNotWait: once a target's deliveries hold their
+// slots longer than the bound, a delivery that finds them taken is turned
+// away at once instead of holding its task slot for the bound; a fast
+// target's deliveries still wait.
+func TestLocalSlotsSlowTargetDoesNotWait(t *testing.T) {
 	l := newLocalSlots(1)
-	ep := Ref{Tenant: "acme", EndpointID: "ep1"}
-	hold := l.acquire(context.Background(), ep, 0)
-	if hold == nil {
-		t.Fatal("the first holder did not get a slot")
-	}
-	got := make(chan func(), l.maxWaiters())
-	for range l.maxWaiters() {
-		go func() { got <- l.acquire(context.Background(), ep, time.Minute) }()
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		l.mu.Lock()
-		refs := l.m[localKey{"acme", "ep1"}].refs
-		l.mu.Unlock()
-		if refs == 1+l.maxWaiters() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d holders and waiters, want %d", refs, 1+l.maxWaiters())
-		}
-		time.Sleep(time.Millisecond)
-	}
-	start := time.Now()
-	if r := l.acquire(context.Background(), ep, time.Minute); r != nil {
-		t.Fatal("a delivery beyond the waiters' bound got a slot")
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("the delivery beyond the bound waited %v, want it turned away at once", d)
-	}
-	hold()
-	for range l.maxWaiters() {
-		r := <-got
+	slow := Ref{Tenant: "acme", EndpointID: "slow"}
+	const bound = 200 * time.Millisecond
+	// The slow endpoint's deliveries hold their slot for twice the bound.
+	for range 8 {
+		r := l.acquire(context.Background(), slow, bound)
 		if r == nil {
-			t.Fatal("a waiter gave up though slots were given back")
+			t.Fatal("a free slot was not taken")
+		}
+		held := time.Now()
+		for time.Since(held) < 2*bound {
+			time.Sleep(bound / 4)
 		}
 		r()
 	}
-	if n := l.targets(); n != 0 {
-		t.Fatalf("%d targets left in the map, want 0", n)
+	hold := l.acquire(context.Background(), slow, bound)
+	if hold == nil {
+		t.Fatal("a free slot was not taken")
+	}
+	start := time.Now()
+	if r := l.acquire(context.Background(), slow, bound); r != nil {
+		t.Fatal("a delivery to a taken slot of a slow endpoint got a slot")
+	}
+	if d := time.Since(start); d >= bound {
+		t.Fatalf("a delivery to a slow endpoint waited %v (the bound), want it turned away at once", d)
+	}
+	hold()
+
+	// A fast endpoint's next delivery waits for the slot and gets it.
+	fast := Ref{Tenant: "acme", EndpointID: "fast"}
+	r := l.acquire(context.Background(), fast, bound)
+	got := make(chan func(), 1)
+	go func() { got <- l.acquire(context.Background(), fast, time.Minute) }()
+	r()
+	if r2 := <-got; r2 == nil {
+		t.Fatal("a delivery to a fast endpoint did not wait for its slot")
+	} else {
+		r2()
 	}
 }
