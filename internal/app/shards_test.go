@@ -76,7 +76,14 @@ func TestQueueShardsChange(t *testing.T) {
 			after.Logger, after.QueueShards = testLogger(t), tc.to
 			a2, url2 := apptest.Serve(t, after)
 			b2 := &bundle{app: a2, url: url2, rdb: rdb}
-			equal(t, "shards the worker consumes", a2.Worker().Shards(), max(tc.from, tc.to))
+			// The worker consumes the new count and every old shard that
+			// ever had a task (Asynq lists a queue once a task went to it:
+			// 40 orders leave the last of 16 shards empty 8 % of the time).
+			seen := 0
+			for i := range waiting {
+				seen = max(seen, i+1)
+			}
+			equal(t, "shards the worker consumes", a2.Worker().Shards(), max(seen, tc.to))
 			for range n {
 				ids = append(ids, b2.place(t, order()).ID)
 			}
