@@ -27,12 +27,12 @@ import (
 // script or a pipeline is one), leaving out the worker's looking for work:
 // dequeues that found nothing and the blocking waits for a task.
 type roundTrips struct {
-	n  atomic.Int64
+	n atomic.Int64
 	// inRequest counts those made while serving an HTTP request (their
 	// context carries the server's): for a POST, before its 202.
 	inRequest atomic.Int64
 	mu        sync.Mutex
-	by map[string]int64 // by command and the first key's prefix
+	by        map[string]int64 // by command and the first key's prefix
 }
 
 func (c *roundTrips) add(what string) {
