@@ -76,6 +76,9 @@ func (p *Proc) Kill() {
 	})
 }
 
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Output is what the process wrote so far, stdout and stderr together.
 func (p *Proc) Output() string { return p.out.String() }
 
