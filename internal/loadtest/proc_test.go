@@ -27,9 +27,13 @@ import (
 // --durability strict when that server fsyncs every write
 // (LOAD_APPENDFSYNC=always), relaxed otherwise.
 
-// binary builds cmd/asyncgate once per run.
+// binary builds cmd/asyncgate once per run, unless LOAD_BINARY names one
+// (to compare two builds on the same machine).
 func (e *loadEnv) binary() string {
 	e.t.Helper()
+	if e.bin == "" && os.Getenv("LOAD_BINARY") != "" {
+		e.bin = os.Getenv("LOAD_BINARY")
+	}
 	if e.bin == "" {
 		bin, clean, err := proctest.Build()
 		if err != nil {
@@ -120,7 +124,15 @@ func (e *loadEnv) acceptProc(ctx context.Context) Row {
 	op := func(key string) Op {
 		return func(ctx context.Context, _ int) error { _, err := ps.post(ctx, key, orderBody); return err }
 	}
-	r, c := e.closedLoop(ctx, "accept (api process)", op(warmKey), op(apiKey))
+	e.check("accept (api process) warm-up", ClosedLoop(ctx, e.cfg.clients, e.cfg.warmup, op(warmKey)))
+	before, apiBefore := e.usage(ctx), procCPU(e.t, p.api.Pid())
+	r := ClosedLoop(ctx, e.cfg.clients, e.cfg.duration, op(apiKey))
+	apiCPU := procCPU(e.t, p.api.Pid()) - apiBefore
+	c := e.cost(ctx, "accept (api process)", before, r.Ops)
+	e.check("accept (api process)", r)
+	if r.Ops > 0 {
+		e.t.Logf("accept (api process): the API process's CPU per request: %v", apiCPU/time.Duration(r.Ops))
+	}
 	ids, err := e.store.InFlight(ctx, tenant, time.Now().Add(time.Hour), r.Ops+r.Errors+1)
 	if err != nil {
 		e.t.Fatal(err)
@@ -273,6 +285,24 @@ func (e *loadEnv) rss(ctx context.Context, rate float64) rssFigures {
 	f.ended = e.settle(ctx, e.store, tenant, &log, "")
 	f.ended.row.Scenario, f.ended.row.Latency = fmt.Sprintf("rss run %.0f/s for %v: 202 → terminal", rate, total), "202 to terminal status"
 	return f
+}
+
+// procCPU reads a process's CPU time (user and system) from /proc.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read CPU time: %v", err)
+	}
+	// The fields after the command (in parentheses, which may hold spaces):
+	// state is the first; utime and stime the 12th and 13th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ, 100 on Linux
 }
 
 // rssKiB reads a process's resident set size from /proc.
