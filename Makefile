@@ -57,9 +57,9 @@ lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubecon
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines
+bench: deps brokers ## load and speed figures (long): Go benchmarks, then the load test under strict durability with issue 16's table (api, worker, sim as processes; 5 minutes of RSS), then the outage figures
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
+	LOAD_APPENDFSYNC=always $(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
 
 chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers), 3,000 orders, separate processes (about 10 minutes)

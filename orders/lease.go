@@ -103,8 +103,10 @@ func (s *Store) acquire(ctx context.Context, tenant, id string, ttl time.Duratio
 	args := []any{now.UnixMilli(), until.UnixMilli(), owner}
 	if r != nil {
 		at, _ := json.Marshal(now) // a time always encodes
+		// Plain decimals: the embedded Redis of `asyncgate dev` (miniredis)
+		// reads no exponent in tonumber.
 		keys = append(keys, s.k.events(tenant, id), s.k.statusIndex(tenant, Pending), s.k.statusIndex(tenant, Validated))
-		args = append(args, "1", strconv.FormatFloat(r.MarketPrice, 'g', -1, 64), strconv.FormatFloat(r.MaxNotional, 'g', -1, 64),
+		args = append(args, "1", strconv.FormatFloat(r.MarketPrice, 'f', -1, 64), strconv.FormatFloat(r.MaxNotional, 'f', -1, 64),
 			string(at), eventJSON(Event{Type: StatusEvent(Validated), At: now, Status: Validated}), s.k.changed(), tenant+"/"+id, id)
 	}
 	res, err := acquireScript.Run(ctx, s.rdb, keys, args...).Slice()
