@@ -11,13 +11,19 @@ help: ## show the targets
 run: ## run everything in one process (in-memory Redis, simulator)
 	$(GO) run ./cmd/asyncgate dev
 
-deps: ## install what the tests need (redis-server, strace for the chaos suite's host crash, chromium for the browser test) when it is missing
+deps: ## install what the tests need (redis-server, redis-cli, strace for the chaos suite's host crash, chromium for the browser test) when it is missing
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	@redis-server --version
+	@if ! command -v redis-cli >/dev/null 2>&1; then \
+		echo "installing redis-tools with apt-get (redis-cli joins the test Redis Clusters)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-tools >/dev/null; \
+	fi
+	@redis-cli --version
 	@if ! command -v strace >/dev/null 2>&1; then \
 		echo "installing strace with apt-get (the chaos suite learns from it what Redis fsynced)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -57,12 +63,13 @@ lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubecon
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps brokers ## load and speed figures (long): Go benchmarks, then the load test under strict durability with issue 16's table (api, worker, sim as processes; 5 minutes of RSS), then the outage figures
+bench: deps brokers ## load and speed figures (long): Go benchmarks, the load test under strict durability with issue 16's table (api, worker, sim as processes; 5 minutes of RSS), the outage figures, the scale table (1 vs 2 workers; 3-master cluster, 1 vs 16 queue shards)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	LOAD_APPENDFSYNC=always $(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
+	$(GO) test -tags bench -run TestScaleFigures -v -timeout 30m ./internal/chaos/
 
-chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers), 3,000 orders, separate processes (about 10 minutes)
+chaos: deps ## the invariants under every fault (kills, Redis crashes, outages, slow peers; Sentinel and Cluster failovers, SIGTERM, 1,000 orders on a 3-master cluster with 2 API + 2 workers), separate processes (about 15 minutes)
 	ASYNCGATE_CHAOS=long $(GO) test -race -v -timeout 40m ./internal/chaos/...
 
 build: ## build bin/asyncgate

@@ -311,7 +311,7 @@ func failAll(t *testing.T, b *testBundle, rcv *receiver, n int) []string {
 		wantStatus(t, resp, body, http.StatusOK)
 		failed = failed[:0]
 		for _, d := range decode[server.DeliveryList](t, body).Data {
-			if info, err := insp.GetTaskInfo(jobs.QueueWebhooks, d.ID); err == nil && info.State == asynq.TaskStateArchived {
+			if info, err := insp.GetTaskInfo(b.app.Notifier.DeliveryQueue(d.ID), d.ID); err == nil && info.State == asynq.TaskStateArchived {
 				failed = append(failed, d.ID)
 			}
 		}

@@ -85,7 +85,7 @@ func (n *Notifier) checkArchived(ctx context.Context, tenant string, d *webhooks
 	if !d.Overdue(time.Now(), overdueGrace) {
 		return nil
 	}
-	info, err := n.insp.GetTaskInfo(QueueWebhooks, d.ID)
+	info, err := n.insp.GetTaskInfo(n.DeliveryQueue(d.ID), d.ID)
 	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 		return nil
 	}

@@ -2,12 +2,22 @@
 //
 // # Tasks
 //
-// Each accepted order gets one order:process task on the "orders" queue whose
-// TaskID is the order id. Its handler, [Saga.ProcessTask], advances the order
+// Each accepted order gets one order:process task on its shard of the
+// "orders" queue (see [ShardQueue]: --queue-shards queues per kind, the
+// shard of the order id's hash) whose TaskID is the order id. Its handler, [Saga.ProcessTask], advances the order
 // step by step (validate → reserve funds → execute) and checkpoints each step
 // in the order store, so a retry resumes after the last completed step.
 // Rolling back (releasing funds, ending the order failed or cancelled) is an
-// order:compensate task on the high-priority "critical" queue.
+// order:compensate task on the order's shard of the high-priority
+// "critical" queue.
+//
+// # Idle cost
+//
+// A worker's Asynq servers run scripts per queue (dequeue, forwarder,
+// janitor, recoverer); with 48 queues that is hundreds a second. A hook on
+// their Redis client answers the scripts of queues whose keys do not exist
+// and waits for work on the queues' lists instead of polling (idle.go,
+// decisions 57 and 73).
 //
 // # Safety
 //
@@ -41,7 +51,8 @@
 // (the saga's OnTerminalFunc); the reconciler re-drives outbox entries whose
 // fan-out was lost. The fan-out stores the event and its deliveries
 // (package webhooks) and enqueues one webhook:deliver task per delivery,
-// whose TaskID is the delivery id, on the "webhooks" queue. Failed
+// whose TaskID is the delivery id, on its shard of the "webhooks" queue
+// (the delivery id's hash). Failed
 // attempts retry on the delivery's own schedule (the worker's retry delay
 // dispatches on the task type), an endpoint's open breaker postpones
 // without spending an attempt, and the last failure archives the task,

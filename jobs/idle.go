@@ -11,70 +11,186 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// idleWaiter makes an idle Asynq server wait for work instead of polling
-// (decision 57). Asynq's processor runs its dequeue script on each of the
-// server's queues in turn and, after a round that found nothing, sleeps
-// TaskCheckInterval; it has no way to be woken. The waiter is a go-redis
-// hook on the client the server uses: when a whole round of dequeues came
-// back empty, it holds the last one back until a task arrives on one of the
-// server's queues or IdleWait passes, so the short TaskCheckInterval that
-// follows is all the latency a new task sees, and an idle server makes a
-// round of dequeues per IdleWait instead of per TaskCheckInterval. A server
-// that had a task within the last busyLinger polls, as before.
+// idleWaiter keeps the cost of an Asynq server's per-queue loops down,
+// whatever the number of queues (decisions 57 and 73). It is a go-redis
+// hook on the client the servers use, and does two things.
 //
-// A task's arrival is seen without any help from the enqueuers: a
-// BLMOVE of each pending list onto itself (head to head) blocks until the
-// list has an element and leaves it as it was. An error of the blocking
-// call (a Redis without BLMOVE) ends the wait: the server polls as before.
+// It answers scripts on queues it knows to be empty without sending them.
+// Asynq runs a script per queue for each dequeue round (until one finds a
+// task), two per queue for each forwarder round, one per queue for each
+// janitor round and two for each recoverer round: with 16 shards of 3
+// kinds that is about 200 commands a second for an idle worker, and up to
+// 96 per dequeue round for a busy one. Every key those scripts read first
+// (the pending list; the scheduled and retry sets; the completed set; the
+// lease set; the aggregation sets) is empty most of the time, and an empty
+// key does not exist in Redis: the waiter learns which of them exist with
+// one EXISTS of all of a server's keys of that kind (Redis counts it as one
+// command), narrowed down by halves when some do, and sends only the
+// scripts on keys that exist. On a cluster, where one command cannot name
+// keys of two slots, it learns by a pipeline of one EXISTS per queue (a
+// round trip per node). What it learned holds for one round (a
+// dequeue round: PollInterval/2; the others: a tenth of a second), so a
+// task arriving meanwhile is seen on the next round, as before.
+//
+// And it makes an idle server wait for work instead of polling. Asynq's
+// processor, after a round that found nothing, sleeps TaskCheckInterval;
+// it has no way to be woken. When a whole round of dequeues came back
+// empty, the waiter holds the last one back until a task arrives on one of
+// the server's queues or IdleWait passes, so the short TaskCheckInterval
+// that follows is all the latency a new task sees. A server that had a
+// task within the last busyLinger polls, as before.
+//
+// A task's arrival is seen without any help from the enqueuers: a BLMOVE
+// of each pending list onto itself (head to head) blocks until the list
+// has an element and leaves it as it was. The blocking calls use a client
+// of their own, which opens a connection per pending list (per node) as
+// needed, so they never take the connections of anything else. An error of a blocking call (a Redis
+// without BLMOVE) ends the wait: the server polls as before.
 type idleWaiter struct {
-	rdb  redis.UniversalClient // for the blocking calls; not hooked
-	wait time.Duration
-	done chan struct{}
-	once sync.Once
+	// newBlock makes the client of the blocking calls with a pool of up
+	// to n connections (per node); nil: no waiting, the gates only.
+	newBlock func(n int) redis.UniversalClient
+	// newPipe, on a cluster, makes a pipeline of the hooked client, by
+	// which a gate learns with one EXISTS per queue (the keys of a script
+	// are in one slot, those of two queues seldom are); nil on a single
+	// Redis.
+	newPipe func() redis.Pipeliner
+	wait    time.Duration
+	poll    time.Duration
+	done    chan struct{}
+	once    sync.Once
 	// broken is set when a blocking call failed other than by timing out:
 	// from then on the servers poll every TaskCheckInterval.
 	broken atomic.Bool
 
+	block redis.UniversalClient // for the blocking calls, made by start
+	// sendAll sends every script (WorkerConfig.ScriptPerQueue).
+	sendAll bool
+
 	mu      sync.Mutex
 	servers map[string]*idleServer // by pending key
+	gates   map[string]gateKey     // by the first key of a gated script
 }
+
+// gateKey is where a key sits: its gate and its index there.
+type gateKey struct {
+	g *gate
+	i int
+}
+
+// A gate knows which of a set of keys (one kind of key of a server's
+// queues) exist, learned at most once per ttl.
+type gate struct {
+	keys []string
+	ttl  time.Duration
+	// pipe: learn by a pipeline (cluster); see idleWaiter.
+	pipe func() redis.Pipeliner
+
+	mu    sync.Mutex
+	at    time.Time // when learned; zero: must learn
+	exist []bool    // the key may exist (send its script)
+}
+
+// gate kinds, by the suffix of the first key of the script they gate.
+const (
+	gPending   = ":pending"
+	gScheduled = ":scheduled"
+	gRetry     = ":retry"
+	gCompleted = ":completed"
+	gLease     = ":lease"
+	gAggSets   = ":aggregation_sets"
+)
 
 // idleServer is the state of one Asynq server's dequeue loop (one goroutine).
 type idleServer struct {
 	pending []string      // the pending lists of the server's queues
+	gate    *gate         // of the pending lists
 	empty   int           // dequeues in a row that found nothing
 	woken   bool          // the last wait ended with a wake-up
 	busy    time.Time     // when the server last dequeued a task
 	wake    chan bool     // true: a task arrived; false: the blocking call failed
-	block   []atomic.Bool // a BLMOVE on pending[i] is running
+	blocked []atomic.Bool // a BLMOVE on pending[i] is running
 }
 
 // busyLinger is how long a server that dequeued a task polls before it
 // waits for work again.
 const busyLinger = time.Second
 
-func newIdleWaiter(rdb redis.UniversalClient, wait time.Duration) *idleWaiter {
-	return &idleWaiter{rdb: rdb, wait: wait, done: make(chan struct{}), servers: make(map[string]*idleServer)}
+// periodicTTL is how long what a gate of the periodic scripts (forwarder,
+// janitor, recoverer) learned holds: one round of them, well under their
+// intervals (a second and more).
+const periodicTTL = 100 * time.Millisecond
+
+// newIdleWaiter returns a waiter whose blocking calls use a client made
+// by newBlock (nil: no waiting, the gates only), waiting up to wait; poll
+// is the servers' TaskCheckInterval. pipe is nil but on a cluster (see
+// idleWaiter.newPipe).
+func newIdleWaiter(newBlock func(int) redis.UniversalClient, pipe func() redis.Pipeliner, wait, poll time.Duration) *idleWaiter {
+	w := &idleWaiter{newBlock: newBlock, wait: wait, poll: poll, done: make(chan struct{}),
+		servers: make(map[string]*idleServer), gates: make(map[string]gateKey)}
+	w.newPipe = pipe
+	return w
 }
 
 // pendingKey is Asynq's pending list of queue q.
-func pendingKey(q string) string { return "asynq:{" + q + "}:pending" }
+func pendingKey(q string) string { return "asynq:{" + q + "}" + gPending }
 
 // addServer registers the queues of one Asynq server.
-func (w *idleWaiter) addServer(queues map[string]int) {
-	s := &idleServer{wake: make(chan bool, 1), block: make([]atomic.Bool, len(queues))}
-	for q := range queues {
+func (w *idleWaiter) addServer(queues []string) {
+	s := &idleServer{wake: make(chan bool, 1), blocked: make([]atomic.Bool, len(queues))}
+	for _, q := range queues {
 		s.pending = append(s.pending, pendingKey(q))
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, k := range s.pending {
 		w.servers[k] = s
 	}
-	w.mu.Unlock()
+	s.gate = w.addGate(s.pending, w.poll/2)
+	// The forwarder's scheduled and retry sets share one gate: one round
+	// of it reads both of every queue.
+	var delayed []string
+	for _, q := range queues {
+		delayed = append(delayed, "asynq:{"+q+"}"+gScheduled, "asynq:{"+q+"}"+gRetry)
+	}
+	w.addGate(delayed, periodicTTL)
+	for _, kind := range []string{gCompleted, gLease, gAggSets} {
+		var keys []string
+		for _, q := range queues {
+			keys = append(keys, "asynq:{"+q+"}"+kind)
+		}
+		w.addGate(keys, periodicTTL)
+	}
+}
+
+func (w *idleWaiter) addGate(keys []string, ttl time.Duration) *gate {
+	g := &gate{keys: keys, ttl: ttl, exist: make([]bool, len(keys)), pipe: w.newPipe}
+	for i, k := range keys {
+		w.gates[k] = gateKey{g, i}
+	}
+	return g
+}
+
+// start makes the blocking client.
+func (w *idleWaiter) start() {
+	if w.newBlock == nil {
+		return
+	}
+	// Its pool opens connections as they are needed, up to one per
+	// pending list of the most shards there can be: servers added for new
+	// shards (Worker.watchShards) block on it too.
+	w.block = w.newBlock(len(queueKinds)*MaxQueueShards + 4)
 }
 
 // stop ends every wait at once (before the servers shut down).
 func (w *idleWaiter) stop() { w.once.Do(func() { close(w.done) }) }
+
+// close releases the blocking client (after the servers shut down).
+func (w *idleWaiter) close() {
+	if w.block != nil {
+		w.block.Close()
+	}
+}
 
 func (w *idleWaiter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -84,52 +200,255 @@ func (w *idleWaiter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 func (w *idleWaiter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		s := w.dequeueOf(cmd)
-		if s == nil {
-			return err
+		gk, kind := w.gatedOf(cmd)
+		if gk.g == nil {
+			return next(ctx, cmd)
 		}
-		if !errors.Is(err, redis.Nil) {
-			s.empty, s.woken, s.busy = 0, false, time.Now()
-			return err
+		if kind != gPending {
+			return w.periodic(ctx, next, cmd, gk, kind)
 		}
-		if s.empty++; s.empty < len(s.pending) {
-			return err
-		}
-		s.empty = 0
-		// A server that had work within the last busyLinger polls as Asynq
-		// does: under load its queues empty and fill every few
-		// milliseconds, and a wake-up costs a write (an fsync under
-		// appendfsync always) where an empty dequeue costs none.
-		if !w.broken.Load() && time.Since(s.busy) >= busyLinger {
-			w.idle(ctx, s)
-		}
-		return err
+		w.mu.Lock()
+		s := w.servers[gk.g.keys[gk.i]]
+		w.mu.Unlock()
+		return w.dequeue(ctx, next, cmd, s, gk.i)
 	}
 }
 
-// dequeueOf returns the server whose dequeue script cmd runs, or nil.
-// Asynq's dequeue passes 4 keys: the queue's pending, paused, active and
-// lease keys.
-func (w *idleWaiter) dequeueOf(cmd redis.Cmder) *idleServer {
+// gatedOf returns the gate and kind of the script cmd runs, if one is
+// gated. Asynq's scripts are told apart by their first key's suffix (each
+// suffix starts one script of the server's) and their number of keys.
+func (w *idleWaiter) gatedOf(cmd redis.Cmder) (gateKey, string) {
 	args := cmd.Args()
-	if len(args) < 5 {
-		return nil
+	if len(args) < 4 {
+		return gateKey{}, ""
 	}
 	if name := cmd.Name(); name != "evalsha" && name != "eval" {
-		return nil
+		return gateKey{}, ""
 	}
-	if n, ok := args[2].(int); !ok || n != 4 {
-		return nil
+	n, ok := args[2].(int)
+	first, ok2 := args[3].(string)
+	if !ok || !ok2 || len(args) < 3+n {
+		return gateKey{}, ""
 	}
-	pending, ok1 := args[3].(string)
-	paused, ok2 := args[4].(string)
-	if !ok1 || !ok2 || !strings.HasSuffix(pending, ":pending") || !strings.HasSuffix(paused, ":paused") {
-		return nil
+	var kind string
+	switch {
+	case n == 4 && strings.HasSuffix(first, gPending):
+		if paused, _ := args[4].(string); !strings.HasSuffix(paused, ":paused") {
+			return gateKey{}, ""
+		}
+		kind = gPending
+	case n == 2 && (strings.HasSuffix(first, gScheduled) || strings.HasSuffix(first, gRetry)):
+		kind = gScheduled
+	case n == 1 && strings.HasSuffix(first, gCompleted):
+		kind = gCompleted
+	case n == 1 && strings.HasSuffix(first, gLease):
+		kind = gLease
+	case n == 1 && strings.HasSuffix(first, gAggSets):
+		kind = gAggSets
+	default:
+		return gateKey{}, ""
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.servers[pending]
+	gk, ok := w.gates[first]
+	if !ok || (w.sendAll && kind != gPending) {
+		return gateKey{}, ""
+	}
+	return gk, kind
+}
+
+// mayExist reports whether g's key i may exist, learning it first when
+// what g knows is too old.
+func (g *gate) mayExist(ctx context.Context, next redis.ProcessHook, i int) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.at.IsZero() || time.Since(g.at) >= g.ttl {
+		if err := g.learn(ctx, next); err != nil {
+			g.at = time.Time{}
+			return true, err
+		}
+		g.at = time.Now()
+	}
+	return g.exist[i], nil
+}
+
+// forget marks key i as empty until g learns again (its script found it so).
+func (g *gate) forget(i int) {
+	g.mu.Lock()
+	g.exist[i] = false
+	g.mu.Unlock()
+}
+
+// invalidate makes g learn again on its next use.
+func (g *gate) invalidate() {
+	g.mu.Lock()
+	g.at = time.Time{}
+	g.mu.Unlock()
+}
+
+// learn finds which of g's keys exist: one EXISTS of them all, then, when
+// some do and they are few, EXISTS of halves until each is placed. When
+// half of the keys or more exist, it stops there: sending their scripts
+// costs less than placing them.
+func (g *gate) learn(ctx context.Context, next redis.ProcessHook) error {
+	if g.pipe != nil {
+		return g.learnByQueue(ctx)
+	}
+	n, err := exists(ctx, next, g.keys)
+	if err != nil {
+		return err
+	}
+	if 2*n >= int64(len(g.keys)) {
+		n = int64(len(g.keys)) // as good as all: send every script
+	}
+	return g.place(ctx, next, 0, len(g.keys), n)
+}
+
+// place marks which of keys[lo:hi], n of which exist, do.
+func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n int64) error {
+	switch {
+	case n <= 0:
+		for i := lo; i < hi; i++ {
+			g.exist[i] = false
+		}
+		return nil
+	case n >= int64(hi-lo):
+		for i := lo; i < hi; i++ {
+			g.exist[i] = true
+		}
+		return nil
+	}
+	mid := (lo + hi) / 2
+	left, err := exists(ctx, next, g.keys[lo:mid])
+	if err != nil {
+		return err
+	}
+	if err := g.place(ctx, next, lo, mid, left); err != nil {
+		return err
+	}
+	return g.place(ctx, next, mid, hi, n-left)
+}
+
+// learnByQueue learns, on a cluster, with a pipeline of one EXISTS per
+// queue (its keys share the queue's hash tag, so one slot): go-redis
+// sends it as one round trip per node.
+func (g *gate) learnByQueue(ctx context.Context) error {
+	type group struct {
+		idx []int
+		cmd *redis.IntCmd
+	}
+	var groups []*group
+	byTag := map[string]*group{}
+	for i, k := range g.keys {
+		tag := k
+		if a := strings.IndexByte(k, '{'); a >= 0 {
+			if b := strings.IndexByte(k[a:], '}'); b > 0 {
+				tag = k[a : a+b+1]
+			}
+		}
+		gr := byTag[tag]
+		if gr == nil {
+			gr = &group{}
+			byTag[tag] = gr
+			groups = append(groups, gr)
+		}
+		gr.idx = append(gr.idx, i)
+	}
+	p := g.pipe()
+	for _, gr := range groups {
+		keys := make([]string, len(gr.idx))
+		for j, i := range gr.idx {
+			keys[j] = g.keys[i]
+		}
+		gr.cmd = p.Exists(ctx, keys...)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return err
+	}
+	for _, gr := range groups {
+		for _, i := range gr.idx {
+			g.exist[i] = gr.cmd.Val() > 0
+		}
+	}
+	return nil
+}
+
+// exists runs EXISTS keys... on the hooked client's next hook.
+func exists(ctx context.Context, next redis.ProcessHook, keys []string) (int64, error) {
+	args := make([]any, 0, len(keys)+1)
+	args = append(args, "exists")
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	c := redis.NewIntCmd(ctx, args...)
+	if err := next(ctx, c); err != nil {
+		return 0, err
+	}
+	return c.Val(), nil
+}
+
+// periodic runs or answers a forwarder, janitor or recoverer script.
+func (w *idleWaiter) periodic(ctx context.Context, next redis.ProcessHook, cmd redis.Cmder, gk gateKey, kind string) error {
+	ok, err := gk.g.mayExist(ctx, next, gk.i)
+	if err != nil || ok {
+		err := next(ctx, cmd)
+		// A forward that moved fewer than its batch (100) has moved every
+		// due task: Asynq runs it again until it moves none, which this
+		// round need not send.
+		if c, isCmd := cmd.(*redis.Cmd); isCmd && err == nil && kind == gScheduled {
+			if n, _ := c.Val().(int64); n < 100 {
+				gk.g.forget(gk.i)
+			}
+		}
+		return err
+	}
+	c, isCmd := cmd.(*redis.Cmd)
+	if !isCmd {
+		return next(ctx, cmd)
+	}
+	switch kind {
+	case gScheduled, gCompleted: // tasks moved, deleted
+		c.SetVal(int64(0))
+	case gLease: // expired leases
+		c.SetVal([]any{})
+	case gAggSets:
+		c.SetVal("OK")
+	}
+	return nil
+}
+
+// dequeue runs or answers a dequeue of s's queue i, and waits for work
+// after a round that found nothing.
+func (w *idleWaiter) dequeue(ctx context.Context, next redis.ProcessHook, cmd redis.Cmder, s *idleServer, i int) error {
+	var err error
+	if w.sendAll {
+		err = next(ctx, cmd)
+	} else if ok, lerr := s.gate.mayExist(ctx, next, i); lerr != nil || ok {
+		err = next(ctx, cmd)
+		if errors.Is(err, redis.Nil) {
+			s.gate.forget(i) // emptied since, or paused
+		}
+	} else {
+		cmd.SetErr(redis.Nil)
+		err = redis.Nil
+	}
+	if !errors.Is(err, redis.Nil) {
+		s.empty, s.woken, s.busy = 0, false, time.Now()
+		return err
+	}
+	if s.empty++; s.empty < len(s.pending) {
+		return err
+	}
+	s.empty = 0
+	// A server that had work within the last busyLinger polls as Asynq
+	// does: under load its queues empty and fill every few
+	// milliseconds, and a wake-up costs a write (an fsync under
+	// appendfsync always) where an empty round costs one EXISTS.
+	if w.block != nil && !w.broken.Load() && time.Since(s.busy) >= busyLinger {
+		w.idle(ctx, s)
+		s.gate.invalidate() // woken or not, look at the queues afresh
+	}
+	return err
 }
 
 // idle waits until a task arrives on one of s's queues, IdleWait passes,
@@ -156,12 +475,12 @@ func (w *idleWaiter) idle(ctx context.Context, s *idleServer) {
 	default:
 	}
 	for i, key := range s.pending {
-		if !s.block[i].CompareAndSwap(false, true) {
+		if !s.blocked[i].CompareAndSwap(false, true) {
 			continue // still blocking since an earlier wait
 		}
 		go func() {
-			err := w.rdb.BLMove(context.Background(), key, key, "LEFT", "LEFT", w.wait).Err()
-			s.block[i].Store(false)
+			err := w.block.BLMove(context.Background(), key, key, "LEFT", "LEFT", w.wait).Err()
+			s.blocked[i].Store(false)
 			if errors.Is(err, redis.Nil) {
 				return // timed out: the waiter's timer ends the wait
 			}

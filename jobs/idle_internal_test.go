@@ -30,11 +30,14 @@ func TestWorkerWaitsForWorkOnlyOnAOneServerClient(t *testing.T) {
 				t.Fatal("a worker not started holds a client of its own")
 			}
 			w.build() // what Start does first
-			if got := w.idle != nil; got != tc.wait {
+			if got := w.idle != nil && w.idle.block != nil; got != tc.wait {
 				t.Fatalf("waits for work: %v, want %v", got, tc.wait)
 			}
 			if w.hooked != nil {
 				w.hooked.Close()
+			}
+			if w.idle != nil {
+				w.idle.close()
 			}
 		})
 	}

@@ -16,7 +16,8 @@ import (
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
-// Webhook task types, both on QueueWebhooks.
+// Webhook task types, on the shards of QueueWebhooks: a fan-out on its
+// order's, a delivery on its delivery id's.
 const (
 	// TypeWebhookFanout turns an order's terminal change into an event and
 	// its deliveries. TaskID "fan:<order id>:<seq>".
@@ -49,6 +50,9 @@ type NotifierConfig struct {
 	// Batch is how many outbox entries of a tenant one reconciler pass
 	// looks at. Defaults to 1000.
 	Batch int
+	// Shards is the number of webhooks queues (--queue-shards). Defaults to
+	// DefaultQueueShards.
+	Shards int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -63,6 +67,7 @@ func (c NotifierConfig) withDefaults() NotifierConfig {
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = 60 * time.Second
 	}
+	c.Shards = shardsOrDefault(c.Shards)
 	if c.RetryBase == 0 {
 		c.RetryBase = time.Second
 	}
@@ -111,6 +116,16 @@ func NewNotifier(store *orders.Store, hooks *webhooks.Store, deliverer *webhooks
 	return &Notifier{orders: store, hooks: hooks, deliverer: deliverer, client: client, insp: insp, cfg: cfg, log: cfg.Logger}
 }
 
+// fanoutQueue is the queue of the order's fan-outs.
+func (n *Notifier) fanoutQueue(orderID string) string {
+	return QueueFor(QueueWebhooks, orderID, n.cfg.Shards)
+}
+
+// DeliveryQueue is the queue of the delivery's task.
+func (n *Notifier) DeliveryQueue(deliveryID string) string {
+	return QueueFor(QueueWebhooks, deliveryID, n.cfg.Shards)
+}
+
 // Register adds the webhook handlers and their retry delays to w.
 func (n *Notifier) Register(w *Worker) {
 	w.Mux.HandleFunc(TypeWebhookFanout, tracedTask("webhook.fanout", n.FanoutTask))
@@ -153,7 +168,7 @@ func (n *Notifier) OnTerminal(ctx context.Context, o *orders.Order) {
 // is already queued is not an error.
 func (n *Notifier) EnqueueFanout(ctx context.Context, tenant, id string, seq int64) error {
 	b, _ := json.Marshal(fanoutPayload{tenant, id, seq})
-	return send(ctx, n.client, message{TypeWebhookFanout, QueueWebhooks, fanoutTaskID(id, seq), tenant, id}, b, nil,
+	return send(ctx, n.client, message{TypeWebhookFanout, n.fanoutQueue(id), fanoutTaskID(id, seq), tenant, id}, b, nil,
 		asynq.MaxRetry(n.cfg.FanoutMaxRetry), asynq.Timeout(n.cfg.TaskTimeout))
 }
 
@@ -165,7 +180,7 @@ func (n *Notifier) EnqueueDelivery(ctx context.Context, r webhooks.Ref) error {
 	if n.deliverer != nil {
 		timeout = n.deliverer.Timeout() + 15*time.Second
 	}
-	return send(ctx, n.client, message{TypeWebhookDeliver, QueueWebhooks, r.DeliveryID, r.Tenant, r.OrderID}, b, nil,
+	return send(ctx, n.client, message{TypeWebhookDeliver, n.DeliveryQueue(r.DeliveryID), r.DeliveryID, r.Tenant, r.OrderID}, b, nil,
 		asynq.MaxRetry(n.cfg.DeliverMaxRetry), asynq.Timeout(timeout))
 }
 
@@ -337,8 +352,9 @@ func (n *Notifier) EnableEndpoint(ctx context.Context, tenant, id string) (*webh
 
 // run makes the delivery task of r run now, whatever state it is in.
 func (n *Notifier) run(ctx context.Context, r webhooks.Ref) error {
+	queue := n.DeliveryQueue(r.DeliveryID)
 	for range 3 { // the task may change state under us; look again
-		state, err := taskState(n.insp, QueueWebhooks, r.DeliveryID)
+		state, err := taskState(n.insp, queue, r.DeliveryID)
 		if err != nil {
 			return err
 		}
@@ -348,9 +364,9 @@ func (n *Notifier) run(ctx context.Context, r webhooks.Ref) error {
 		case 0:
 			return n.EnqueueDelivery(ctx, r)
 		case asynq.TaskStateCompleted:
-			err = n.insp.DeleteTask(QueueWebhooks, r.DeliveryID)
+			err = n.insp.DeleteTask(queue, r.DeliveryID)
 		default: // archived, retry, scheduled
-			err = n.insp.RunTask(QueueWebhooks, r.DeliveryID)
+			err = n.insp.RunTask(queue, r.DeliveryID)
 			if err == nil {
 				return nil
 			}
@@ -384,13 +400,14 @@ func (n *Notifier) RedriveOutbox(ctx context.Context, tenant string, before time
 			return count, err
 		}
 		taskID := fanoutTaskID(id, o.Version)
-		state, err := taskState(n.insp, QueueWebhooks, taskID)
+		queue := n.fanoutQueue(id)
+		state, err := taskState(n.insp, queue, taskID)
 		if err != nil {
 			return count, err
 		}
 		switch state {
 		case asynq.TaskStateArchived:
-			err = n.insp.RunTask(QueueWebhooks, taskID)
+			err = n.insp.RunTask(queue, taskID)
 		case 0, asynq.TaskStateCompleted:
 			err = n.EnqueueFanout(ctx, tenant, id, o.Version)
 		default:

@@ -162,7 +162,7 @@ func (r *Reconciler) RunOnce(ctx context.Context) (ReconcileStats, error) {
 			return st, fmt.Errorf("reconcile %s releases: %w", tenant, err)
 		}
 		for _, id := range rel {
-			if err := r.ensureTask(ctx, QueueCritical, releaseTaskID(id), func() error { return r.enq.EnqueueRelease(ctx, tenant, id, nil) }, &st.Releases); err != nil {
+			if err := r.ensureTask(ctx, QueueCritical, id, releaseTaskID(id), func() error { return r.enq.EnqueueRelease(ctx, tenant, id, nil) }, &st.Releases); err != nil {
 				return st, fmt.Errorf("reconcile %s/%s release: %w", tenant, id, err)
 			}
 		}
@@ -170,9 +170,10 @@ func (r *Reconciler) RunOnce(ctx context.Context) (ReconcileStats, error) {
 	return st, nil
 }
 
-// ensureTask makes sure the task exists and is not archived.
-func (r *Reconciler) ensureTask(ctx context.Context, queue, id string, enqueue func() error, count *int) error {
-	state, err := r.taskState(queue, id)
+// ensureTask makes sure the order's task of kind exists (in its shard,
+// or in the shard of a former shard count) and is not archived.
+func (r *Reconciler) ensureTask(ctx context.Context, kind, orderID, id string, enqueue func() error, count *int) error {
+	queue, state, err := r.findTask(ctx, kind, orderID, id)
 	if err != nil {
 		return err
 	}
@@ -198,7 +199,7 @@ func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.
 	if c.Status.Terminal() {
 		return nil
 	}
-	state, err := r.taskState(QueueOrders, id)
+	_, state, err := r.findTask(ctx, QueueOrders, id, id)
 	if err != nil {
 		return err
 	}
@@ -220,7 +221,7 @@ func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.
 			return err
 		}
 	}
-	return r.ensureTask(ctx, QueueCritical, compensationTaskID(id), func() error { return r.enq.EnqueueCompensation(ctx, tenant, id, nil) }, &st.Compensated)
+	return r.ensureTask(ctx, QueueCritical, id, compensationTaskID(id), func() error { return r.enq.EnqueueCompensation(ctx, tenant, id, nil) }, &st.Compensated)
 }
 
 // ResumeStaleLocked runs ResumeStale unless another process did within
@@ -251,10 +252,10 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 		}
 		for id, leaseEnd := range stale {
 			for _, t := range []struct {
-				queue, taskID string
-				compensate    bool
+				kind, taskID string
+				compensate   bool
 			}{{QueueOrders, id, false}, {QueueCritical, compensationTaskID(id), true}} {
-				state, err := r.taskState(t.queue, t.taskID)
+				_, state, err := r.findTask(ctx, t.kind, id, t.taskID)
 				if err != nil {
 					return n, err
 				}
@@ -269,6 +270,41 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// findTask looks the order's task of kind up in the order's shard and,
+// when it is not there, in the order's shard under the other shard counts
+// a rollout may have left tasks in (decision 74): one shard (the queues
+// of before sharding) and the most shards Asynq's queue set shows. It
+// returns the queue it found the task in (the current shard when none)
+// and the task's state, 0 when there is no such task. A task in an older
+// layout that this misses is enqueued again in the current one: the
+// duplicate is harmless (the saga's writes are fenced by the order's
+// lease, downstream calls are idempotent), only wasted work.
+func (r *Reconciler) findTask(ctx context.Context, kind, orderID, taskID string) (string, asynq.TaskState, error) {
+	n := r.enq.Shards()
+	queue := QueueFor(kind, orderID, n)
+	state, err := r.taskState(queue, taskID)
+	if err != nil || state != 0 {
+		return queue, state, err
+	}
+	seen, err := SeenShards(ctx, r.rdb)
+	if err != nil {
+		return queue, 0, err
+	}
+	tried := map[string]bool{queue: true}
+	for _, m := range []int{1, seen} {
+		q := QueueFor(kind, orderID, max(m, 1))
+		if tried[q] {
+			continue
+		}
+		tried[q] = true
+		st, err := r.taskState(q, taskID)
+		if err != nil || st != 0 {
+			return q, st, err
+		}
+	}
+	return queue, 0, nil
 }
 
 // taskState is the task's state, or 0 when no such task exists.

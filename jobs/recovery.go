@@ -13,7 +13,7 @@ import (
 )
 
 // TypeWebhookRecover redelivers an endpoint's failed deliveries since a
-// time (a webhooks.Recovery), on QueueWebhooks. TaskID: the recovery id.
+// time (a webhooks.Recovery), on its endpoint's shard of QueueWebhooks. TaskID: the recovery id.
 const TypeWebhookRecover = "webhook:recover"
 
 // maxRecover bounds the deliveries one recovery looks at.
@@ -41,7 +41,7 @@ func (n *Notifier) StartRecovery(ctx context.Context, tenant, endpointID string,
 		return nil, err
 	}
 	b, _ := json.Marshal(recoverPayload{tenant, rec.ID})
-	t := asynq.NewTaskWithHeaders(TypeWebhookRecover, b, traceHeaders(ctx, nil), asynq.TaskID(rec.ID), asynq.Queue(QueueWebhooks),
+	t := asynq.NewTaskWithHeaders(TypeWebhookRecover, b, traceHeaders(ctx, nil), asynq.TaskID(rec.ID), asynq.Queue(QueueFor(QueueWebhooks, endpointID, n.cfg.Shards)),
 		asynq.MaxRetry(n.cfg.FanoutMaxRetry), asynq.Timeout(10*time.Minute))
 	if err := enqueue(ctx, n.client, t); err != nil {
 		return nil, err

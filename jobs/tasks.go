@@ -11,7 +11,8 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// Task types and queues.
+// Task types and the kinds of queue (each kind is sharded: see
+// ShardQueue).
 const (
 	TypeProcessOrder = "order:process"
 	TypeCompensate   = "order:compensate"
@@ -51,6 +52,9 @@ type EnqueuerConfig struct {
 	CompensationMaxRetry int
 	// TaskTimeout bounds one attempt. Defaults to 60s.
 	TaskTimeout time.Duration
+	// Shards is the number of shards of each kind of queue (--queue-shards).
+	// Defaults to DefaultQueueShards.
+	Shards int
 }
 
 func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
@@ -63,6 +67,7 @@ func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = 60 * time.Second
 	}
+	c.Shards = shardsOrDefault(c.Shards)
 	return c
 }
 
@@ -77,18 +82,25 @@ func NewEnqueuer(c *asynq.Client, cfg EnqueuerConfig) *Enqueuer {
 	return &Enqueuer{c: c, cfg: cfg.withDefaults()}
 }
 
+// Shards is the number of shards of each kind of queue the enqueuer uses.
+func (e *Enqueuer) Shards() int { return e.cfg.Shards }
+
+// Queue is the queue of kind that the tasks of the order (or of another
+// key: see ShardQueue) go to.
+func (e *Enqueuer) Queue(kind, key string) string { return QueueFor(kind, key, e.cfg.Shards) }
+
 // EnqueueOrder enqueues the order's process task. A task that already
 // exists for the order is not an error: it will run.
 func (e *Enqueuer) EnqueueOrder(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	return send(ctx, e.c, message{TypeProcessOrder, QueueOrders, id, tenant, id}, b, headers,
+	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id, tenant, id}, b, headers,
 		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
 // EnqueueCompensation enqueues the order's compensation task.
 func (e *Enqueuer) EnqueueCompensation(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id), tenant, id}, b, headers,
+	return send(ctx, e.c, message{TypeCompensate, e.Queue(QueueCritical, id), compensationTaskID(id), tenant, id}, b, headers,
 		asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
@@ -102,10 +114,10 @@ func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compens
 	b, _ := json.Marshal(payload{tenant, id})
 	suffix := ":resume:" + strconv.FormatInt(leaseEnd, 10)
 	if compensate {
-		return send(ctx, e.c, message{TypeCompensate, QueueCritical, compensationTaskID(id) + suffix, tenant, id}, b, nil,
+		return send(ctx, e.c, message{TypeCompensate, e.Queue(QueueCritical, id), compensationTaskID(id) + suffix, tenant, id}, b, nil,
 			asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	}
-	return send(ctx, e.c, message{TypeProcessOrder, QueueOrders, id + suffix, tenant, id}, b, nil,
+	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id + suffix, tenant, id}, b, nil,
 		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
@@ -123,6 +135,6 @@ func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {
 // EnqueueRelease enqueues the release of an ended order's funds.
 func (e *Enqueuer) EnqueueRelease(ctx context.Context, tenant, id string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	return send(ctx, e.c, message{TypeRelease, QueueCritical, releaseTaskID(id), tenant, id}, b, headers,
+	return send(ctx, e.c, message{TypeRelease, e.Queue(QueueCritical, id), releaseTaskID(id), tenant, id}, b, headers,
 		asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }

@@ -73,7 +73,13 @@ type message struct {
 // context goes into the task's headers (over those given): the consumer
 // span continues from it.
 func send(ctx context.Context, c *asynq.Client, m message, body []byte, headers map[string]string, opts ...asynq.Option) error {
-	ctx, span := tracer().Start(ctx, "send "+m.queue, trace.WithSpanKind(trace.SpanKindProducer))
+	// Named by the kind of queue, not the shard: a span name stays one of
+	// a few whatever --queue-shards; the attribute names the shard.
+	kind := m.queue
+	if k, _, ok := ParseShardQueue(m.queue); ok {
+		kind = k
+	}
+	ctx, span := tracer().Start(ctx, "send "+kind, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(append(orderAttrs(m.tenant, m.orderID),

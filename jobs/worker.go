@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,21 +28,37 @@ type WorkerConfig struct {
 	// (see IdleWait), or always without one. Defaults to 10ms.
 	PollInterval time.Duration
 	// IdleWait is how long an idle worker waits for a task to arrive on
-	// its queues before it looks anyway (decision 57): it blocks on the
-	// queues' pending lists and looks PollInterval after a task arrives.
-	// Negative: no waiting, the worker polls every PollInterval (about a
-	// hundred dequeue scripts a second per queue). Only for a
-	// *redis.Client to one server; Sentinel and cluster clients poll.
-	// Defaults to 1s.
+	// its queues before it looks anyway (decisions 57, 73): it blocks on
+	// the queues' pending lists (one BLMOVE each per IdleWait, on a client
+	// of its own) and looks PollInterval after a task arrives; the wait
+	// bounds only how late an unpaused queue is seen. Negative: no
+	// waiting, the worker polls every PollInterval (one EXISTS per round
+	// while the queues are empty; on a cluster one per queue). For a
+	// *redis.Client to one server and a cluster client; a Sentinel client
+	// polls, running a dequeue script per queue each round. Defaults to 5s.
 	IdleWait time.Duration
 	// DelayedPollInterval is how often scheduled and retry tasks are moved
 	// to their queues: a retry waits up to this much past its delay.
 	// Defaults to 1s.
 	DelayedPollInterval time.Duration
+	// Shards is the number of shards of each kind of queue
+	// (--queue-shards). The worker consumes more when Asynq's queue set
+	// shows more (an enqueuer with a larger count, or tasks left by one
+	// before a change to a smaller one): see SeenShards. Defaults to
+	// DefaultQueueShards.
+	Shards int
 	// Hooks are added to the Asynq servers' own Redis client, which the
-	// worker makes when it waits for work (IdleWait): hooks that count or
+	// worker makes on a *redis.Client to one server: hooks that count or
 	// trace round trips on the client given to NewWorker see the rest.
 	Hooks []redis.Hook
+	// ShardCheckInterval is how often a running worker looks at Asynq's
+	// queue set for shards of a larger count (an API rolled out with a
+	// larger --queue-shards) and starts consuming them. Defaults to 30s.
+	ShardCheckInterval time.Duration
+	// ScriptPerQueue sends every script of the Asynq servers' per-queue
+	// loops, even on queues known to be empty, as before decision 73: the
+	// baseline of the shard benchmarks, not for production.
+	ScriptPerQueue bool
 	// ShutdownTimeout is how long a stopping worker waits for handlers. Defaults to 10s.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
@@ -57,10 +76,14 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 		c.PollInterval = 10 * time.Millisecond
 	}
 	if c.IdleWait == 0 {
-		c.IdleWait = time.Second
+		c.IdleWait = 5 * time.Second
 	}
 	if c.DelayedPollInterval == 0 {
 		c.DelayedPollInterval = time.Second
+	}
+	c.Shards = shardsOrDefault(c.Shards)
+	if c.ShardCheckInterval == 0 {
+		c.ShardCheckInterval = 30 * time.Second
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -82,11 +105,24 @@ type Worker struct {
 	delays map[string]asynq.RetryDelayFunc
 	// idle and its client, when idle servers wait for work (IdleWait).
 	idle   *idleWaiter
-	hooked *redis.Client
+	hooked redis.UniversalClient
 	// build makes the servers (and the hooked client, which holds
 	// goroutines of its own until closed): Start calls it, so that a
 	// worker never started holds nothing that Shutdown must release.
 	build func()
+	// server makes an Asynq server of the worker's on the given queues.
+	server func(concurrency int, queues map[string]int) *asynq.Server
+	rdb    redis.UniversalClient
+	cfg    WorkerConfig
+
+	mu sync.Mutex
+	// shards is the number of shards of each kind consumed; extra are the
+	// servers started for the shards that appeared since Start.
+	shards int
+	extra  []*asynq.Server
+	// watching ends the look for new shards; watched is closed when it has.
+	watching chan struct{}
+	watched  chan struct{}
 }
 
 // NewWorker returns a worker for saga on rdb.
@@ -101,32 +137,70 @@ func NewWorker(rdb redis.UniversalClient, saga *Saga, cfg WorkerConfig) *Worker 
 	w.Mux = mux
 	// The options are copied now: once the client is in use, go-redis
 	// writes to them while it sets up connections.
-	var hookedOpts *redis.Options
-	if c, ok := rdb.(*redis.Client); ok && cfg.IdleWait > 0 && c.Options().Addr != failoverAddr {
-		hookedOpts = cloneOptions(c.Options())
+	var hk hookedOptions
+	switch c := rdb.(type) {
+	case *redis.Client:
+		if c.Options().Addr != failoverAddr {
+			hk.single, hk.singleBlock = cloneOptions(c.Options()), cloneOptions(c.Options())
+		}
+	case *redis.ClusterClient:
+		hk.cluster, hk.clusterBlock = cloneClusterOptions(c.Options()), cloneClusterOptions(c.Options())
 	}
-	w.build = func() { w.buildServers(rdb, hookedOpts, saga, cfg) }
+	w.build = func() { w.buildServers(rdb, hk, saga, cfg) }
 	return w
 }
 
-// buildServers makes the two Asynq servers (and, when idle servers wait
-// for work — hookedOpts set — their hooked client).
-func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Options, saga *Saga, cfg WorkerConfig) {
+// hookedOptions are the options of the Asynq servers' own client and of
+// the waiter's blocking client: of a single Redis or of a cluster, or
+// none (a Sentinel client: no hook).
+type hookedOptions struct {
+	single, singleBlock   *redis.Options
+	cluster, clusterBlock *redis.ClusterOptions
+}
+
+// buildServers makes the two Asynq servers (and, on a single Redis or a
+// cluster, their hooked client).
+func (w *Worker) buildServers(rdb redis.UniversalClient, hk hookedOptions, saga *Saga, cfg WorkerConfig) {
 	asynqRDB := rdb
-	if hookedOpts != nil {
+	if hk.single != nil || hk.cluster != nil {
 		// The servers' own client carries the waiter's hook, so that it
-		// sees only their dequeues; the waiter blocks on rdb.
-		w.hooked = redis.NewClient(hookedOpts)
-		w.idle = newIdleWaiter(rdb, cfg.IdleWait)
+		// sees only their scripts; the waiter blocks on a client of its own,
+		// with a connection (per node) for each pending list.
+		var newBlock func(int) redis.UniversalClient
+		var pipe func() redis.Pipeliner
+		if hk.single != nil {
+			w.hooked = redis.NewClient(hk.single)
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.singleBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClient(o)
+			}
+		} else {
+			c := redis.NewClusterClient(hk.cluster)
+			w.hooked, pipe = c, c.Pipeline
+			newBlock = func(n int) redis.UniversalClient {
+				o := hk.clusterBlock
+				o.PoolSize, o.MinIdleConns, o.MaxIdleConns = n, 0, 0
+				return redis.NewClusterClient(o)
+			}
+		}
+		if cfg.IdleWait <= 0 {
+			newBlock = nil
+		}
+		w.idle = newIdleWaiter(newBlock, pipe, cfg.IdleWait, cfg.PollInterval)
+		w.idle.sendAll = cfg.ScriptPerQueue
+		// The waiter first: the hooks of cfg see what it sends (its EXISTS
+		// included), not the scripts it answers itself.
+		w.hooked.AddHook(w.idle)
 		for _, h := range cfg.Hooks {
 			w.hooked.AddHook(h)
 		}
-		w.hooked.AddHook(w.idle)
 		asynqRDB = w.hooked
 	}
+	w.rdb, w.cfg = rdb, cfg
 	server := func(concurrency int, queues map[string]int) *asynq.Server {
 		if w.idle != nil {
-			w.idle.addServer(queues)
+			w.idle.addServer(slices.Sorted(maps.Keys(queues)))
 		}
 		return asynq.NewServerFromRedisClient(asynqRDB, asynq.Config{
 			Concurrency:              concurrency,
@@ -140,17 +214,110 @@ func (w *Worker) buildServers(rdb redis.UniversalClient, hookedOpts *redis.Optio
 			LogLevel:                 asynq.WarnLevel,
 		})
 	}
-	// Compensation first: it frees funds and ends orders.
-	srv := server(cfg.Concurrency, map[string]int{QueueCritical: 6, QueueOrders: 3})
-	// Webhook fan-outs and deliveries in slots of their own (decision 29).
-	w.hooks = server(cfg.WebhookConcurrency, map[string]int{QueueWebhooks: 1})
-	w.srv = srv
+	w.server = server
+	n := w.consumedShards(rdb, cfg)
+	w.srv, w.hooks = w.serversFor(0, n)
+	if w.idle != nil {
+		w.idle.start()
+	}
+	w.shards = n
+}
+
+// serversFor makes the two servers of shards lo..hi-1 of every kind.
+func (w *Worker) serversFor(lo, hi int) (orders, hooks *asynq.Server) {
+	// Compensation first: it frees funds and ends orders. Each shard keeps
+	// its kind's weight, so a critical shard is picked before an orders
+	// shard two times in three, as before sharding (decision 72).
+	orderQueues, hookQueues := map[string]int{}, map[string]int{}
+	for i := lo; i < hi; i++ {
+		orderQueues[ShardQueue(QueueCritical, i)] = 6
+		orderQueues[ShardQueue(QueueOrders, i)] = 3
+		// Webhook fan-outs and deliveries in slots of their own (decision 29).
+		hookQueues[ShardQueue(QueueWebhooks, i)] = 1
+	}
+	return w.server(w.cfg.Concurrency, orderQueues), w.server(w.cfg.WebhookConcurrency, hookQueues)
+}
+
+// watchShards looks at Asynq's queue set every ShardCheckInterval and,
+// when it shows more shards than the worker consumes, starts a pair of
+// servers for the new ones (with slots of their own: until the worker
+// restarts, it runs up to twice its concurrency).
+func (w *Worker) watchShards() {
+	defer close(w.watched)
+	t := time.NewTicker(w.cfg.ShardCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.watching:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		seen, err := SeenShards(ctx, w.rdb)
+		cancel()
+		w.mu.Lock()
+		have := w.shards
+		w.mu.Unlock()
+		if err != nil || seen <= have {
+			continue
+		}
+		o, h := w.serversFor(have, seen)
+		if err := o.Start(w.Mux); err != nil {
+			w.cfg.Logger.Warn("worker: could not start the servers of new shards", "from", have, "to", seen, "err", err)
+			continue
+		}
+		if err := h.Start(w.Mux); err != nil {
+			o.Shutdown()
+			w.cfg.Logger.Warn("worker: could not start the servers of new shards", "from", have, "to", seen, "err", err)
+			continue
+		}
+		w.cfg.Logger.Info("worker: consuming new shards", "from", have, "to", seen)
+		w.mu.Lock()
+		w.shards, w.extra = seen, append(w.extra, o, h)
+		w.mu.Unlock()
+	}
+}
+
+// consumedShards is how many shards of each kind the worker consumes: its
+// own count, or more when Asynq's queue set shows more, so that the
+// shards of other enqueuers drain.
+func (w *Worker) consumedShards(rdb redis.UniversalClient, cfg WorkerConfig) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	seen, err := SeenShards(ctx, rdb)
+	if err != nil {
+		cfg.Logger.Warn("worker: could not read Asynq's queue set; consuming the configured shards only", "shards", cfg.Shards, "err", err)
+	}
+	if seen > cfg.Shards {
+		cfg.Logger.Info("worker: consuming the shards left by another shard count", "shards", cfg.Shards, "consumed", seen)
+		return seen
+	}
+	return cfg.Shards
+}
+
+// Shards is the number of shards of each kind the worker consumes (known
+// once started).
+func (w *Worker) Shards() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.shards
 }
 
 // failoverAddr is the Addr of a Sentinel (failover) client's options. Its
 // clone would not have its connections dropped when the master changes
 // (the failover drains only its own client's pool), so such a worker polls.
 const failoverAddr = "FailoverClient"
+
+// cloneClusterOptions copies opt for a second client of the same cluster.
+func cloneClusterOptions(opt *redis.ClusterOptions) *redis.ClusterOptions {
+	o := *opt
+	o.PushNotificationProcessor = nil
+	if o.MaintNotificationsConfig != nil {
+		m := *o.MaintNotificationsConfig
+		o.MaintNotificationsConfig = &m
+	}
+	return &o
+}
 
 // cloneOptions copies opt for a second client on the same server.
 func cloneOptions(opt *redis.Options) *redis.Options {
@@ -189,6 +356,8 @@ func (w *Worker) Start() error {
 		w.srv.Shutdown()
 		return fmt.Errorf("start webhook worker: %w", err)
 	}
+	w.watching, w.watched = make(chan struct{}), make(chan struct{})
+	go w.watchShards()
 	return nil
 }
 
@@ -201,12 +370,22 @@ func (w *Worker) Shutdown() {
 	if w.idle != nil {
 		w.idle.stop() // a waiting dequeue would hold the shutdown up
 	}
+	if w.watching != nil {
+		close(w.watching)
+		<-w.watched
+	}
 	var wg sync.WaitGroup
 	wg.Go(w.hooks.Shutdown)
+	for _, s := range w.extra {
+		wg.Go(s.Shutdown)
+	}
 	w.srv.Shutdown()
 	wg.Wait()
 	if w.hooked != nil {
 		w.hooked.Close()
+	}
+	if w.idle != nil {
+		w.idle.close()
 	}
 }
 

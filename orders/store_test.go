@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 
 func newStore(t *testing.T) *orders.Store {
 	t.Helper()
-	return orders.NewStore(redistest.Shared(t).NewClient(t), orders.StoreConfig{})
+	rdb := redistest.Shared(t).NewClient(t)
+	redistest.CheckSlots(t, rdb) // every script and MULTI in one slot, as on a Redis Cluster
+	return orders.NewStore(rdb, orders.StoreConfig{})
 }
 
 func newOrder(t *testing.T, s *orders.Store, tenant string, mut ...func(*orders.Order)) *orders.Order {

@@ -155,6 +155,7 @@ func setup(t *testing.T, opts ...func(*options)) *testBundle {
 		f(&o)
 	}
 	b.rdb = redistest.Shared(t).NewClient(t)
+	redistest.CheckSlots(t, b.rdb) // every script and MULTI in one slot, as on a Redis Cluster
 	b.store = webhooks.NewStore(b.rdb, o.store)
 	d, err := webhooks.NewDeliverer(b.store, o.deliverer)
 	if err != nil {

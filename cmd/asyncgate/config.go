@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,13 +16,16 @@ import (
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/human"
 	"github.com/asyncgate/asyncgate/internal/telemetry"
+	"github.com/asyncgate/asyncgate/jobs"
 )
 
 // options are the flags of the service commands (dev, serve, api, worker).
 type options struct {
 	redisURL      string
 	redisSentinel string // --redis-sentinel: a Sentinel-managed master instead of --redis
+	redisCluster  string // --redis-cluster: a Redis Cluster instead of --redis
 	redisWait     time.Duration
+	queueShards   int // --queue-shards
 	addr          string
 	apiKeys       string
 	adminKeys     string
@@ -76,10 +80,23 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	if r.dev {
 		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0; empty runs an in-memory Redis")
 	} else {
-		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (this or --redis-sentinel is required)")
+		g.String(&o.redisURL, "redis", "URL", "", "Redis URL such as redis://localhost:6379/0 (this, --redis-sentinel or --redis-cluster is required)")
 		g.String(&o.redisSentinel, "redis-sentinel", "URL", "", "instead of --redis: the master that Redis Sentinel names, followed through failovers, as redis://[SENTINEL_USER:SENTINEL_PASSWORD@]SENTINEL:26379/DB?master_name=NAME&addr=SENTINEL2:26379&password=MASTER_PASSWORD")
+		g.String(&o.redisCluster, "redis-cluster", "URL", "", "instead of --redis: a Redis Cluster, as redis://[USER:PASSWORD@]NODE:6379?addr=NODE2:6379&addr=NODE3:6379 (any nodes; the others are discovered)")
 	}
 	g.Duration(&o.redisWait, "redis-wait", 5*time.Second, "how long to wait for Redis to answer at start before giving up")
+	o.queueShards = jobs.DefaultQueueShards
+	g.Func("queue-shards", "N", strconv.Itoa(jobs.DefaultQueueShards), fmt.Sprintf("shards of each task queue (1 to %d): a task goes to its order's shard, and on a Redis Cluster the shards spread over the masters; workers also drain the shards of any other count still holding tasks", jobs.MaxQueueShards), func(s string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, such as %d, not %q", jobs.MaxQueueShards, jobs.DefaultQueueShards, s)
+		}
+		if err := jobs.ValidateQueueShards(n); err != nil {
+			return fmt.Errorf("want a whole number from 1 to %d, not %d", jobs.MaxQueueShards, n)
+		}
+		o.queueShards = n
+		return nil
+	})
 	o.durability.register(cf, r)
 
 	if r.api {
@@ -217,7 +234,8 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, PprofAddr: o.pprofAddr, Listen: o.listen.config()}
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, PprofAddr: o.pprofAddr, Listen: o.listen.config(),
+		QueueShards: o.queueShards}
 	var errs []error
 	if o.envErr != nil {
 		errs = append(errs, o.envErr)
@@ -268,15 +286,27 @@ func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, err
 	return cfg, errors.Join(errs...)
 }
 
-// checkRedis says whether exactly one Redis is given: --redis or --redis-sentinel.
+// checkRedis says whether exactly one Redis is given: --redis, --redis-sentinel
+// or --redis-cluster.
 func (o *options) checkRedis() error {
-	switch {
-	case o.redisURL != "" && o.redisSentinel != "":
-		return errors.New("give exactly one of --redis (ASYNCGATE_REDIS) and --redis-sentinel (ASYNCGATE_REDIS_SENTINEL), not both")
-	case o.redisURL == "" && o.redisSentinel == "":
-		return errors.New("--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0; or --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master")
+	var given []string
+	for _, f := range []struct{ flag, env, val string }{
+		{"--redis", "ASYNCGATE_REDIS", o.redisURL},
+		{"--redis-sentinel", "ASYNCGATE_REDIS_SENTINEL", o.redisSentinel},
+		{"--redis-cluster", "ASYNCGATE_REDIS_CLUSTER", o.redisCluster},
+	} {
+		if f.val != "" {
+			given = append(given, f.flag+" ("+f.env+")")
+		}
 	}
-	return nil
+	const all = "--redis (ASYNCGATE_REDIS), --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) or --redis-cluster (ASYNCGATE_REDIS_CLUSTER)"
+	switch len(given) {
+	case 0:
+		return errors.New("one Redis is required: " + all + ", such as --redis redis://localhost:6379/0")
+	case 1:
+		return nil
+	}
+	return fmt.Errorf("give exactly one of %s, not %s", all, strings.Join(given, " and "))
 }
 
 // newRedis returns the client of the Redis that checkRedis accepted, and its URL.
@@ -284,6 +314,10 @@ func (o *options) newRedis() (redis.UniversalClient, string, error) {
 	if o.redisSentinel != "" {
 		rdb, err := app.NewSentinelRedis(o.redisSentinel)
 		return rdb, o.redisSentinel, err
+	}
+	if o.redisCluster != "" {
+		rdb, err := app.NewClusterRedis(o.redisCluster)
+		return rdb, o.redisCluster, err
 	}
 	rdb, err := app.NewRedis(o.redisURL)
 	return rdb, o.redisURL, err

@@ -21,7 +21,8 @@ const keysUsage = `usage: asyncgate keys <create|list|revoke> [flags]
   revoke ID                                revoke a key (servers drop it within --key-cache-ttl, 30s by default)
 
 Every subcommand takes --redis URL (env ASYNCGATE_REDIS), or --redis-sentinel URL
-(env ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master.
+(env ASYNCGATE_REDIS_SENTINEL) for a Sentinel-managed master, or --redis-cluster URL
+(env ASYNCGATE_REDIS_CLUSTER) for a Redis Cluster.
 `
 
 // runKeys manages the API keys kept in Redis.
@@ -39,6 +40,7 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer, getenv func(s
 	var o options
 	fs.StringVar(&o.redisURL, "redis", getenv("ASYNCGATE_REDIS"), "Redis URL, such as redis://localhost:6379/0 (env ASYNCGATE_REDIS)")
 	fs.StringVar(&o.redisSentinel, "redis-sentinel", getenv("ASYNCGATE_REDIS_SENTINEL"), "instead of --redis: a Sentinel-managed master, such as redis://sentinel:26379/0?master_name=mymaster (env ASYNCGATE_REDIS_SENTINEL)")
+	fs.StringVar(&o.redisCluster, "redis-cluster", getenv("ASYNCGATE_REDIS_CLUSTER"), "instead of --redis: a Redis Cluster, such as redis://node1:6379?addr=node2:6379&addr=node3:6379 (env ASYNCGATE_REDIS_CLUSTER)")
 	var (
 		tenant, name  string
 		admin, asJSON bool

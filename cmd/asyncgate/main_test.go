@@ -19,10 +19,10 @@ func TestBadConfigFailsClearly(t *testing.T) {
 	}{
 		{"no command", []string{"asyncgate"}, nil, "no command"},
 		{"unknown command", []string{"asyncgate", "fly"}, nil, `unknown command "fly"`},
-		{"serve without redis", []string{"asyncgate", "serve"}, nil, "--redis is required"},
+		{"serve without redis", []string{"asyncgate", "serve"}, nil, "one Redis is required: --redis (ASYNCGATE_REDIS)"},
 		{"bad rate limit", []string{"asyncgate", "serve", "--redis", "redis://127.0.0.1:1", "--portfolio-url", "http://p", "--execution-url", "http://e", "--rate-limit", "fast"}, nil, "--rate-limit"},
 		{"bad tenant rate limit", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--tenant-rate-limits", "acme"}, nil, "--tenant-rate-limits"},
-		{"keys without redis", []string{"asyncgate", "keys", "list"}, nil, "--redis is required"},
+		{"keys without redis", []string{"asyncgate", "keys", "list"}, nil, "one Redis is required: --redis (ASYNCGATE_REDIS)"},
 		{"keys create without tenant", []string{"asyncgate", "keys", "create", "--redis", "redis://127.0.0.1:1"}, nil, "--tenant is required"},
 		{"worker without downstreams", []string{"asyncgate", "worker", "--redis", "redis://127.0.0.1:1"}, nil, "--portfolio-url is required"},
 		{"bad downstream url", []string{"asyncgate", "worker", "--redis", "redis://127.0.0.1:1", "--portfolio-url", "ftp://x", "--execution-url", "http://e"}, nil, "--portfolio-url must be an http(s) URL"},

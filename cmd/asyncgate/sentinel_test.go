@@ -18,8 +18,8 @@ import (
 	"github.com/asyncgate/asyncgate/orders"
 )
 
-// Exactly one Redis: --redis or --redis-sentinel, never both, never none;
-// a Sentinel URL names its master.
+// Exactly one Redis: --redis, --redis-sentinel or --redis-cluster, never two,
+// never none; a Sentinel URL names its master; a cluster URL is go-redis's.
 func TestRedisChoiceFailsClearly(t *testing.T) {
 	t.Parallel()
 	worker := []string{"--portfolio-url", "http://p", "--execution-url", "http://e"}
@@ -29,9 +29,16 @@ func TestRedisChoiceFailsClearly(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"none", append([]string{"asyncgate", "worker"}, worker...), nil, "--redis is required (or ASYNCGATE_REDIS), such as redis://localhost:6379/0; or --redis-sentinel"},
-		{"both flags", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--redis-sentinel", "redis://127.0.0.1:2?master_name=m"}, nil, "exactly one of --redis (ASYNCGATE_REDIS) and --redis-sentinel"},
-		{"both by env", []string{"asyncgate", "serve"}, map[string]string{"ASYNCGATE_REDIS": "redis://127.0.0.1:1", "ASYNCGATE_REDIS_SENTINEL": "redis://127.0.0.1:2?master_name=m"}, "exactly one of --redis"},
+		{"none", append([]string{"asyncgate", "worker"}, worker...), nil, "one Redis is required: --redis (ASYNCGATE_REDIS), --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) or --redis-cluster (ASYNCGATE_REDIS_CLUSTER), such as --redis redis://localhost:6379/0"},
+		{"none for keys", []string{"asyncgate", "keys", "list"}, nil, "one Redis is required: --redis (ASYNCGATE_REDIS), --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) or --redis-cluster"},
+		{"both flags", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1", "--redis-sentinel", "redis://127.0.0.1:2?master_name=m"}, nil, "give exactly one of --redis (ASYNCGATE_REDIS), --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) or --redis-cluster (ASYNCGATE_REDIS_CLUSTER), not --redis (ASYNCGATE_REDIS) and --redis-sentinel (ASYNCGATE_REDIS_SENTINEL)"},
+		{"both by env", []string{"asyncgate", "serve"}, map[string]string{"ASYNCGATE_REDIS": "redis://127.0.0.1:1", "ASYNCGATE_REDIS_SENTINEL": "redis://127.0.0.1:2?master_name=m"}, "give exactly one of --redis"},
+		{"redis and cluster", []string{"asyncgate", "api", "--redis", "redis://127.0.0.1:1"}, map[string]string{"ASYNCGATE_REDIS_CLUSTER": "redis://127.0.0.1:7000?addr=127.0.0.1:7001"}, "not --redis (ASYNCGATE_REDIS) and --redis-cluster (ASYNCGATE_REDIS_CLUSTER)"},
+		{"sentinel and cluster", []string{"asyncgate", "keys", "list", "--redis-sentinel", "redis://127.0.0.1:2?master_name=m", "--redis-cluster", "redis://127.0.0.1:7000"}, nil, "not --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) and --redis-cluster (ASYNCGATE_REDIS_CLUSTER)"},
+		{"all three", []string{"asyncgate", "worker", "--redis", "redis://127.0.0.1:1", "--redis-sentinel", "redis://127.0.0.1:2?master_name=m", "--redis-cluster", "redis://127.0.0.1:7000"}, nil, "not --redis (ASYNCGATE_REDIS) and --redis-sentinel (ASYNCGATE_REDIS_SENTINEL) and --redis-cluster"},
+		{"bad cluster url", append([]string{"asyncgate", "worker", "--redis-cluster", "redis://127.0.0.1:7000?addr=127.0.0.1:7001&master_name=m"}, worker...), nil, "redis cluster url: redis: unexpected option: master_name"},
+		{"cluster url scheme", append([]string{"asyncgate", "worker", "--redis-cluster", "http://127.0.0.1:7000"}, worker...), nil, "redis cluster url: redis: invalid URL scheme: http"},
+		{"cluster database", []string{"asyncgate", "keys", "list", "--redis-cluster", "redis://127.0.0.1:7000/3?addr=127.0.0.1:7001"}, nil, "a Redis Cluster has only database 0, not 3"},
 		{"no master name", append([]string{"asyncgate", "worker", "--redis-sentinel", "redis://127.0.0.1:26379/0"}, worker...), nil, "master_name is missing"},
 		{"bad sentinel url", append([]string{"asyncgate", "worker", "--redis-sentinel", "redis://127.0.0.1:26379/0?master=m"}, worker...), nil, "redis sentinel url"},
 	} {

@@ -142,6 +142,15 @@ func redactURL(s string) string {
 	if err != nil {
 		return "the --redis URL"
 	}
+	// A --redis-sentinel URL may carry the master's password in its query.
+	if q := u.Query(); q.Has("password") || q.Has("sentinel_password") {
+		for _, k := range []string{"password", "sentinel_password"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
 	return u.Redacted()
 }
 

@@ -58,6 +58,11 @@ type Config struct {
 	PortfolioReadTimeout time.Duration
 	// AdminQueuesReadOnly makes the queue dashboard (/admin/queues) read-only.
 	AdminQueuesReadOnly bool
+	// QueueShards is the number of shards of each kind of queue
+	// (--queue-shards, 1 to jobs.MaxQueueShards; decision 72). It sets the
+	// shards of the Enqueuer, WorkerPool and Webhooks.Notifier configs.
+	// Defaults to jobs.DefaultQueueShards.
+	QueueShards int
 	// ResumeAfter bounds how long an order held by a worker that died waits
 	// before another worker resumes it. It sets Saga.LeaseTTL to two thirds
 	// of it and Reconciler.LeaseCheck to a sixth, unless they are set. A
@@ -153,6 +158,15 @@ func New(cfg Config) (*App, error) {
 	if cfg.Webhooks.Deliverer.Metrics == nil {
 		cfg.Webhooks.Deliverer.Metrics = cfg.Metrics
 	}
+	if cfg.QueueShards == 0 {
+		cfg.QueueShards = jobs.DefaultQueueShards
+	}
+	if err := jobs.ValidateQueueShards(cfg.QueueShards); err != nil {
+		return nil, err
+	}
+	cfg.Enqueuer.Shards = cfg.QueueShards
+	cfg.WorkerPool.Shards = cfg.QueueShards
+	cfg.Webhooks.Notifier.Shards = cfg.QueueShards
 	a := &App{cfg: cfg, metrics: cfg.Metrics}
 	a.Store = orders.NewStore(cfg.Redis, cfg.Store)
 	a.client = asynq.NewClientFromRedisClient(cfg.Redis)

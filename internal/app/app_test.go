@@ -73,6 +73,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 func setupWithSim(t *testing.T, simCfg sim.Config, opts ...option) *bundle {
 	t.Helper()
 	rdb := redistest.Shared(t).NewClient(t)
+	redistest.CheckSlots(t, rdb) // every script and MULTI in one slot, as on a Redis Cluster
 	s := sim.New(simCfg)
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
@@ -337,7 +338,7 @@ func TestRetriesExhaustedFailsAndReleases(t *testing.T) {
 	equal(t, "released", b.sim.Released(o.ID), true)
 	// The task sits in the archive (the dead-letter queue).
 	insp := b.app.Inspector()
-	info, err := insp.GetTaskInfo(jobs.QueueOrders, o.ID)
+	info, err := insp.GetTaskInfo(b.app.Enq.Queue(jobs.QueueOrders, o.ID), o.ID)
 	if err != nil {
 		t.Fatalf("archived task: %v", err)
 	}

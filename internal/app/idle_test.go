@@ -18,6 +18,7 @@ import (
 	"github.com/asyncgate/asyncgate/internal/apptest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
+	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
 	"github.com/asyncgate/asyncgate/server"
 )
@@ -106,6 +107,9 @@ func blockedClients(t *testing.T, rdb *redis.Client) int {
 	return 0
 }
 
+// allQueues is the number of Asynq queues of a worker with the default shards.
+const allQueues = 3 * jobs.DefaultQueueShards
+
 // TestIdleWorkerWakesForNewOrder: an idle worker that waits a minute
 // between looks still takes a new order at once, woken by its arrival
 // (decision 57); it also stops at once while waiting.
@@ -135,15 +139,16 @@ func TestIdleWorkerWakesForNewOrder(t *testing.T) {
 	b := &bundle{app: a, url: hs.URL, rdb: rdb}
 
 	for i := range 2 {
-		// Both Asynq servers wait: one blocking call per queue (3).
-		pollUntil(t, 10*time.Second, "worker waiting for work", func() bool { return blockedClients(t, rdb) >= 3 })
+		// Both Asynq servers wait: one blocking call per queue (3 kinds of
+		// DefaultQueueShards each).
+		pollUntil(t, 10*time.Second, "worker waiting for work", func() bool { return blockedClients(t, rdb) >= allQueues })
 		start := time.Now()
 		o := b.place(t, order())
 		got := b.waitTerminal(t, o.ID, 15*time.Second) // without the wake-up: about a minute
 		equal(t, "status", got.Status, orders.Executed)
 		t.Logf("order %d: terminal %s after the 202", i, time.Since(start).Round(time.Millisecond))
 	}
-	pollUntil(t, 10*time.Second, "worker waiting for work", func() bool { return blockedClients(t, rdb) >= 3 })
+	pollUntil(t, 10*time.Second, "worker waiting for work", func() bool { return blockedClients(t, rdb) >= allQueues })
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -169,8 +174,10 @@ func TestIdleWorkerWithPausedQueueDoesNotSpin(t *testing.T) {
 	cfg.Logger = testLogger(t)
 	a, url := apptest.Serve(t, cfg)
 	b := &bundle{app: a, url: url, rdb: rdb}
-	if err := a.Inspector().PauseQueue("orders"); err != nil {
-		t.Fatal(err)
+	for _, q := range jobs.ShardQueues(jobs.QueueOrders, jobs.DefaultQueueShards) {
+		if err := a.Inspector().PauseQueue(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	b.place(t, order())         // stays pending in the paused queue
 	time.Sleep(2 * time.Second) // the worker's last task (none) is over a second ago

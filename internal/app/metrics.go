@@ -30,7 +30,8 @@ var (
 )
 
 // metricQueues are the queues whose figures every scrape reports, even
-// before their first task.
+// before their first task: one series per kind, the sum of its shards
+// (decision 75; per-shard series would multiply them by --queue-shards).
 var metricQueues = []string{jobs.QueueCritical, jobs.QueueOrders, jobs.QueueWebhooks}
 
 // Metrics returns the process's metrics (served at /metrics).
@@ -333,23 +334,32 @@ func (q *queueCollector) oldestUndelivered(info *asynq.QueueInfo) float64 {
 	return max(age, time.Since(oldest).Seconds())
 }
 
-// oldestRetry walks the webhooks retry set for the creation time of the
-// oldest delivery; zero when there is none.
+// oldestRetry walks the retry sets of the webhooks queues (every shard)
+// for the creation time of the oldest delivery; zero when there is none.
 func (q *queueCollector) oldestRetry() time.Time {
 	var oldest time.Time
-	for page := 1; (page-1)*oldestPageSize < oldestScanLimit; page++ {
-		tasks, err := q.insp.ListRetryTasks(jobs.QueueWebhooks, asynq.PageSize(oldestPageSize), asynq.Page(page))
-		if err != nil {
-			q.log.Debug("metrics: list webhook retries", "err", err)
-			break
-		}
-		for _, t := range tasks {
-			if c, ok := deliveryCreated(t.ID); ok && (oldest.IsZero() || c.Before(oldest)) {
-				oldest = c
+	shards, err := webhookShards(q.insp)
+	if err != nil {
+		q.log.Debug("metrics: list webhook queues", "err", err)
+		return oldest
+	}
+	read := 0
+	for _, queue := range shards {
+		for page := 1; read < oldestScanLimit; page++ {
+			tasks, err := q.insp.ListRetryTasks(queue, asynq.PageSize(oldestPageSize), asynq.Page(page))
+			if err != nil {
+				q.log.Debug("metrics: list webhook retries", "err", err)
+				break
 			}
-		}
-		if len(tasks) < oldestPageSize {
-			break
+			read += len(tasks)
+			for _, t := range tasks {
+				if c, ok := deliveryCreated(t.ID); ok && (oldest.IsZero() || c.Before(oldest)) {
+					oldest = c
+				}
+			}
+			if len(tasks) < oldestPageSize {
+				break
+			}
 		}
 	}
 	return oldest

@@ -10,7 +10,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/asyncgate/asyncgate/internal/app"
-	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/webhooks"
 )
 
@@ -78,7 +77,7 @@ func TestWebhookArchivedDeliveryShowsFailed(t *testing.T) {
 			return false
 		}
 		d = list[0]
-		info, err := b.app.Inspector().GetTaskInfo(jobs.QueueWebhooks, d.ID)
+		info, err := b.app.Inspector().GetTaskInfo(b.app.Notifier.DeliveryQueue(d.ID), d.ID)
 		return err == nil && info.State == asynq.TaskStateArchived
 	})
 	d = a.onlyDelivery(apiKey, ep.ID, "failed", func(d webhooks.Delivery) bool { return d.Status != webhooks.DeliveryPending })

@@ -88,7 +88,7 @@ func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if cmd.Name() == "blmove" || errors.Is(err, redis.Nil) && emptyDequeue(cmd) {
+		if cmd.Name() == "blmove" || errors.Is(err, redis.Nil) && emptyDequeue(cmd) || lookForWork(cmd) {
 			return err
 		}
 		c.add(kind(cmd))
@@ -110,6 +110,17 @@ func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		c.request(ctx)
 		return next(ctx, cmds)
 	}
+}
+
+// lookForWork says whether cmd is the worker's EXISTS of its pending
+// lists (decision 73), its way of looking for work.
+func lookForWork(cmd redis.Cmder) bool {
+	a := cmd.Args()
+	if cmd.Name() != "exists" || len(a) < 2 {
+		return false
+	}
+	k, _ := a[1].(string)
+	return strings.HasSuffix(k, ":pending")
 }
 
 // emptyDequeue says whether cmd is Asynq's dequeue script (4 keys, the

@@ -25,6 +25,7 @@ import (
 	"github.com/asyncgate/asyncgate/internal/oteltest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
+	"github.com/asyncgate/asyncgate/jobs"
 	"github.com/asyncgate/asyncgate/orders"
 )
 
@@ -223,12 +224,12 @@ func TestTraceOneOrderIsOneTrace(t *testing.T) {
 	send := named(spans, "send orders")[0]
 	if send.Parent.SpanID() != accept.SpanContext.SpanID() || send.SpanKind != trace.SpanKindProducer ||
 		attr(send, "messaging.system") != "asynq" || attr(send, "messaging.operation.type") != "send" ||
-		attr(send, "messaging.destination.name") != "orders" || attr(send, "messaging.message.id") != o.ID {
+		attr(send, "messaging.destination.name") != b.app.Enq.Queue(jobs.QueueOrders, o.ID) || attr(send, "messaging.message.id") != o.ID {
 		t.Fatalf("order task's producer span: parent %v (want %v), kind %v, attributes %v", send.Parent.SpanID(), accept.SpanContext.SpanID(), send.SpanKind, send.Attributes)
 	}
 	process := named(spans, "asynq.process order:process")[0]
 	if process.Parent.SpanID() != send.SpanContext.SpanID() || process.SpanKind != trace.SpanKindConsumer ||
-		attr(process, "messaging.destination.name") != "orders" || attr(process, "messaging.message.id") != o.ID {
+		attr(process, "messaging.destination.name") != b.app.Enq.Queue(jobs.QueueOrders, o.ID) || attr(process, "messaging.message.id") != o.ID {
 		t.Fatalf("order task span: parent %v (want %v), attributes %v", process.Parent.SpanID(), send.SpanContext.SpanID(), process.Attributes)
 	}
 	// (It usually starts after the producer span ended too, but the worker
@@ -499,7 +500,7 @@ func TestTraceCompensationNamesTheOrder(t *testing.T) {
 		}
 	}
 	if producer.Parent.SpanID() != cancel.SpanContext.SpanID() || producer.SpanKind != trace.SpanKindProducer ||
-		attr(producer, "messaging.destination.name") != "critical" || consumer.Parent.SpanID() != producer.SpanContext.SpanID() {
+		attr(producer, "messaging.destination.name") != b.app.Enq.Queue(jobs.QueueCritical, o.ID) || consumer.Parent.SpanID() != producer.SpanContext.SpanID() {
 		t.Fatalf("compensation spans: producer %v under %v (want the cancel's %v), consumer under %v",
 			producer.SpanContext.SpanID(), producer.Parent.SpanID(), cancel.SpanContext.SpanID(), consumer.Parent.SpanID())
 	}

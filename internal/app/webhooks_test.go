@@ -348,7 +348,7 @@ func TestWebhookFailingForeverIsArchivedThenRedelivered(t *testing.T) {
 	equal(t, "webhook-id on every attempt", ids, []string{d.EventID, d.EventID, d.EventID})
 	insp := b.app.Inspector()
 	pollUntil(t, 10*time.Second, "task archived", func() bool {
-		info, err := insp.GetTaskInfo(jobs.QueueWebhooks, d.ID)
+		info, err := insp.GetTaskInfo(b.app.Notifier.DeliveryQueue(d.ID), d.ID)
 		return err == nil && info.State == asynq.TaskStateArchived
 	})
 
@@ -362,7 +362,7 @@ func TestWebhookFailingForeverIsArchivedThenRedelivered(t *testing.T) {
 	d = a.onlyDelivery(apiKey, ep.ID, "delivered after the retry", func(d webhooks.Delivery) bool { return d.Status == webhooks.DeliveryDelivered })
 	equal(t, "attempts after the retry", d.AttemptCount, 4)
 	pollUntil(t, 10*time.Second, "task done", func() bool {
-		_, err := insp.GetTaskInfo(jobs.QueueWebhooks, d.ID)
+		_, err := insp.GetTaskInfo(b.app.Notifier.DeliveryQueue(d.ID), d.ID)
 		return errors.Is(err, asynq.ErrTaskNotFound)
 	})
 	equal(t, "successful deliveries", succeeded.Load(), int64(1))
@@ -651,10 +651,7 @@ func TestWebhookOutboxRedrivesALostFanout(t *testing.T) {
 		t.Fatal(err)
 	}
 	equal(t, "deliveries after a duplicate fan-out", len(a.deliveries(apiKey, ep.ID, "")), 1)
-	info, err := b.app.Inspector().GetQueueInfo(jobs.QueueWebhooks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := queueTotals(t, b.app.Inspector(), jobs.QueueWebhooks)
 	equal(t, "webhook tasks queued by the duplicate", info.Pending+info.Active+info.Scheduled+info.Retry, 0)
 	st, _, _ = w.Reconciler().RunLocked(ctx)
 	equal(t, "outbox entries on a second pass", st.Outbox, 0)

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,16 +27,21 @@ import (
 	"github.com/asyncgate/asyncgate/internal/redistest"
 )
 
-// A deployment is asyncgate as an operator runs it, every part its own process: a
-// redis-server with AOF, `asyncgate sim`, `asyncgate api`, two `asyncgate worker`s, and
-// a webhook receiver (in the test process, on its own port) that verifies every
-// delivery and logs it. Two tenants each have an API key and a webhook endpoint.
+// A deployment is asyncgate as an operator runs it, every part its own process: Redis
+// (by default one redis-server with AOF; or a topology: Sentinel, Cluster),
+// `asyncgate sim`, one or more `asyncgate api` (two workers by default) and
+// `asyncgate worker`s, and a webhook receiver (in the test process, on its own port)
+// that verifies every delivery and logs it. Each tenant (two by default) has an API key
+// and a webhook endpoint.
 
-// tenantKeys are the API keys of the deployment's two tenants.
+// tenantKeys are the API keys of the deployment's first two tenants.
 var tenantKeys = map[string]string{
 	"alpha": "chaos-alpha-key-0123456789abcdef",
 	"beta":  "chaos-beta-key-0123456789abcdefg",
 }
+
+// moreTenants name the tenants after the first two.
+var moreTenants = []string{"gamma", "delta", "epsilon", "zeta", "eta", "theta"}
 
 // baseFaults are the simulator's faults when no fault is injected: each call takes 200 ms.
 const baseFaults = `{"latency":"200ms"}`
@@ -50,19 +56,39 @@ type deploymentOptions struct {
 	traceSyncs bool
 	// relaxed runs the processes with --durability relaxed (when the binary has the flag).
 	relaxed bool
+	// topology starts the Redis the processes run on; nil is one redis-server with AOF
+	// as appendFsync and traceSyncs say.
+	topology func(t *testing.T) topology
+	// minReplicas is --redis-min-replicas of every process (strict durability by WAIT).
+	minReplicas int
+	// apis and workers are the numbers of processes. Default to 1 and 2.
+	apis, workers int
+	// tenants is the number of tenants, each with a key and an endpoint. Defaults to 2.
+	tenants int
+	// simLatency is every downstream call's latency. Defaults to 200ms.
+	simLatency string
+	// extraArgs are added to every API's and worker's command line.
+	extraArgs []string
 }
 
 type deployment struct {
-	t        *testing.T
+	t *testing.T
+	// redis is the redis-server of the default topology (nil for the others).
 	redis    *redistest.Server
+	topo     topology
 	simURL   string
-	apiAddr  string
-	apiArgs  []string
-	api      *proctest.Proc
+	apiAddrs []string
+	apiArgs  [][]string
+	apis     []*proctest.Proc
 	workers  []*proctest.Proc
 	recv     *receiver
 	http     *http.Client
 	durFlags []string
+	tenants  []string          // in the order clients take turns
+	keys     map[string]string // tenant → API key
+	faults   string            // the simulator's faults when none is injected
+	extra    []string          // added to every API's and worker's command line
+	exits    []invariant.Exit  // how the processes a scenario stopped with SIGTERM ended
 }
 
 // flagSupport remembers whether the binary's commands take a flag (work of other
@@ -86,55 +112,90 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	t.Setenv("ASYNCGATE_WEBHOOK_ALLOW_PRIVATE", "true")
 	t.Setenv("ASYNCGATE_WEBHOOK_RETRY_SCHEDULE", "1s,2s,4s,8s,15s,30s,60s")
 	t.Setenv("ASYNCGATE_WEBHOOK_BREAKER_COOLDOWN", "2s")
-	d := &deployment{t: t,
-		redis: redistest.Start(t, redistest.Options{AOF: true, Appendfsync: o.appendFsync, TraceSyncs: o.traceSyncs}),
-		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}}
+	d := &deployment{t: t, keys: make(map[string]string), faults: baseFaults, extra: o.extraArgs,
+		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}}
+	if o.simLatency != "" {
+		d.faults = fmt.Sprintf(`{"latency":%q}`, o.simLatency)
+	}
+	if o.topology != nil {
+		d.topo = o.topology(t)
+	} else {
+		d.redis = redistest.Start(t, redistest.Options{AOF: true, Appendfsync: o.appendFsync, TraceSyncs: o.traceSyncs})
+		d.topo = single{d.redis}
+	}
 	if binaryHasFlag("api", "durability") {
 		d.durFlags = []string{"--durability", "strict"}
 		if o.relaxed {
 			d.durFlags[1] = "relaxed"
 		}
 	}
+	if o.minReplicas > 0 {
+		d.durFlags = append(d.durFlags, "--redis-min-replicas", strconv.Itoa(o.minReplicas))
+	}
+	o.apis, o.workers, o.tenants = cmp.Or(o.apis, 1), cmp.Or(o.workers, 2), cmp.Or(o.tenants, 2)
+	d.tenants = []string{"alpha", "beta"}
+	for i := range o.tenants - 2 {
+		d.tenants = append(d.tenants, moreTenants[i])
+	}
+	d.tenants = d.tenants[:o.tenants]
+	var keys []string
+	for _, tenant := range d.tenants {
+		d.keys[tenant] = cmp.Or(tenantKeys[tenant], "chaos-"+tenant+"-key-0123456789abcdef")
+		keys = append(keys, d.keys[tenant]+"="+tenant)
+	}
+
 	simAddr := freeAddr(t)
 	proctest.Start(t, binary, "sim", "--addr", simAddr)
 	d.simURL = "http://" + simAddr
 	waitHTTP(t, d.simURL+"/_sim/faults")
 
-	d.apiAddr = freeAddr(t)
-	var keys []string
-	for tenant, key := range tenantKeys {
-		keys = append(keys, key+"="+tenant)
+	for i := range o.apis {
+		d.apiAddrs = append(d.apiAddrs, freeAddr(t))
+		args := append([]string{"api"}, d.topo.flags()...)
+		args = append(args, "--addr", d.apiAddrs[i], "--api-keys", strings.Join(keys, ","), "--rate-limit", "off", "--log-level", "warn")
+		d.apiArgs = append(d.apiArgs, append(append(args, d.durFlags...), o.extraArgs...))
+		d.apis = append(d.apis, nil)
+		d.startAPI(i)
 	}
-	d.apiArgs = append([]string{"api", "--redis", d.redis.URL(0), "--addr", d.apiAddr,
-		"--api-keys", strings.Join(keys, ","), "--rate-limit", "off", "--log-level", "warn"}, d.durFlags...)
-	d.startAPI()
-	for range 2 {
+	for range o.workers {
 		d.startWorker()
 	}
 	// Every downstream call takes a while, so that a fault finds orders halfway
 	// through their saga (reserved, executing) rather than between them.
-	d.setFaults("portfolio", baseFaults)
-	d.setFaults("execution", baseFaults)
+	d.setFaults("portfolio", d.faults)
+	d.setFaults("execution", d.faults)
 	d.recv = newReceiver(t)
-	for tenant := range tenantKeys {
+	for _, tenant := range d.tenants {
 		d.register(tenant)
 	}
 	return d
 }
 
-// apiURL is the API's base URL; it stays the same across restarts.
-func (d *deployment) apiURL() string { return "http://" + d.apiAddr }
+// apiURL is the first API's base URL; it stays the same across restarts.
+func (d *deployment) apiURL() string { return "http://" + d.apiAddrs[0] }
 
-func (d *deployment) startAPI() {
+// apiURLOf is the i-th API's base URL (any i: they take turns).
+func (d *deployment) apiURLOf(i int) string { return "http://" + d.apiAddrs[i%len(d.apiAddrs)] }
+
+// startAPI starts the i-th API process (again), on its address, and waits until it is up.
+func (d *deployment) startAPI(i int) {
 	d.t.Helper()
-	d.api = proctest.Start(d.t, binary, d.apiArgs...)
-	waitHTTP(d.t, d.apiURL()+"/healthz")
+	d.apis[i] = proctest.Start(d.t, binary, d.apiArgs[i]...)
+	waitHTTP(d.t, d.apiURLOf(i)+"/healthz")
 }
 
+// workerArgs are the arguments of a worker process of the deployment.
+func (d *deployment) workerArgs() []string {
+	args := append([]string{"worker"}, d.topo.flags()...)
+	args = append(args, "--portfolio-url", d.simURL, "--execution-url", d.simURL,
+		"--log-level", "warn", "--reconcile-interval", "1s", "--downstream-timeout", "1s")
+	return append(append(args, d.durFlags...), d.extra...)
+}
+
+// startWorker starts one more worker process.
 func (d *deployment) startWorker() *proctest.Proc {
 	d.t.Helper()
-	args := append(proctest.WorkerArgs(d.redis.URL(0), d.simURL, "--downstream-timeout", "1s"), d.durFlags...)
-	w := proctest.Start(d.t, binary, args...)
+	w := proctest.Start(d.t, binary, d.workerArgs()...)
 	d.workers = append(d.workers, w)
 	return w
 }
@@ -145,7 +206,7 @@ func (d *deployment) register(tenant string) {
 	d.t.Helper()
 	body, _ := json.Marshal(map[string]any{"url": d.recv.url(tenant), "events": terminalEvents, "description": "chaos receiver"})
 	req, _ := http.NewRequest(http.MethodPost, d.apiURL()+"/v1/webhook-endpoints", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+tenantKeys[tenant])
+	req.Header.Set("Authorization", "Bearer "+d.keys[tenant])
 	req.Header.Set("Content-Type", "application/json")
 	res, err := d.http.Do(req)
 	if err != nil {
@@ -166,13 +227,26 @@ func (d *deployment) register(tenant string) {
 // simulator's ledger, the receiver's log.
 func (d *deployment) checker() *invariant.Checker {
 	c := &http.Client{Timeout: 5 * time.Second}
-	api := &invariant.HTTPAPI{BaseURL: d.apiURL(), Keys: tenantKeys, Client: c}
+	api := &invariant.HTTPAPI{BaseURL: d.apiURL(), Keys: d.keys, Client: c}
 	return &invariant.Checker{
 		API:      api,
 		Lister:   api,
 		Ledger:   &invariant.HTTPLedger{BaseURL: d.simURL, Client: c},
 		Receiver: invariant.LogFile(d.recv.logPath),
 	}
+}
+
+// timeline is an order's events as the API lists them (GET /v1/orders/{id}/events).
+func (d *deployment) timeline(a invariant.Accepted) string {
+	req, _ := http.NewRequest(http.MethodGet, d.apiURL()+"/v1/orders/"+a.OrderID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+d.keys[a.Tenant])
+	res, err := d.http.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.Status + " " + string(b)
 }
 
 // setFaults sets the simulator's faults of a service ("portfolio" or "execution"),
@@ -372,9 +446,10 @@ func verify(secret []byte, id, ts, sigs string, body []byte) bool {
 	return false
 }
 
-// clients are honest integrators of both tenants: each places its orders one at a time,
+// clients are honest integrators of every tenant: each places its orders one at a time,
 // and retries a placement with the same Idempotency-Key and body on errors and timeouts
-// until it gets an answer it can act on.
+// until it gets an answer it can act on. With several API processes, the clients take
+// turns, and a retry after an error goes to the next one, as behind a load balancer.
 type clients struct {
 	d        *deployment
 	keyOnly  bool // no client_order_id: only the Idempotency-Key names the intent
@@ -385,7 +460,7 @@ type clients struct {
 	retries  atomic.Int64
 }
 
-// place places n orders, alternating tenants, at an even pace over within, with up to
+// place places n orders, tenants (and APIs) taking turns, at an even pace over within, with up to
 // 16 in flight, and returns when each got its answer or was given up. As the API's
 // guide asks, each order carries a client_order_id, unless keyOnly.
 func (d *deployment) place(n int, within time.Duration, keyOnly bool) *clients {
@@ -398,11 +473,7 @@ func (d *deployment) place(n int, within time.Duration, keyOnly bool) *clients {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			tenant := "alpha"
-			if i%2 == 1 {
-				tenant = "beta"
-			}
-			cl.placeOne(tenant, i%4)
+			cl.placeOne(d.tenants[i%len(d.tenants)], i%4, i)
 		})
 	}
 	wg.Wait()
@@ -411,7 +482,7 @@ func (d *deployment) place(n int, within time.Duration, keyOnly bool) *clients {
 
 // placeOne places one order. Its metadata names the client's intent (the
 // Idempotency-Key), so that the checker can tell which orders one intent made.
-func (cl *clients) placeOne(tenant string, account int) {
+func (cl *clients) placeOne(tenant string, account, api int) {
 	key := rand.Text()
 	coid := fmt.Sprintf(`"client_order_id":%q,`, key)
 	if cl.keyOnly {
@@ -420,8 +491,8 @@ func (cl *clients) placeOne(tenant string, account int) {
 	body := fmt.Sprintf(`{"account_id":"acc-%d","symbol":"AAPL","side":"buy","quantity":1,"type":"market",%s"metadata":{"intent":%q}}`, account, coid, key)
 	giveUp := time.Now().Add(time.Minute)
 	for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
-		req, _ := http.NewRequest(http.MethodPost, cl.d.apiURL()+"/v1/orders", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tenantKeys[tenant])
+		req, _ := http.NewRequest(http.MethodPost, cl.d.apiURLOf(api)+"/v1/orders", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+cl.d.keys[tenant])
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", key)
 		res, err := cl.d.http.Do(req)
@@ -451,6 +522,7 @@ func (cl *clients) placeOne(tenant string, account int) {
 				return
 			}
 		}
+		api++ // the next API, if there are several
 		if time.Now().After(giveUp) {
 			cl.mu.Lock()
 			cl.gaveUp++
@@ -468,16 +540,16 @@ func (cl *clients) placeOne(tenant string, account int) {
 func (d *deployment) slowBodies(n int, stop <-chan struct{}) (closed func() int) {
 	var count atomic.Int64
 	for i := range n {
-		conn, err := net.Dial("tcp", d.apiAddr)
+		conn, err := net.Dial("tcp", d.apiAddrs[0])
 		if err != nil {
 			count.Add(1) // refused at once: the server caps connections
 			continue
 		}
 		auth := ""
 		if i%2 == 0 {
-			auth = "Authorization: Bearer " + tenantKeys["alpha"] + "\r\n"
+			auth = "Authorization: Bearer " + d.keys["alpha"] + "\r\n"
 		}
-		fmt.Fprintf(conn, "POST /v1/orders HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", d.apiAddr, auth)
+		fmt.Fprintf(conn, "POST /v1/orders HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", d.apiAddrs[0], auth)
 		go func() {
 			defer conn.Close()
 			t := time.NewTicker(time.Second)

@@ -45,6 +45,25 @@
 // orders each, 3,000 in all, and prints the tables as one Markdown table, the one in the
 // README.
 //
+// # Topologies, failover and SIGTERM
+//
+// A deployment takes a Redis topology (one redis-server; a Sentinel-managed master with a
+// replica and three sentinels; a Redis Cluster from redistest.StartCluster), N API and M
+// worker processes, and more tenants; the clients take turns over the APIs. In
+// scale_test.go, with two APIs and two workers each:
+//
+//   - TestSentinelUnderLoad: kill -9 of the master mid-run (restarted, it rejoins as a
+//     replica); with --redis-min-replicas 1 nothing may be lost; without it (long only)
+//     the loss is reported;
+//   - TestSIGTERMUnderLoad: SIGTERM to every process mid-run, on one Redis and on a
+//     3-master cluster; each must exit 0 within its grace period (the checker's "exited
+//     late"), then all start again;
+//   - TestClusterEndToEnd: 200 orders of four tenants (1,000 in the long run) on a
+//     3-master cluster, and a table of what each master holds (keys, queue shards,
+//     tenants), each master asserted to hold some of each;
+//   - TestClusterFailover (long only): three masters with a replica each, kill -9 of a
+//     master, with and without --redis-min-replicas 1.
+//
 // # Downstream faults in detail
 //
 // `go test ./internal/chaos/` also runs, each against its own redis-server:
@@ -67,5 +86,8 @@
 // baseline), in both outage modes, and the throughput of a healthy run with each. It
 // prints one table: the calls wasted on the failing downstream during the outage, the
 // time from recovery to the first completion, the orders/s of the backlog drain after
-// recovery, and the orders/s when healthy.
+// recovery, and the orders/s when healthy. TestScaleFigures prints the scale table:
+// end-to-end orders/s with separate processes, 1 vs 2 workers on one Redis and a
+// 3-master cluster with --queue-shards 1 vs 16, with ratios and Redis commands per order
+// summed over every node.
 package chaos

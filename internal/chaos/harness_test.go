@@ -274,36 +274,57 @@ func checkExecutedOnce(t *testing.T, s *sim.Sim, done map[string]*orders.Order) 
 	}
 }
 
-// checkNothingArchived checks that no order task sits in the archive.
+// orderQueues lists the shards of the orders queue there are.
+func (c *cluster) orderQueues(insp *asynq.Inspector) []string {
+	c.t.Helper()
+	names, err := insp.Queues()
+	if err != nil {
+		c.t.Fatalf("queues: %v", err)
+	}
+	var out []string
+	for _, n := range names {
+		if kind, _, ok := jobs.ParseShardQueue(n); ok && kind == jobs.QueueOrders {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// checkNothingArchived checks that no order task sits in the archive (of any shard).
 func (c *cluster) checkNothingArchived() {
 	c.t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(c.rdb)
-	info, err := insp.GetQueueInfo(jobs.QueueOrders)
-	if err != nil {
-		c.t.Fatalf("queue info: %v", err)
-	}
-	if info.Archived != 0 {
-		c.t.Errorf("%d order tasks archived: a retry budget ran out", info.Archived)
+	for _, q := range c.orderQueues(insp) {
+		info, err := insp.GetQueueInfo(q)
+		if err != nil {
+			c.t.Fatalf("queue info: %v", err)
+		}
+		if info.Archived != 0 {
+			c.t.Errorf("%d order tasks archived in %s: a retry budget ran out", info.Archived, q)
+		}
 	}
 }
 
-// retrySet reports the order tasks waiting to run again: how many, how many of them were
-// postponed (not failed), and the most retries any of them has spent.
+// retrySet reports the order tasks waiting to run again (in every shard): how many, how
+// many of them were postponed (not failed), and the most retries any of them has spent.
 func (c *cluster) retrySet() (waiting, postponed, maxRetried int) {
 	insp := asynq.NewInspectorFromRedisClient(c.rdb)
-	for page := 1; ; page++ {
-		tasks, err := insp.ListRetryTasks(jobs.QueueOrders, asynq.PageSize(500), asynq.Page(page))
-		if err != nil || len(tasks) == 0 {
-			return
-		}
-		for _, ti := range tasks {
-			waiting++
-			if strings.HasPrefix(ti.LastErr, "postponed") {
-				postponed++
+	for _, q := range c.orderQueues(insp) {
+		for page := 1; ; page++ {
+			tasks, err := insp.ListRetryTasks(q, asynq.PageSize(500), asynq.Page(page))
+			if err != nil || len(tasks) == 0 {
+				break
 			}
-			maxRetried = max(maxRetried, ti.Retried)
+			for _, ti := range tasks {
+				waiting++
+				if strings.HasPrefix(ti.LastErr, "postponed") {
+					postponed++
+				}
+				maxRetried = max(maxRetried, ti.Retried)
+			}
 		}
 	}
+	return
 }
 
 // readyBreakers returns the API's readiness detail of the breakers.

@@ -39,7 +39,8 @@
 //
 // Keys (documented once, here):
 //
-//	ag:durability:barrier  string  the barrier's own write; its value means nothing
+//	ag:durability:barrier      string  the barrier's own write; its value means nothing
+//	ag:durability:barrier:{N}  string  the same on a Redis Cluster, one per master (see cluster.go)
 package durability
 
 import (
@@ -157,6 +158,7 @@ type Barrier struct {
 	rdb     redis.UniversalClient
 	n       int
 	timeout time.Duration
+	keys    *clusterKeys // on a Redis Cluster: the barrier runs on every master (cluster.go)
 }
 
 // Method is how the barrier makes writes durable.
@@ -175,13 +177,18 @@ type NotDurableError struct {
 	Want    int // replicas (WAIT) or local fsyncs (WAITAOF) asked for
 	Got     int // how many acknowledged within Timeout
 	Timeout time.Duration
+	Node    string // on a Redis Cluster, the master that did not confirm
 }
 
 func (e *NotDurableError) Error() string {
-	if e.Method == WaitAOF {
-		return fmt.Sprintf("durability: the AOF was not fsynced within %s", e.Timeout)
+	on := ""
+	if e.Node != "" {
+		on = " of the cluster master " + e.Node
 	}
-	return fmt.Sprintf("durability: %d of %d replicas acknowledged within %s", e.Got, e.Want, e.Timeout)
+	if e.Method == WaitAOF {
+		return fmt.Sprintf("durability: the AOF%s was not fsynced within %s", on, e.Timeout)
+	}
+	return fmt.Sprintf("durability: %d of %d replicas%s acknowledged within %s", e.Got, e.Want, on, e.Timeout)
 }
 
 // ErrNotDurable matches every error of Sync: the writes were made but are
@@ -203,6 +210,9 @@ func (e syncError) Is(target error) bool { return target == ErrNotDurable }
 func (b *Barrier) Sync(ctx context.Context) error {
 	if b == nil || (b.method != WaitAOF && b.method != WaitReplicas) {
 		return nil
+	}
+	if b.keys != nil {
+		return b.syncCluster(ctx)
 	}
 	ms := b.timeout.Milliseconds()
 	// One pipeline, one connection: the SET gives this connection an
@@ -248,6 +258,9 @@ func Check(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Barrier
 	}
 	log := cfg.Logger
 	b := &Barrier{rdb: rdb, n: cfg.MinReplicas, timeout: cfg.Timeout}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		b.keys = &clusterKeys{cc: cc}
+	}
 	if cfg.Mode == Relaxed {
 		log.Warn("durability relaxed: a 202 does not wait for disk or replicas; a Redis crash can lose writes that were acknowledged in the last second or more (see README, Durability)",
 			"durability", string(Relaxed))
@@ -256,15 +269,24 @@ func Check(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Barrier
 	if err := ping(ctx, rdb); err != nil {
 		return nil, fmt.Errorf("--durability strict: cannot reach Redis to check how it keeps writes: %w", err)
 	}
+	nodes, err := nodesOf(ctx, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("--durability strict: cannot list the cluster's masters to check how they keep writes: %w", err)
+	}
 	if cfg.MinReplicas > 0 {
 		b.method = WaitReplicas
-		replicas, err := connectedReplicas(ctx, rdb)
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("--durability strict with --redis-min-replicas %d: read INFO replication: %w", cfg.MinReplicas, err)
-		case replicas < cfg.MinReplicas:
-			log.Warn("fewer replicas connected than --redis-min-replicas: writes answer 503 until enough are",
-				"replicas", replicas, "min_replicas", cfg.MinReplicas)
+		for _, n := range nodes {
+			replicas, err := connectedReplicas(ctx, n.c)
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("--durability strict with --redis-min-replicas %d: read INFO replication%s: %w", cfg.MinReplicas, n.on(), err)
+			case replicas < cfg.MinReplicas && n.name != "":
+				log.Warn("fewer replicas connected to a cluster master than --redis-min-replicas: writes answer 503 until enough are",
+					"master", n.name, "replicas", replicas, "min_replicas", cfg.MinReplicas)
+			case replicas < cfg.MinReplicas:
+				log.Warn("fewer replicas connected than --redis-min-replicas: writes answer 503 until enough are",
+					"replicas", replicas, "min_replicas", cfg.MinReplicas)
+			}
 		}
 		log.Info("durability strict: every acknowledged write waits for replicas (WAIT)",
 			"durability", string(Strict), "method", b.method.String(), "min_replicas", cfg.MinReplicas, "timeout", cfg.Timeout.String())
@@ -276,14 +298,34 @@ func Check(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Barrier
 			"durability", string(Strict), "method", b.method.String())
 		return b, nil
 	}
-	aof, fsync, cfgErr := persistence(ctx, rdb)
+	// Every master must fsync always (or, next, have WAITAOF); the first
+	// that does not is the one the error names.
+	var (
+		aof, fsync string
+		cfgErr     error
+		at         node
+	)
+	for _, n := range nodes {
+		at = n
+		aof, fsync, cfgErr = persistence(ctx, n.c)
+		if cfgErr != nil || aof != "yes" || fsync != "always" {
+			break
+		}
+	}
 	if cfgErr == nil && aof == "yes" && fsync == "always" {
 		b.method = FsyncAlways
 		log.Info("durability strict: Redis fsyncs every write before replying (appendonly yes, appendfsync always)",
 			"durability", string(Strict), "method", b.method.String())
 		return b, nil
 	}
-	waitaofErr := probeWaitAOF(ctx, rdb)
+	// The master that does not fsync always first: the error names it.
+	waitaofErr := probeWaitAOF(ctx, at.c)
+	for _, n := range nodes {
+		if waitaofErr != nil {
+			break
+		}
+		waitaofErr = probeWaitAOF(ctx, n.c)
+	}
 	if waitaofErr == nil {
 		b.method = WaitAOF
 		log.Info("durability strict: every acknowledged write waits for the AOF fsync (WAITAOF)",
@@ -291,18 +333,18 @@ func Check(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Barrier
 		return b, nil
 	}
 	if cfgErr != nil {
-		return nil, fmt.Errorf("--durability strict: cannot read Redis's persistence settings (CONFIG GET: %v; WAITAOF: %v), as on managed Redis where CONFIG is disabled. "+
+		return nil, fmt.Errorf("--durability strict: cannot read Redis's persistence settings%s (CONFIG GET: %v; WAITAOF: %v), as on managed Redis where CONFIG is disabled. "+
 			"Either make Redis run appendonly yes with appendfsync always and pass --redis-assume-fsync-always, "+
 			"or pass --redis-min-replicas N to wait for N replicas on every accepted write, "+
 			"or pass --durability relaxed to accept that a Redis crash can lose accepted orders",
-			cfgErr, waitaofErr)
+			at.on(), cfgErr, waitaofErr)
 	}
-	return nil, fmt.Errorf("--durability strict: Redis runs appendonly %s, appendfsync %s, and WAITAOF is not available (%v): "+
+	return nil, fmt.Errorf("--durability strict: Redis%s runs appendonly %s, appendfsync %s, and WAITAOF is not available (%v): "+
 		"a Redis crash could lose orders already answered 202. "+
 		"Run Redis with appendonly yes and appendfsync always (CONFIG SET appendonly yes; CONFIG SET appendfsync always; and in redis.conf), "+
 		"or use Redis 7.2+ with appendonly yes (WAITAOF), or pass --redis-min-replicas N, "+
 		"or pass --durability relaxed to accept the loss",
-		aof, fsync, waitaofErr)
+		at.on(), aof, fsync, waitaofErr)
 }
 
 // ping waits until Redis answers PING, or ctx ends.
@@ -321,7 +363,7 @@ func ping(ctx context.Context, rdb redis.UniversalClient) error {
 }
 
 // persistence reads appendonly and appendfsync.
-func persistence(ctx context.Context, rdb redis.UniversalClient) (aof, fsync string, err error) {
+func persistence(ctx context.Context, rdb nodeClient) (aof, fsync string, err error) {
 	vals, err := rdb.ConfigGet(ctx, "append*").Result()
 	if err != nil {
 		return "", "", err
@@ -336,7 +378,7 @@ func persistence(ctx context.Context, rdb redis.UniversalClient) (aof, fsync str
 
 // probeWaitAOF reports whether WAITAOF 1 0 works: Redis 7.2+ with
 // appendonly yes. On a fresh connection it returns at once.
-func probeWaitAOF(ctx context.Context, rdb redis.UniversalClient) error {
+func probeWaitAOF(ctx context.Context, rdb nodeClient) error {
 	err := rdb.Do(ctx, "waitaof", 1, 0, 1).Err()
 	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command") {
 		return errors.New("Redis before 7.2 has no WAITAOF")
@@ -345,7 +387,7 @@ func probeWaitAOF(ctx context.Context, rdb redis.UniversalClient) error {
 }
 
 // connectedReplicas reads connected_slaves from INFO replication.
-func connectedReplicas(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+func connectedReplicas(ctx context.Context, rdb nodeClient) (int, error) {
 	info, err := rdb.Info(ctx, "replication").Result()
 	if err != nil {
 		return 0, err

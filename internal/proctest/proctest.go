@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Build compiles cmd/asyncgate into a temporary directory. It returns the
@@ -34,6 +35,7 @@ type Proc struct {
 	cmd  *exec.Cmd
 	out  Buffer
 	once sync.Once
+	done chan struct{} // closed when the process has ended and its output is read
 }
 
 // Start runs bin with args until the test ends (or Kill). The child dies
@@ -46,6 +48,8 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
+	p.done = make(chan struct{})
+	go func() { p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
@@ -72,11 +76,28 @@ func WorkerArgs(redisURL, simURL string, extra ...string) []string {
 func (p *Proc) Kill() {
 	p.once.Do(func() {
 		p.cmd.Process.Kill()
-		p.cmd.Wait()
+		<-p.done
 	})
 }
 
-// Pid is the process's id.
+// Stop sends sig (SIGTERM, as an orchestrator does) and waits up to within for the
+// process to end. It returns the exit code (-1 when a signal ended it, or when it
+// had not ended within: then it is killed) and how long it took.
+func (p *Proc) Stop(sig syscall.Signal, within time.Duration) (code int, took time.Duration) {
+	start := time.Now()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		p.Kill()
+		return -1, time.Since(start)
+	}
+	took = time.Since(start)
+	p.once.Do(func() {}) // ended: Kill has nothing to do
+	return p.cmd.ProcessState.ExitCode(), took
+}
+
+// Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // Output is what the process wrote so far, stdout and stderr together.

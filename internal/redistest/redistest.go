@@ -7,6 +7,10 @@
 //
 // Packages share one server through [Shared] and isolate tests by logical
 // database ([Server.NewClient] hands out a fresh, flushed database per test).
+//
+// [StartCluster] starts a Redis Cluster of such servers (one per test, as a
+// cluster has no logical databases), and [CheckSlots] makes a test on one
+// server fail when a script or MULTI would cross hash slots on a cluster.
 package redistest
 
 import (
@@ -45,13 +49,21 @@ type Options struct {
 	TraceSyncs bool
 	// Databases is the number of logical databases. Defaults to 256.
 	Databases int
+	// Cluster starts the server with cluster-enabled yes (its nodes.conf in
+	// its directory, so a restart rejoins the cluster); [StartCluster] sets
+	// it and joins the nodes.
+	Cluster bool
+	// ClusterNodeTimeout is cluster-node-timeout when Cluster is on.
+	// Defaults to 1s, so a failover takes a few seconds.
+	ClusterNodeTimeout time.Duration
 }
 
 // Server is a redis-server child process.
 type Server struct {
-	opts Options
-	dir  string
-	port int
+	opts    Options
+	dir     string
+	port    int
+	busPort int // the cluster bus port when Options.Cluster
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -97,6 +109,12 @@ func StartServer(opts Options, dir string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, dir: dir, port: port}
+	if opts.Cluster {
+		// The bus port defaults to port+10000, which may be taken or out of range.
+		if s.busPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.Restart(); err != nil {
 		return nil, err
 	}
@@ -209,6 +227,14 @@ func (s *Server) Restart() error {
 		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if s.opts.Cluster {
+		timeout := s.opts.ClusterNodeTimeout
+		if timeout == 0 {
+			timeout = time.Second
+		}
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(s.busPort), "--cluster-node-timeout", strconv.FormatInt(timeout.Milliseconds(), 10))
 	}
 	if s.opts.ReplicaOf != "" {
 		host, port, err := net.SplitHostPort(s.opts.ReplicaOf)

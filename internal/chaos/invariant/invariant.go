@@ -17,7 +17,9 @@
 //   - duplicate webhooks: deliveries of an event beyond the first (allowed: delivery is
 //     at least once);
 //   - bad signatures: deliveries whose Standard Webhooks signature did not verify;
-//   - wrong tenant: a delivery of an order to another tenant's endpoint.
+//   - wrong tenant: a delivery of an order to another tenant's endpoint;
+//   - exited late: a process told to stop (SIGTERM) that did not exit 0 within its
+//     grace period (the scenario reports each stop it made as an [Exit]).
 //
 // Every count but duplicates must be 0 after a scenario.
 package invariant
@@ -106,6 +108,17 @@ type Receiver interface {
 	Deliveries() ([]Delivery, error)
 }
 
+// Exit is how a process the scenario stopped with SIGTERM ended.
+type Exit struct {
+	Process string        // such as "worker 1"
+	Code    int           // its exit code; -1 when it had not ended within Grace and was killed
+	Took    time.Duration // from the signal to its end
+	Grace   time.Duration // how long it may take: its grace period
+}
+
+// Late reports whether the process did not exit 0 within its grace period.
+func (e Exit) Late() bool { return e.Code != 0 || e.Took > e.Grace }
+
 // Input is a scenario to check.
 type Input struct {
 	Scenario string
@@ -115,6 +128,8 @@ type Input struct {
 	Subscribed map[string]bool
 	// LastFault is when the scenario's last fault ended.
 	LastFault time.Time
+	// Exits are the processes the scenario stopped with SIGTERM.
+	Exits []Exit
 }
 
 // Report is what a check counted.
@@ -132,9 +147,14 @@ type Report struct {
 	DuplicateWebhooks  int
 	BadSignatures      int
 	WrongTenant        int
+	ExitedLate         int // processes that did not exit 0 within their grace period
+	// SlowestExit is the longest a stopped process took to exit.
+	SlowestExit time.Duration
 	// Finish is the time from the last fault to the last order ending or the last
 	// webhook it needs arriving, whichever is later; 0 when all was done before.
 	Finish time.Duration
+	// Last is the order that ended last, or whose webhook arrived last.
+	Last Accepted
 	// Examples are a few order ids (or webhook ids) per kind of violation.
 	Examples map[string][]string
 
@@ -144,7 +164,7 @@ type Report struct {
 // Violations is the sum of every count but duplicates.
 func (r *Report) Violations() int {
 	return r.Lost + r.Stuck + r.ExecutedTwice + r.OutcomeDisagrees + r.ReservationsLeaked +
-		r.WebhooksMissing + r.BadSignatures + r.WrongTenant
+		r.WebhooksMissing + r.BadSignatures + r.WrongTenant + r.ExitedLate
 }
 
 // settled reports whether waiting longer cannot change the report: nothing in flight,
@@ -276,7 +296,9 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 			continue
 		}
 		c.final[a.OrderID] = r.order
-		last = later(last, r.order.UpdatedAt)
+		if r.order.UpdatedAt.After(last) {
+			last, rep.Last = r.order.UpdatedAt, a
+		}
 		executed := r.order.Status == "executed"
 		if executed != (r.ledger.Executions > 0) {
 			rep.OutcomeDisagrees++
@@ -293,7 +315,9 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 				rep.WebhooksMissing++
 				rep.example("webhooks missing", a.OrderID+" ("+eventType(r.order.Status)+")")
 			} else {
-				last = later(last, got)
+				if got.After(last) {
+					last, rep.Last = got, a
+				}
 			}
 		}
 	}
@@ -309,6 +333,13 @@ func (c *Checker) Check(ctx context.Context, in Input) (*Report, error) {
 		}
 	}
 	countDeliveries(rep, deliveries, orderTenant)
+	for _, e := range in.Exits {
+		rep.SlowestExit = max(rep.SlowestExit, e.Took)
+		if e.Late() {
+			rep.ExitedLate++
+			rep.example("exited late", fmt.Sprintf("%s (exit %d after %s, grace %s)", e.Process, e.Code, e.Took.Round(time.Millisecond), e.Grace))
+		}
+	}
 	if !in.LastFault.IsZero() && last.After(in.LastFault) {
 		rep.Finish = last.Sub(in.LastFault)
 	}
@@ -434,12 +465,12 @@ func (c *Checker) Wait(ctx context.Context, in Input, within time.Duration) (*Re
 // columns are the table's headings, in order.
 var columns = []string{"scenario", "accepted", "without a 202", "lost", "stuck", "executed twice", "outcome disagrees",
 	"reservations leaked", "webhooks missing", "duplicate webhooks", "bad signatures", "wrong tenant",
-	"finish after last fault"}
+	"exited late", "finish after last fault"}
 
 func (r *Report) cells() []string {
 	return []string{r.Scenario, itoa(r.Accepted), itoa(r.Unacknowledged), itoa(r.Lost), itoa(r.Stuck), itoa(r.ExecutedTwice),
 		itoa(r.OutcomeDisagrees), itoa(r.ReservationsLeaked), itoa(r.WebhooksMissing),
-		itoa(r.DuplicateWebhooks), itoa(r.BadSignatures), itoa(r.WrongTenant), r.Finish.Round(100 * time.Millisecond).String()}
+		itoa(r.DuplicateWebhooks), itoa(r.BadSignatures), itoa(r.WrongTenant), itoa(r.ExitedLate), r.Finish.Round(100 * time.Millisecond).String()}
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
@@ -453,6 +484,9 @@ func (r *Report) String() string {
 	w.Flush()
 	if r.LostExecuted > 0 {
 		fmt.Fprintf(&b, "%d of the %d lost orders were executed downstream\n", r.LostExecuted, r.Lost)
+	}
+	if r.SlowestExit > 0 {
+		fmt.Fprintf(&b, "the slowest process stopped with SIGTERM exited after %s\n", r.SlowestExit.Round(time.Millisecond))
 	}
 	kinds := make([]string, 0, len(r.Examples))
 	for k := range r.Examples {

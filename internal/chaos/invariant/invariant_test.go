@@ -312,3 +312,22 @@ func TestTables(t *testing.T) {
 		t.Errorf("markdown has %d lines, want 4:\n%s", n, md)
 	}
 }
+
+// A process stopped with SIGTERM must exit 0 within its grace period: one that took too
+// long, one killed after it, and one that exited 1 each count; one in time does not.
+func TestCheckExitedLate(t *testing.T) {
+	api, l, r, in := healthy()
+	in.Exits = []Exit{
+		{Process: "api 0", Code: 0, Took: 300 * time.Millisecond, Grace: 15 * time.Second},
+		{Process: "worker 0", Code: 0, Took: 26 * time.Second, Grace: 25 * time.Second},
+		{Process: "worker 1", Code: -1, Took: 25 * time.Second, Grace: 25 * time.Second},
+		{Process: "api 1", Code: 1, Took: time.Second, Grace: 15 * time.Second},
+	}
+	rep := check(t, api, l, r, in)
+	if rep.ExitedLate != 3 || rep.Violations() != 3 || rep.SlowestExit != 26*time.Second {
+		t.Errorf("exited late = %d, violations = %d, slowest = %s; want 3, 3, 26s:\n%s", rep.ExitedLate, rep.Violations(), rep.SlowestExit, rep)
+	}
+	if s := rep.String(); !strings.Contains(s, "worker 0 (exit 0 after 26s, grace 25s)") || !strings.Contains(s, "exited late") {
+		t.Errorf("the table does not name the late process:\n%s", s)
+	}
+}
