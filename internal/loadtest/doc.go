@@ -57,7 +57,8 @@
 //     Asynq tasks whose handler POSTs the same body to the same receiver;
 //   - roundtrips: two rounds of 100 orders at once on an in-process API +
 //     worker, counted as internal/app's TestRedisRoundTripsPerOrder counts
-//     them (from the 202: the round trips not made while serving the POST);
+//     them (the worker's looking for work left out; from the 202: the round
+//     trips not made while serving the POST);
 //   - rss: api, worker and simulator processes, orders at a paced rate
 //     (LOAD_RSS_RATE, else nine tenths of what e2e-proc ended per second,
 //     at most 1,000/s) for LOAD_RSS_DURATION (default 5m); the RSS of the
