@@ -63,9 +63,9 @@ lint-kube: ## validate deploy/kubernetes against the Kubernetes schemas (kubecon
 vet:
 	$(GO) vet $(PKGS)
 
-bench: deps brokers ## load and speed figures (long): accept path (relaxed beside strict durability), end to end, broker deliveries, baselines, the scale table (1 vs 2 workers; 3-master cluster, 1 vs 16 queue shards)
+bench: deps brokers ## load and speed figures (long): Go benchmarks, the load test under strict durability with issue 16's table (api, worker, sim as processes; 5 minutes of RSS), the outage figures, the scale table (1 vs 2 workers; 3-master cluster, 1 vs 16 queue shards)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	$(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
+	LOAD_APPENDFSYNC=always $(GO) test -tags bench -run TestLoad -v -timeout 30m ./internal/loadtest/
 	$(GO) test -tags bench -run TestOutageFigures -v -timeout 20m ./internal/chaos/
 	$(GO) test -tags bench -run TestScaleFigures -v -timeout 30m ./internal/chaos/
 

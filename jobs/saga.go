@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/asyncgate/asyncgate/downstream"
 	"github.com/asyncgate/asyncgate/orders"
@@ -142,7 +144,10 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if n, ok := asynq.GetRetryCount(ctx); ok {
 		log = log.With("attempt", n+1)
 	}
-	l, err := s.store.Acquire(ctx, p.Tenant, p.ID, s.cfg.LeaseTTL)
+	// The lease script also validates a pending order (the risk check
+	// needs nothing but the order): one round trip for two steps.
+	start := time.Now()
+	l, err := s.store.AcquireValidate(ctx, p.Tenant, p.ID, s.cfg.LeaseTTL, orders.Risk{MarketPrice: s.cfg.MarketPrice, MaxNotional: s.cfg.MaxNotional})
 	switch {
 	case errors.Is(err, orders.ErrNotFound):
 		log.WarnContext(ctx, "task for an unknown order dropped")
@@ -155,6 +160,9 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	defer s.releaseLease(ctx, l)
+	if l.Validated {
+		s.validated(ctx, l, start)
+	}
 
 	if l.Compensation != "" || l.Order.CancelRequested {
 		return s.enq.EnqueueCompensation(ctx, p.Tenant, p.ID, t.Headers())
@@ -182,6 +190,19 @@ func (s *Saga) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Downstream hiccups, Redis away for a moment: try again.
 		return s.transient(ctx, t, p, l, err, log)
 	}
+}
+
+// validated reports the validate step AcquireValidate made, which
+// started at start: its metric, and its span as tracedStep would have
+// made it (the span of the lease script that did it).
+func (s *Saga) validated(ctx context.Context, l *orders.Lease, start time.Time) {
+	s.observeStep(orders.Pending, l.Order, nil, start)
+	_, span := tracer().Start(ctx, stepName(orders.Pending), trace.WithTimestamp(start))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("asyncgate.order.id", l.ID), attribute.String("asyncgate.tenant", l.Tenant),
+			attribute.String("asyncgate.order.status", string(l.Order.Status)))
+	}
+	span.End()
 }
 
 // permanent reports whether retrying err cannot help: a downstream
@@ -273,11 +294,20 @@ func (s *Saga) step(ctx context.Context, l *orders.Lease, log *slog.Logger) erro
 		case err != nil:
 			return fmt.Errorf("reserve funds: %w", err)
 		default:
-			c = orders.Change{To: orders.FundsReserved}
+			// The point of no return is marked in the same script
+			// (unless a cancel came first): the next step calls Execute
+			// at once.
+			c = orders.Change{To: orders.FundsReserved, BeginExecute: true}
 		}
 	case orders.FundsReserved:
-		if err := s.store.BeginExecute(ctx, l); err != nil {
-			return err
+		if !l.Executing {
+			// Not marked by the funds_reserved transition: a cancel or
+			// compensation came first (ErrCompensate), or this lease took
+			// over an order left funds_reserved, or execution was taken
+			// back after an unprocessed attempt.
+			if err := s.store.BeginExecute(ctx, l); err != nil {
+				return err
+			}
 		}
 		fill, err := s.execution.Execute(ctx, executionRequest(l.Tenant, o))
 		switch {

@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +26,9 @@ type Lease struct {
 	Executing bool
 	// Compensation is the reason compensation was requested, if it was.
 	Compensation string
+	// Validated is set when AcquireValidate moved the order from pending
+	// to validated.
+	Validated bool
 }
 
 var acquireScript = redis.NewScript(luaTerminal + `
@@ -33,22 +37,79 @@ if not h[1] then return {'notfound'} end
 if terminal[h[1]] then return {'terminal', h[1], h[3], h[4]} end
 if h[2] and tonumber(h[2]) > tonumber(ARGV[1]) then
   -- Our own acquire again (the client retried after losing the reply).
-  if h[8] == ARGV[3] then return {'ok', h[9], h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1]} end
+  if h[8] == ARGV[3] then return {'ok', h[9], h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1], '0'} end
   return {'held', h[2]}
 end
 local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'lease', ARGV[2], 'owner', ARGV[3])
-return {'ok', tostring(f), h[3], h[4], h[5] or '', h[6] or '', h[7] or '', h[1]}
+local st, doc, seq, validated = h[1], h[3], h[4], '0'
+-- Validate (AcquireValidate): a pending order, nothing asked of it, within
+-- the risk limit, moves to validated under the new lease, as Transition
+-- would: the doc's tail (status, updated_at, version; Go writes it in this
+-- order, after every field a client sets) is rewritten, the event appended,
+-- the indexes moved, the change announced. Anything unexpected leaves the
+-- order pending, for the caller's own Transition.
+if ARGV[4] == '1' and st == 'pending' and not h[5] and not h[6] then
+  local ok, o = pcall(cjson.decode, doc)
+  if ok and type(o) == 'table' and type(o.quantity) == 'number' then
+    local price = tonumber(ARGV[5])
+    if o.type == 'limit' and type(o.limit_price) == 'number' then price = o.limit_price end
+    local head, mid, tail = string.match(doc, '^(.*"status":)"pending"(,"created_at":"[^"]*","updated_at":)"[^"]*"(,"deadline":"[^"]*","version":)%d+}$')
+    if head and o.quantity * price <= tonumber(ARGV[6]) then
+      seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+      doc = head .. '"validated"' .. mid .. ARGV[7] .. tail .. seq .. '}'
+      st, validated = 'validated', '1'
+      redis.call('HSET', KEYS[1], 'doc', doc, 'status', st)
+      redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. string.sub(ARGV[8], 9))
+      redis.call('ZREM', KEYS[3], ARGV[11])
+      redis.call('ZADD', KEYS[4], 0, ARGV[11])
+      redis.call('PUBLISH', ARGV[9], ARGV[10])
+      seq = tostring(seq)
+    end
+  end
+end
+return {'ok', tostring(f), doc, seq, h[5] or '', h[6] or '', h[7] or '', st, validated}
 `)
+
+// Risk is the check that lets a pending order become validated: its
+// notional (see Order.Notional) at most MaxNotional.
+type Risk struct {
+	MarketPrice, MaxNotional float64
+}
 
 // Acquire takes the order's lease for ttl. It returns ErrLeaseHeld (with the
 // lease's end in Lease.Until) while another worker holds it, ErrTerminal
 // (with the order in Lease.Order) once the order ended, ErrNotFound.
 func (s *Store) Acquire(ctx context.Context, tenant, id string, ttl time.Duration) (*Lease, error) {
+	return s.acquire(ctx, tenant, id, ttl, nil)
+}
+
+// AcquireValidate is Acquire that, in the same script, also moves a
+// pending order to validated when no cancel or compensation was asked of
+// it and its notional is within r: the transition Transition would make
+// (event, indexes, announcement), under the new lease, saving the saga a
+// round trip. Lease.Validated says it did; an order it left pending (over
+// the limit, or anything unexpected) is the caller's to move. Running it
+// again (a redelivered task) finds the order validated and only leases it.
+func (s *Store) AcquireValidate(ctx context.Context, tenant, id string, ttl time.Duration, r Risk) (*Lease, error) {
+	return s.acquire(ctx, tenant, id, ttl, &r)
+}
+
+func (s *Store) acquire(ctx context.Context, tenant, id string, ttl time.Duration, r *Risk) (*Lease, error) {
 	now := s.now()
 	until := now.Add(ttl)
 	owner := strconv.FormatUint(rand.Uint64(), 36) // tells our own retried call from another worker
-	res, err := acquireScript.Run(ctx, s.rdb, []string{s.k.order(tenant, id)}, now.UnixMilli(), until.UnixMilli(), owner).Slice()
+	keys := []string{s.k.order(tenant, id)}
+	args := []any{now.UnixMilli(), until.UnixMilli(), owner}
+	if r != nil {
+		at, _ := json.Marshal(now) // a time always encodes
+		// Plain decimals: the embedded Redis of `asyncgate dev` (miniredis)
+		// reads no exponent in tonumber.
+		keys = append(keys, s.k.events(tenant, id), s.k.statusIndex(tenant, Pending), s.k.statusIndex(tenant, Validated))
+		args = append(args, "1", strconv.FormatFloat(r.MarketPrice, 'f', -1, 64), strconv.FormatFloat(r.MaxNotional, 'f', -1, 64),
+			string(at), eventJSON(Event{Type: StatusEvent(Validated), At: now, Status: Validated}), s.k.changed(), tenant+"/"+id, id)
+	}
+	res, err := acquireScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("acquire lease: %w", err)
 	}
@@ -77,6 +138,7 @@ func (s *Store) Acquire(ctx context.Context, tenant, id string, ttl time.Duratio
 	l.Order = o
 	l.Compensation, _ = res[5].(string)
 	l.Executing = res[6] == "1"
+	l.Validated = res[8] == "1"
 	return l, nil
 }
 
@@ -96,7 +158,8 @@ if not st[1] then return {'notfound'} end
 if st[1] ~= ARGV[2] then
   -- The same call again (the client retried after losing the reply): done already.
   if st[1] == ARGV[3] and st[2] == ARGV[4] and redis.call('HGET', KEYS[1], 'doc') == ARGV[5] then
-    return {'ok', redis.call('HGET', KEYS[1], 'seq')}
+    local exec = redis.call('HGET', KEYS[1], 'exec')
+    return {'ok', redis.call('HGET', KEYS[1], 'seq'), exec == '1' and '1' or '0'}
   end
   return {'conflict', st[1]}
 end
@@ -114,8 +177,13 @@ if terminal[ARGV[3]] then
 elseif ARGV[7] ~= '0' then
   redis.call('HSET', KEYS[1], 'lease', ARGV[7])
 end
+local exec = '0'
+if ARGV[12] == '1' and not redis.call('HGET', KEYS[1], 'comp') and redis.call('HGET', KEYS[1], 'cancel') ~= '1' then
+  redis.call('HSET', KEYS[1], 'exec', '1')
+  exec = '1'
+end
 redis.call('PUBLISH', ARGV[8], ARGV[9])
-return {'ok', tostring(seq)}
+return {'ok', tostring(seq), exec}
 `)
 
 // Change is one status change made under a lease.
@@ -128,6 +196,11 @@ type Change struct {
 	// ReleasePending, with a terminal To, records in the same script that
 	// the order's funds still await release (see PendingReleases).
 	ReleasePending bool
+	// BeginExecute, with To FundsReserved, also does what BeginExecute
+	// does, in the same script, unless a cancel or compensation was asked
+	// first: Lease.Executing says whether it did. A caller finding it unset
+	// calls BeginExecute, which tells why (ErrCompensate).
+	BeginExecute bool
 }
 
 // Transition moves the leased order to c.To, appending the event, updating
@@ -153,6 +226,7 @@ func (s *Store) Transition(ctx context.Context, l *Lease, c Change) error {
 	res, err := applyScript.Run(ctx, s.rdb,
 		[]string{s.k.order(t, id), s.k.events(t, id), s.k.statusIndex(t, from), s.k.statusIndex(t, c.To), s.k.active(t), s.k.releases(t), s.k.outbox(t)},
 		id, string(from), string(c.To), l.Token, docJSON(&next), eventJSON(ev), extend, s.k.changed(), t+"/"+id, b2s(c.ReleasePending), now.UnixMilli(),
+		b2s(c.BeginExecute && c.To == FundsReserved),
 	).StringSlice()
 	if err != nil {
 		return fmt.Errorf("transition %s → %s: %w", from, c.To, err)
@@ -163,6 +237,9 @@ func (s *Store) Transition(ctx context.Context, l *Lease, c Change) error {
 		l.Order = &next
 		if extend > 0 {
 			l.Until = time.UnixMilli(extend)
+		}
+		if len(res) > 2 && res[2] == "1" {
+			l.Executing = true
 		}
 		return nil
 	case "notfound":

@@ -46,6 +46,7 @@ type options struct {
 	logFormat     string
 	logLevel      string
 	metricsAddr   string
+	pprofAddr     string // --pprof-addr
 	traceStdout   bool
 	downTimeout   time.Duration
 	reconcile     time.Duration
@@ -162,6 +163,7 @@ func newFlags(cmd string, getenv func(string) string, o *options) *cmdFlags {
 	// No default port: several workers may share a host (and the tests start
 	// many); a worker's metrics need --metrics-addr such as :9091.
 	g.String(&o.metricsAddr, "metrics-addr", "ADDR", "", "listen address serving only GET /metrics and /healthz, such as :9091 (what a worker needs to be scraped); empty: none, the API serves /metrics on --addr")
+	g.String(&o.pprofAddr, "pprof-addr", "ADDR", "", "listen address serving only Go's profiles (/debug/pprof/), such as 127.0.0.1:6060; keep it off public networks; empty: none")
 	g.Bool(&o.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout as JSON; without it, spans go by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else nowhere")
 	o.envErr = cf.envErr
 	return cf
@@ -235,7 +237,7 @@ func checkURL(flagName, v string) error {
 
 // appConfig turns options into an app.Config, checking what the roles need.
 func (o *options) appConfig(api, worker bool, log *slog.Logger) (app.Config, error) {
-	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, Listen: o.listen.config(),
+	cfg := app.Config{API: api, Worker: worker, Addr: o.addr, Logger: log, MetricsAddr: o.metricsAddr, PprofAddr: o.pprofAddr, Listen: o.listen.config(),
 		QueueShards: o.queueShards}
 	var errs []error
 	if o.envErr != nil {

@@ -86,6 +86,11 @@ type Config struct {
 	// (and GET /healthz): the metrics of a worker-only process, or kept
 	// off the public port.
 	MetricsAddr string
+	// PprofAddr, if set, is a listen address serving only Go's profiles
+	// (net/http/pprof, under /debug/pprof/): opt-in, for a live process,
+	// to be kept off public networks (a profile shows the code, not
+	// secrets, but costs CPU while it runs).
+	PprofAddr string
 }
 
 // App is a running asyncgate process.
@@ -118,6 +123,8 @@ type App struct {
 	metrics    *telemetry.Metrics
 	metricsLn  net.Listener
 	metricsSrv *http.Server
+	pprofSrv   *http.Server
+	pprofLn    net.Listener
 }
 
 // NewRedis returns a client for a redis:// or rediss:// URL with a pool
@@ -281,6 +288,9 @@ func (a *App) Start(ctx context.Context, listen bool) error {
 	if err := a.startMetricsListener(); err != nil {
 		return fmt.Errorf("metrics listen: %w", err)
 	}
+	if err := a.startPprofListener(); err != nil {
+		return fmt.Errorf("pprof listen: %w", err)
+	}
 	if a.API != nil {
 		a.watcher = a.Store.Watch(ctx)
 		a.feedWatch = a.Webhooks.WatchFeed(ctx)
@@ -328,6 +338,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	if a.httpSrv != nil {
 		errs = append(errs, a.httpSrv.Shutdown(ctx))
+	}
+	if a.pprofSrv != nil {
+		errs = append(errs, a.pprofSrv.Shutdown(ctx))
 	}
 	if a.metricsSrv != nil {
 		errs = append(errs, a.metricsSrv.Shutdown(ctx))

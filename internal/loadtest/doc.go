@@ -35,6 +35,38 @@
 //     nothing for LOAD_DURATION: the Redis commands/s it costs (target
 //     ≤ 50).
 //
+// Issue 16's rows, printed together at the end of the table with their
+// baselines of the same run, ratios and targets. The binary is built once
+// (or LOAD_BINARY names one, to compare two builds) and run as `asyncgate
+// api`, `asyncgate worker` (default configuration) and `asyncgate sim`
+// processes, with --durability strict when LOAD_APPENDFSYNC=always (what
+// `make bench` sets), relaxed otherwise:
+//
+//   - pair: the e2e row's baseline, raw Asynq: 64 enqueuers and a server
+//     of concurrency 50 with a no-op handler at once on the same Redis; its
+//     rate is tasks run per second;
+//   - accept-proc: the API process alone, 64 clients (gin: the baseline, a
+//     no-op gin handler binding the same JSON); the API process's CPU per
+//     request is logged, read from /proc (steadier than rates on a shared
+//     machine);
+//   - e2e-proc: api, worker and simulator processes, 64 clients placing
+//     orders back to back, every order waited for until terminal;
+//   - delivery: webhook deliveries (event stored, delivery enqueued, run by
+//     the worker's DeliverTask) to a local 200-OK receiver, spread over 16
+//     endpoints so that the per-endpoint cap of 4 does not bind, beside raw
+//     Asynq tasks whose handler POSTs the same body to the same receiver;
+//   - roundtrips: two rounds of 100 orders at once on an in-process API +
+//     worker, counted as internal/app's TestRedisRoundTripsPerOrder counts
+//     them (the worker's looking for work left out; from the 202: the round
+//     trips not made while serving the POST);
+//   - rss: api, worker and simulator processes, orders at a paced rate
+//     (LOAD_RSS_RATE, else nine tenths of what e2e-proc ended per second,
+//     at most 1,000/s) for LOAD_RSS_DURATION (default 5m); the RSS of the
+//     api and worker processes from /proc at the end of each fifth; more
+//     than 10% growth from the second sample to the last is a MISS.
+//
+// The paced rows (steady, webhook) and the idle row are issue 16's too.
+//
 // It prints one table with every figure, the ratios and PASS/MISS against
 // the targets, and for each scenario the CPU per operation of this process
 // and of redis-server and the Redis round trips per operation: on a shared
@@ -47,8 +79,9 @@
 // size of the end-to-end scenarios), LOAD_LOG_LEVEL (default info: the
 // app logs as in production, formatted and discarded; warnings and errors
 // are also printed), LOAD_SCENARIOS (a comma-separated subset of gin,
-// asynq, drain, accept, e2e, steady, webhook, idle; handy with
-// -cpuprofile), LOAD_APPENDFSYNC (always, everysec or no: redis-server
+// asynq, drain, accept, e2e, steady, webhook, idle, pair, accept-proc,
+// e2e-proc, delivery, roundtrips, rss; handy with -cpuprofile; the
+// processes take ASYNCGATE_PPROF_ADDR from the environment), LOAD_APPENDFSYNC (always, everysec or no: redis-server
 // with AOF and that fsync policy; always is strict durability; default no
 // AOF). The flag -load.duration overrides LOAD_DURATION.
 //

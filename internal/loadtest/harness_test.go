@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/asyncgate/asyncgate/internal/redistest"
+	"github.com/asyncgate/asyncgate/orders"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -55,12 +56,14 @@ func newHTTPClient(conns int) *http.Client {
 }
 
 // newGinNoop is the baseline: a gin engine in release mode whose one
-// handler reads the body and answers 202 {}.
+// handler binds the body to an order request (gin's JSON binding) and
+// answers 202 {}.
 func newGinNoop() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.POST("/v1/orders", func(c *gin.Context) {
-		if _, err := io.Copy(io.Discard, c.Request.Body); err != nil {
+		var req orders.Request
+		if err := c.ShouldBindJSON(&req); err != nil {
 			c.Status(http.StatusBadRequest)
 			return
 		}

@@ -176,8 +176,8 @@ func (e *loadEnv) webhookSteady(ctx context.Context) hookFigures {
 
 	var warmLog, log acceptLog
 	e.check("webhook warm-up", OpenLoop(ctx, steadyRate, e.cfg.warmup, placer(p, warmKey, &warmLog, body)))
-	e.waitIdle(ctx, a, warmTenant)
-	e.settle(ctx, a, warmTenant, &warmLog, "")
+	e.waitIdle(ctx, a.Store, warmTenant)
+	e.settle(ctx, a.Store, warmTenant, &warmLog, "")
 	warmIDs := e.executedOrders(ctx, a, warmTenant)
 	for end := time.Now().Add(deadline); ; time.Sleep(20 * time.Millisecond) {
 		sink.mu.Lock()
@@ -191,11 +191,11 @@ func (e *loadEnv) webhookSteady(ctx context.Context) hookFigures {
 	before := e.usage(ctx)
 	post := OpenLoop(ctx, steadyRate, e.cfg.duration, placer(p, apiKey, &log, body))
 	e.check("webhook", post)
-	e.waitIdle(ctx, a, tenant)
+	e.waitIdle(ctx, a.Store, tenant)
 	ids := e.executedOrders(ctx, a, tenant)
 	e.waitHooks(sink, ids, deadline)
 	cost := e.cost(ctx, "webhook", before, post.Ops)
-	s := e.settle(ctx, a, tenant, &log, orders.Executed)
+	s := e.settle(ctx, a.Store, tenant, &log, orders.Executed)
 
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
