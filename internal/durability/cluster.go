@@ -180,36 +180,12 @@ func (b *Barrier) syncNode(ctx context.Context, c *redis.Client) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", addr, err)
 	}
-	ms := b.timeout.Milliseconds()
-	pipe := c.Pipeline()
-	pipe.Set(ctx, key, "1", 0)
-	var wait *redis.Cmd
-	if b.method == WaitAOF {
-		wait = pipe.Do(ctx, "waitaof", 1, 0, ms)
-	} else {
-		wait = pipe.Do(ctx, "wait", b.n, ms)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	err = b.syncOn(ctx, c, key, addr)
+	var nd *NotDurableError
+	if err != nil && !errors.As(err, &nd) {
 		return fmt.Errorf("%s: %w", addr, err)
 	}
-	if b.method == WaitAOF {
-		acks, err := wait.Int64Slice()
-		if err != nil || len(acks) != 2 {
-			return fmt.Errorf("%s: WAITAOF answered %v: %v", addr, wait.Val(), err)
-		}
-		if acks[0] < 1 {
-			return &NotDurableError{Method: WaitAOF, Want: 1, Got: int(acks[0]), Timeout: b.timeout, Node: addr}
-		}
-		return nil
-	}
-	n, err := wait.Int()
-	if err != nil {
-		return fmt.Errorf("%s: %w", addr, err)
-	}
-	if n < b.n {
-		return &NotDurableError{Method: WaitReplicas, Want: b.n, Got: n, Timeout: b.timeout, Node: addr}
-	}
-	return nil
+	return err
 }
 
 func isMoved(err error) bool {

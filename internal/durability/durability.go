@@ -214,11 +214,25 @@ func (b *Barrier) Sync(ctx context.Context) error {
 	if b.keys != nil {
 		return b.syncCluster(ctx)
 	}
-	ms := b.timeout.Milliseconds()
 	// One pipeline, one connection: the SET gives this connection an
 	// offset at least that of every write before it (see the package doc).
-	pipe := b.rdb.Pipeline()
-	pipe.Set(ctx, Key, "1", 0)
+	if err := b.syncOn(ctx, b.rdb, Key, ""); err != nil {
+		var nd *NotDurableError
+		if errors.As(err, &nd) {
+			return nd
+		}
+		return syncError{err}
+	}
+	return nil
+}
+
+// syncOn runs the barrier's pipeline (SET key, then WAIT or WAITAOF) on c,
+// one connection. node names the Redis in a NotDurableError ("" for the
+// only one).
+func (b *Barrier) syncOn(ctx context.Context, c redis.Cmdable, key, node string) error {
+	ms := b.timeout.Milliseconds()
+	pipe := c.Pipeline()
+	pipe.Set(ctx, key, "1", 0)
 	var wait *redis.Cmd
 	if b.method == WaitAOF {
 		wait = pipe.Do(ctx, "waitaof", 1, 0, ms)
@@ -226,24 +240,24 @@ func (b *Barrier) Sync(ctx context.Context) error {
 		wait = pipe.Do(ctx, "wait", b.n, ms)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return syncError{err}
+		return err
 	}
 	if b.method == WaitAOF {
 		acks, err := wait.Int64Slice()
 		if err != nil || len(acks) != 2 {
-			return syncError{fmt.Errorf("WAITAOF answered %v: %v", wait.Val(), err)}
+			return fmt.Errorf("WAITAOF answered %v: %v", wait.Val(), err)
 		}
 		if acks[0] < 1 {
-			return &NotDurableError{Method: WaitAOF, Want: 1, Got: int(acks[0]), Timeout: b.timeout}
+			return &NotDurableError{Method: WaitAOF, Want: 1, Got: int(acks[0]), Timeout: b.timeout, Node: node}
 		}
 		return nil
 	}
 	n, err := wait.Int()
 	if err != nil {
-		return syncError{err}
+		return err
 	}
 	if n < b.n {
-		return &NotDurableError{Method: WaitReplicas, Want: b.n, Got: n, Timeout: b.timeout}
+		return &NotDurableError{Method: WaitReplicas, Want: b.n, Got: n, Timeout: b.timeout, Node: node}
 	}
 	return nil
 }
