@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/internal/redisslot"
 )
 
 // idleWaiter keeps the cost of an Asynq server's per-queue loops down,
@@ -342,12 +344,7 @@ func (g *gate) learnByQueue(ctx context.Context) error {
 	var groups []*group
 	byTag := map[string]*group{}
 	for i, k := range g.keys {
-		tag := k
-		if a := strings.IndexByte(k, '{'); a >= 0 {
-			if b := strings.IndexByte(k[a:], '}'); b > 0 {
-				tag = k[a : a+b+1]
-			}
-		}
+		tag := redisslot.Tag(k)
 		gr := byTag[tag]
 		if gr == nil {
 			gr = &group{}

@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/internal/redisslot"
 )
 
 // On a Redis Cluster (a *redis.ClusterClient) each master has its own
@@ -94,7 +96,7 @@ func (k *clusterKeys) key(ctx context.Context, addr string) (string, error) {
 	masters := countMasters(ranges)
 	for i := 0; len(by) < masters && i < 1<<20; i++ {
 		tag := strconv.Itoa(i)
-		slot := int(keySlot(tag))
+		slot := redisslot.Of(tag)
 		for _, r := range ranges {
 			if r.Start <= slot && slot <= r.End && len(r.Nodes) > 0 {
 				if _, ok := by[r.Nodes[0].Addr]; !ok {
@@ -127,23 +129,6 @@ func countMasters(ranges []redis.ClusterSlot) int {
 		}
 	}
 	return len(m)
-}
-
-// keySlot is the cluster slot of a key whose hash tag is tag: CRC16
-// (XMODEM: polynomial 0x1021, initial value 0) of the tag, modulo 16384.
-func keySlot(tag string) uint16 {
-	var crc uint16
-	for i := 0; i < len(tag); i++ {
-		crc ^= uint16(tag[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc & 16383
 }
 
 // syncCluster runs the barrier on every master in parallel; the first

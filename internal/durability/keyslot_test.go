@@ -9,10 +9,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/asyncgate/asyncgate/internal/redisslot"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 )
 
-// keySlot agrees with Redis's CLUSTER KEYSLOT on a node with cluster support.
+// redisslot.Of agrees with Redis's CLUSTER KEYSLOT on a node with cluster support.
 func TestKeySlot(t *testing.T) {
 	t.Parallel()
 	s := redistest.Start(t, redistest.Options{Cluster: true, Databases: 1})
@@ -25,8 +26,8 @@ func TestKeySlot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := keySlot(tag); int64(got) != want {
-			t.Fatalf("keySlot(%q) = %d, CLUSTER KEYSLOT says %d", tag, got, want)
+		if got := redisslot.Of(tag); int64(got) != want {
+			t.Fatalf("redisslot.Of(%q) = %d, CLUSTER KEYSLOT says %d", tag, got, want)
 		}
 	}
 }
@@ -47,7 +48,7 @@ func TestClusterBarrierAfterSlotMoved(t *testing.T) {
 	from, to := c.Masters()[0], c.Masters()[1]
 	old := b.keys.by[from.Addr()]
 	tag := old[strings.Index(old, "{")+1 : strings.Index(old, "}")]
-	slot := int(keySlot(tag))
+	slot := redisslot.Of(tag)
 
 	// Move the slot from one master to the other, key and all.
 	client := func(s *redistest.Server) *redis.Client {

@@ -121,7 +121,7 @@ type loadEnv struct {
 	rdb   redis.UniversalClient
 	store *orders.Store // on rdb: reads the orders of the process scenarios
 	calls *callCounter
-	rt    *rtCounter // the round trips scenario's count, off elsewhere
+	rt    *redistest.RoundTrips // the round trips scenario's count, paused elsewhere
 	http  *http.Client
 	log   *slog.Logger
 	bin   string // the asyncgate binary of the process scenarios, once built
@@ -136,7 +136,8 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	calls, rt := &callCounter{}, &rtCounter{}
+	calls, rt := &callCounter{}, &redistest.RoundTrips{}
+	rt.Pause(true)
 	rdb.AddHook(calls)
 	rdb.AddHook(rt)
 	hc := newHTTPClient(cfg.clients)

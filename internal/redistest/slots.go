@@ -10,30 +10,12 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/asyncgate/asyncgate/internal/redisslot"
 )
 
-// Slot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of its hash tag
-// (the text between the first '{' and the next '}', when not empty) or of
-// the whole key, modulo 16384.
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc & 16383)
-}
+// Slot is the Redis Cluster hash slot of key (redisslot.Of).
+func Slot(key string) int { return redisslot.Of(key) }
 
 // CheckSlots makes c report, when the test ends, every script (EVAL, EVALSHA
 // and their _RO forms, FCALL) and every MULTI … EXEC it sent whose keys are
