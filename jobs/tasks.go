@@ -92,8 +92,13 @@ func (e *Enqueuer) Queue(kind, key string) string { return QueueFor(kind, key, e
 // EnqueueOrder enqueues the order's process task. A task that already
 // exists for the order is not an error: it will run.
 func (e *Enqueuer) EnqueueOrder(ctx context.Context, tenant, id string, headers map[string]string) error {
+	return e.sendProcess(ctx, tenant, id, id, headers)
+}
+
+// sendProcess enqueues a process task of the order under taskID.
+func (e *Enqueuer) sendProcess(ctx context.Context, tenant, id, taskID string, headers map[string]string) error {
 	b, _ := json.Marshal(payload{tenant, id})
-	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id, tenant, id}, b, headers,
+	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), taskID, tenant, id}, b, headers,
 		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 }
 
@@ -117,8 +122,7 @@ func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compens
 		return send(ctx, e.c, message{TypeCompensate, e.Queue(QueueCritical, id), compensationTaskID(id) + suffix, tenant, id}, b, nil,
 			asynq.MaxRetry(e.cfg.CompensationMaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
 	}
-	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id + suffix, tenant, id}, b, nil,
-		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	return e.sendProcess(ctx, tenant, id, id+suffix, nil)
 }
 
 // EnqueueResumePending enqueues a second process task for an order that
@@ -128,9 +132,7 @@ func (e *Enqueuer) EnqueueResume(ctx context.Context, tenant, id string, compens
 // exists; the first task, once Asynq's recoverer frees it, finds the
 // order done or its lease taken, as any duplicate does.
 func (e *Enqueuer) EnqueueResumePending(ctx context.Context, tenant, id string) error {
-	b, _ := json.Marshal(payload{tenant, id})
-	return send(ctx, e.c, message{TypeProcessOrder, e.Queue(QueueOrders, id), id + ":resume:pending", tenant, id}, b, nil,
-		asynq.MaxRetry(e.cfg.MaxRetry), asynq.Timeout(e.cfg.TaskTimeout))
+	return e.sendProcess(ctx, tenant, id, id+":resume:pending", nil)
 }
 
 func enqueue(ctx context.Context, c *asynq.Client, t *asynq.Task) error {

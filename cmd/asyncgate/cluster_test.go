@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asyncgate/asyncgate/internal/proctest"
 	"github.com/asyncgate/asyncgate/internal/redistest"
 	"github.com/asyncgate/asyncgate/internal/sim"
 	"github.com/asyncgate/asyncgate/orders"
@@ -33,23 +32,7 @@ func TestClusterProcesses(t *testing.T) {
 	t.Cleanup(simSrv.Close)
 	strict := []string{"--redis-cluster", c.URL(), "--durability", "strict", "--redis-min-replicas", "1"}
 
-	api := proctest.Start(t, binary, append([]string{"api", "--addr", "127.0.0.1:0", "--api-keys", key + "=acme",
-		"--rate-limit", "off", "--log-level", "info"}, strict...)...)
-	worker := proctest.Start(t, binary, append([]string{"worker", "--portfolio-url", simSrv.URL, "--execution-url", simSrv.URL,
-		"--log-level", "warn", "--reconcile-interval", "1s"}, strict...)...)
-
-	var apiURL string
-	deadline := time.Now().Add(30 * time.Second)
-	for apiURL == "" {
-		if m := startedAddr.FindStringSubmatch(api.Output()); m != nil {
-			apiURL = m[1]
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API did not start within 30s:\n%s", api.Output())
-		}
-		time.Sleep(50 * time.Millisecond) // poll with a deadline: the log line is the only event
-	}
+	api, worker, apiURL := startAPIAndWorker(t, key, simSrv.URL, strict)
 	if !strings.Contains(api.Output(), `"durability_method":"WAIT replicas"`) {
 		t.Errorf("the API does not wait for replicas:\n%s", api.Output())
 	}
@@ -102,7 +85,7 @@ func TestClusterProcesses(t *testing.T) {
 	if err := home.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	var id2 string
 	for {
 		if id2, code = place(t, apiURL); code == http.StatusAccepted {

@@ -54,6 +54,27 @@ func TestRedisChoiceFailsClearly(t *testing.T) {
 
 var startedAddr = regexp.MustCompile(`"msg":"asyncgate started".*"addr":"(http://[^"]+)"`)
 
+// startAPIAndWorker starts an `asyncgate api` (tenant acme with key) and an
+// `asyncgate worker` calling simURL, both with redisFlags, and waits for
+// the API's address in its log.
+func startAPIAndWorker(t *testing.T, key, simURL string, redisFlags []string) (api, worker *proctest.Proc, apiURL string) {
+	t.Helper()
+	api = proctest.Start(t, binary, append([]string{"api", "--addr", "127.0.0.1:0", "--api-keys", key + "=acme",
+		"--rate-limit", "off", "--log-level", "info"}, redisFlags...)...)
+	worker = proctest.Start(t, binary, append([]string{"worker", "--portfolio-url", simURL, "--execution-url", simURL,
+		"--log-level", "warn", "--reconcile-interval", "1s"}, redisFlags...)...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := startedAddr.FindStringSubmatch(api.Output()); m != nil {
+			return api, worker, m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API did not start within 30s:\n%s", api.Output())
+		}
+		time.Sleep(50 * time.Millisecond) // poll with a deadline: the log line is the only event
+	}
+}
+
 // An order end to end through a Sentinel-managed master (two replicas,
 // three sentinels): an API process and a worker process find Redis only
 // through --redis-sentinel, under
@@ -77,23 +98,7 @@ func TestSentinelEndToEnd(t *testing.T) {
 	t.Cleanup(simSrv.Close)
 	strict := []string{"--redis-sentinel", sentinelURL, "--durability", "strict", "--redis-min-replicas", "1"}
 
-	api := proctest.Start(t, binary, append([]string{"api", "--addr", "127.0.0.1:0", "--api-keys", key + "=acme",
-		"--rate-limit", "off", "--log-level", "info"}, strict...)...)
-	proctest.Start(t, binary, append([]string{"worker", "--portfolio-url", simSrv.URL, "--execution-url", simSrv.URL,
-		"--log-level", "warn", "--reconcile-interval", "1s"}, strict...)...)
-
-	var apiURL string
-	deadline := time.Now().Add(30 * time.Second)
-	for apiURL == "" {
-		if m := startedAddr.FindStringSubmatch(api.Output()); m != nil {
-			apiURL = m[1]
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API did not start within 30s:\n%s", api.Output())
-		}
-		time.Sleep(50 * time.Millisecond) // poll with a deadline: the log line is the only event
-	}
+	api, _, apiURL := startAPIAndWorker(t, key, simSrv.URL, strict)
 	if !strings.Contains(api.Output(), `"durability":"strict"`) {
 		t.Errorf("the API does not run strict durability:\n%s", api.Output())
 	}
@@ -150,7 +155,7 @@ func TestSentinelEndToEnd(t *testing.T) {
 	// follow it with no restart, the acknowledged order is still there and
 	// a new one runs to its end.
 	master.Kill()
-	deadline = time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	var id2 string
 	for {
 		if id2, code = place(t, apiURL); code == http.StatusAccepted {
