@@ -244,6 +244,14 @@ func (r *Reconciler) reconcile(ctx context.Context, tenant, id string, now time.
 	case state == asynq.TaskStateArchived:
 		reason = ReasonRetriesExhausted
 	case state == 0 || state == asynq.TaskStateCompleted:
+		// The status was read before the task: a saga that ended in
+		// between removed its task after writing its terminal status, so
+		// read the status again, now after the task, before calling the
+		// task lost.
+		again, err := r.store.Control(ctx, tenant, id)
+		if err != nil || again.Status.Terminal() {
+			return ignoreNotFound(err)
+		}
 		st.Requeued++
 		return r.enq.EnqueueOrder(ctx, tenant, id, nil)
 	default:
@@ -398,4 +406,11 @@ func (r *Reconciler) taskState(queue, id string) (asynq.TaskState, error) {
 		return 0, err
 	}
 	return info.State, nil
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, orders.ErrNotFound) {
+		return nil
+	}
+	return err
 }
