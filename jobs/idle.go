@@ -26,13 +26,16 @@ import (
 // (the pending list; the scheduled and retry sets; the completed set; the
 // lease set; the aggregation sets) is empty most of the time, and an empty
 // key does not exist in Redis: the waiter learns which of them exist with
-// one EXISTS of all of a server's keys of that kind (Redis counts it as one
+// one EXISTS of a server's keys of that kind (Redis counts it as one
 // command), narrowed down by halves when some do, and sends only the
 // scripts on keys that exist. On a cluster, where one command cannot name
 // keys of two slots, it learns by a pipeline of one EXISTS per queue (a
-// round trip per node). What it learned holds for one round (a
-// dequeue round: PollInterval/2; the others: a tenth of a second), so a
-// task arriving meanwhile is seen on the next round, as before.
+// round trip per node). It probes only the keys it does not believe to
+// exist (decision 94): a key found to exist is sent its scripts, unprobed,
+// until one of them finds it empty. What it learned of the others holds
+// for one round (a dequeue round: PollInterval/2; the others: a tenth of a
+// second), so a task arriving meanwhile is seen on the next round, as
+// before.
 //
 // And it makes an idle server wait for work instead of polling. Asynq's
 // processor, after a round that found nothing, sleeps TaskCheckInterval;
@@ -90,9 +93,13 @@ type gate struct {
 	// pipe: learn by a pipeline (cluster); see idleWaiter.
 	pipe func() redis.Pipeliner
 
-	mu    sync.Mutex
-	at    time.Time // when learned; zero: must learn
-	exist []bool    // the key may exist (send its script)
+	mu sync.Mutex
+	at time.Time // when last probed; zero: must probe
+	// exist: the key may exist (send its script). A key found to exist
+	// stays so until its script finds it empty (forget), and is not
+	// probed meanwhile.
+	exist []bool
+	probe []int // the indexes of the keys to probe (learn's, reused)
 }
 
 // gate kinds, by the suffix of the first key of the script they gate.
@@ -290,61 +297,86 @@ func (g *gate) invalidate() {
 	g.mu.Unlock()
 }
 
-// learn finds which of g's keys exist: one EXISTS of them all, then, when
-// some do and they are few, EXISTS of halves until each is placed. When
-// half of the keys or more exist, it stops there: sending their scripts
-// costs less than placing them.
+// learn finds which of g's keys exist, probing only those it does not
+// already believe to exist: a key believed to exist is always safe to send
+// the script of (the script finds nothing and returns, and forget marks the
+// key for the next probe); believing a key absent while it exists is the
+// only error that delays a task, and a probe per round bounds it. On a
+// single Redis it is one EXISTS of them all, then, when some do and they
+// are few, EXISTS of halves until each is placed. When half of the probed
+// keys or more exist, it stops there: sending their scripts costs less than
+// placing them. Nothing to probe, nothing sent.
 func (g *gate) learn(ctx context.Context, next redis.ProcessHook) error {
-	if g.pipe != nil {
-		return g.learnByQueue(ctx)
+	idx := g.probe[:0]
+	for i, ok := range g.exist {
+		if !ok {
+			idx = append(idx, i)
+		}
 	}
-	n, err := exists(ctx, next, g.keys)
+	g.probe = idx
+	if len(idx) == 0 {
+		return nil
+	}
+	if g.pipe != nil {
+		return g.learnByQueue(ctx, idx)
+	}
+	n, err := exists(ctx, next, g.keysOf(idx))
 	if err != nil {
 		return err
 	}
-	if 2*n >= int64(len(g.keys)) {
-		n = int64(len(g.keys)) // as good as all: send every script
+	if 2*n >= int64(len(idx)) {
+		n = int64(len(idx)) // as good as all: send every script
 	}
-	return g.place(ctx, next, 0, len(g.keys), n)
+	return g.place(ctx, next, idx, n)
 }
 
-// place marks which of keys[lo:hi], n of which exist, do.
-func (g *gate) place(ctx context.Context, next redis.ProcessHook, lo, hi int, n int64) error {
+// keysOf is g's keys at the indexes idx.
+func (g *gate) keysOf(idx []int) []string {
+	keys := make([]string, len(idx))
+	for j, i := range idx {
+		keys[j] = g.keys[i]
+	}
+	return keys
+}
+
+// place marks which of the keys at the indexes idx, n of which exist, do.
+func (g *gate) place(ctx context.Context, next redis.ProcessHook, idx []int, n int64) error {
 	switch {
 	case n <= 0:
-		for i := lo; i < hi; i++ {
+		for _, i := range idx {
 			g.exist[i] = false
 		}
 		return nil
-	case n >= int64(hi-lo):
-		for i := lo; i < hi; i++ {
+	case n >= int64(len(idx)):
+		for _, i := range idx {
 			g.exist[i] = true
 		}
 		return nil
 	}
-	mid := (lo + hi) / 2
-	left, err := exists(ctx, next, g.keys[lo:mid])
+	mid := len(idx) / 2
+	left, err := exists(ctx, next, g.keysOf(idx[:mid]))
 	if err != nil {
 		return err
 	}
-	if err := g.place(ctx, next, lo, mid, left); err != nil {
+	if err := g.place(ctx, next, idx[:mid], left); err != nil {
 		return err
 	}
-	return g.place(ctx, next, mid, hi, n-left)
+	return g.place(ctx, next, idx[mid:], n-left)
 }
 
-// learnByQueue learns, on a cluster, with a pipeline of one EXISTS per
-// queue (its keys share the queue's hash tag, so one slot): go-redis
-// sends it as one round trip per node.
-func (g *gate) learnByQueue(ctx context.Context) error {
+// learnByQueue learns, on a cluster, which of the keys at the indexes idx
+// exist, with a pipeline of one EXISTS per queue (its keys share the
+// queue's hash tag, so one slot): go-redis sends it as one round trip per
+// node, all nodes at once.
+func (g *gate) learnByQueue(ctx context.Context, idx []int) error {
 	type group struct {
 		idx []int
 		cmd *redis.IntCmd
 	}
 	var groups []*group
 	byTag := map[string]*group{}
-	for i, k := range g.keys {
-		tag := redisslot.Tag(k)
+	for _, i := range idx {
+		tag := redisslot.Tag(g.keys[i])
 		gr := byTag[tag]
 		if gr == nil {
 			gr = &group{}
@@ -355,11 +387,7 @@ func (g *gate) learnByQueue(ctx context.Context) error {
 	}
 	p := g.pipe()
 	for _, gr := range groups {
-		keys := make([]string, len(gr.idx))
-		for j, i := range gr.idx {
-			keys[j] = g.keys[i]
-		}
-		gr.cmd = p.Exists(ctx, keys...)
+		gr.cmd = p.Exists(ctx, g.keysOf(gr.idx)...)
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		return err
@@ -391,15 +419,23 @@ func (w *idleWaiter) periodic(ctx context.Context, next redis.ProcessHook, cmd r
 	ok, err := gk.g.mayExist(ctx, next, gk.i)
 	if err != nil || ok {
 		err := next(ctx, cmd)
+		if err != nil {
+			return err // the key stays believed to exist: safe
+		}
 		// A forward that moved fewer than its batch (100) has moved every
 		// due task: Asynq runs it again until it moves none, which this
-		// round need not send.
-		if c, isCmd := cmd.(*redis.Cmd); isCmd && err == nil && kind == gScheduled {
+		// round need not send. The other scripts' answers do not tell
+		// whether their key is now empty (a janitor leaves completed tasks
+		// not yet expired, a recoverer leases not yet expired): their
+		// keys are probed again on the next round, as if found empty.
+		if c, isCmd := cmd.(*redis.Cmd); isCmd && kind == gScheduled {
 			if n, _ := c.Val().(int64); n < 100 {
 				gk.g.forget(gk.i)
 			}
+		} else if kind != gScheduled {
+			gk.g.forget(gk.i)
 		}
-		return err
+		return nil
 	}
 	c, isCmd := cmd.(*redis.Cmd)
 	if !isCmd {

@@ -31,6 +31,7 @@ type scaleRow struct {
 	perSecond float64   // their mean
 	commands  float64   // Redis commands per order, summed over every node (mean of the runs)
 	scripts   float64   // of them, script calls (EVALSHA, EVAL) per order
+	exists    float64   // of them, EXISTS per order (the worker's probes of its queues, and the scripts' own)
 	cpu       float64   // CPU ms per order of the asyncgate processes and redis-servers
 	redisCPU  float64   // of it, the redis-servers'
 	nodes     int
@@ -91,6 +92,7 @@ func TestScaleFigures(t *testing.T) {
 		r.perSecond = sum / float64(max(1, len(r.runs)))
 		r.commands /= float64(max(1, len(r.runs)))
 		r.scripts /= float64(max(1, len(r.runs)))
+		r.exists /= float64(max(1, len(r.runs)))
 		r.cpu /= float64(max(1, len(r.runs)))
 		r.redisCPU /= float64(max(1, len(r.runs)))
 	}
@@ -102,7 +104,7 @@ func TestScaleFigures(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nScale: end-to-end orders/s (first placement to last terminal webhook), separate processes (1 API, %d orders a run, two runs a row, 64 clients, simulator at 0 ms, relaxed durability, AOF everysec)\n\n", n)
-	b.WriteString("| setup | Redis nodes | orders/s (mean; runs) | ratio | CPU ms per order (asyncgate + Redis) | of it Redis | Redis commands per order (scripts' own calls included) | of them script calls |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| setup | Redis nodes | orders/s (mean; runs) | ratio | CPU ms per order (asyncgate + Redis) | of it Redis | Redis commands per order (scripts' own calls included) | of them script calls | of them EXISTS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	base := []*scaleRow{rows[0], rows[0], rows[1], rows[2]}
 	for i, r := range rows {
 		rt := "1.00× (baseline)"
@@ -113,7 +115,7 @@ func TestScaleFigures(t *testing.T) {
 		for i, x := range r.runs {
 			runs[i] = fmt.Sprintf("%.0f", x)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.0f (%s) | %s | %.2f | %.2f | %.1f | %.1f |\n", r.name, r.nodes, r.perSecond, strings.Join(runs, ", "), rt, r.cpu, r.redisCPU, r.commands, r.scripts)
+		fmt.Fprintf(&b, "| %s | %d | %.0f (%s) | %s | %.2f | %.2f | %.1f | %.1f | %.1f |\n", r.name, r.nodes, r.perSecond, strings.Join(runs, ", "), rt, r.cpu, r.redisCPU, r.commands, r.scripts, r.exists)
 	}
 	fmt.Fprintf(&b, "\ncluster, 16 shards vs one Redis with the same 2 workers: %s\n", ratio(rows[3], rows[1]))
 	fmt.Print(b.String())
@@ -149,10 +151,12 @@ func runScaleRow(t *testing.T, r *scaleRow) {
 	perSecond := float64(len(cl.accepted)) / took.Seconds()
 	commands := float64(commandsBetween(before, after)) / float64(len(cl.accepted))
 	scripts := float64(after["evalsha"]+after["eval"]-before["evalsha"]-before["eval"]) / float64(len(cl.accepted))
+	exists := float64(after["exists"]-before["exists"]) / float64(len(cl.accepted))
 	t.Logf("%s: the commands per order, most first: %s", r.name, topCommands(before, after, len(cl.accepted), 10))
 	r.runs = append(r.runs, perSecond)
 	r.commands += commands
 	r.scripts += scripts
+	r.exists += exists
 	r.cpu += float64((appCPU + redisCPU).Milliseconds()) / float64(len(cl.accepted))
 	r.redisCPU += float64(redisCPU.Milliseconds()) / float64(len(cl.accepted))
 	subscribed := make(map[string]bool)
@@ -168,7 +172,7 @@ func runScaleRow(t *testing.T, r *scaleRow) {
 	if rep.Violations() > 0 {
 		t.Errorf("invariants broken:\n%s", rep)
 	}
-	t.Logf("%s: %d orders in %s, %.0f orders/s, CPU %s (Redis %s), %.1f Redis commands per order (%.1f script calls)", r.name, len(cl.accepted), took.Round(time.Millisecond), perSecond, appCPU+redisCPU, redisCPU, commands, scripts)
+	t.Logf("%s: %d orders in %s, %.0f orders/s, CPU %s (Redis %s), %.1f Redis commands per order (%.1f script calls, %.1f EXISTS)", r.name, len(cl.accepted), took.Round(time.Millisecond), perSecond, appCPU+redisCPU, redisCPU, commands, scripts, exists)
 }
 
 // topCommands names the n commands called most between before and after, per order.
