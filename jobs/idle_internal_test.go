@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,72 @@ func TestGateProbesOnlyKeysBelievedEmpty(t *testing.T) {
 				t.Errorf("every key believed to exist, yet %d probed", len(probed))
 			}
 		})
+	}
+}
+
+// TestDequeueGateProbesLessWhileAQueueHasWork (decision 95): while one of
+// a server's queues is believed to hold tasks, its queues believed empty
+// are probed every busyProbeRounds rounds, not every round; as soon as
+// none is, every round again.
+func TestDequeueGateProbesLessWhileAQueueHasWork(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t, redistest.Options{}).NewClient(t)
+	ctx := context.Background()
+	rec := &probeRecorder{}
+	rdb.AddHook(rec)
+	next := func(ctx context.Context, cmd redis.Cmder) error { return rdb.Process(ctx, cmd) }
+	w := newIdleWaiter(nil, nil, 0, 10*time.Millisecond)
+	w.addServer([]string{"orders", "orders.1", "critical"})
+	g := w.gates[pendingKey("orders")].g
+	if g.busyTTL != busyProbeRounds*g.ttl {
+		t.Fatalf("dequeue gate: busyTTL %s, want %d × %s", g.busyTTL, busyProbeRounds, g.ttl)
+	}
+	keys := g.keys
+	idx := func(q string) int { return slices.Index(keys, pendingKey(q)) }
+	rdb.RPush(ctx, pendingKey("orders"), "task")
+	// aged makes what g learned as old as d.
+	aged := func(d time.Duration) {
+		g.mu.Lock()
+		g.at = time.Now().Add(-d)
+		g.mu.Unlock()
+	}
+	ask := func(q string) bool {
+		t.Helper()
+		ok, err := g.mayExist(ctx, next, idx(q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !ask("orders") || ask("orders.1") {
+		t.Fatal("first probe: orders holds a task, orders.1 none")
+	}
+	rec.take()
+	rdb.RPush(ctx, pendingKey("critical"), "task")
+	// One round later, orders believed to hold tasks: nothing probed.
+	aged(g.ttl)
+	if ask("critical") {
+		t.Error("critical probed one round later while orders has work")
+	}
+	if p := rec.take(); len(p) != 0 {
+		t.Errorf("probes sent while orders has work: %v", p)
+	}
+	// busyProbeRounds rounds later: probed, found.
+	aged(g.busyTTL)
+	if !ask("critical") {
+		t.Error("critical not found busyProbeRounds rounds later")
+	}
+	if p := rec.take(); len(p) != 1 || len(p[0]) != 2 || slices.Contains(p[0], pendingKey("orders")) {
+		t.Errorf("probes %v, want one EXISTS of the two keys believed empty", p)
+	}
+	// Both drained by their scripts: no queue known to have work, so the
+	// next round probes.
+	rdb.Del(ctx, pendingKey("orders"), pendingKey("critical"))
+	g.forget(idx("orders"))
+	g.forget(idx("critical"))
+	rdb.RPush(ctx, pendingKey("orders.1"), "task")
+	aged(g.ttl)
+	if !ask("orders.1") {
+		t.Error("orders.1 not found one round later with no queue known to have work")
 	}
 }
