@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -116,4 +120,107 @@ func SeenShards(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// taskKeys are the keys of Asynq's queue q that hold its tasks in some
+// state (pending, active, scheduled, retry, archived, completed, leased,
+// grouped) or mark it paused: when none exists, q holds no task and no
+// one paused it. They share q's hash tag (one slot).
+func taskKeys(q string) []string {
+	p := "asynq:{" + q + "}:"
+	return []string{p + "pending", p + "active", p + "scheduled", p + "retry", p + "archived",
+		p + "completed", p + "lease", p + "groups", p + "paused"}
+}
+
+// shardRetirer takes the shards beyond a worker's own count out of
+// Asynq's queue set once they have held no task for a while (decision
+// 96), so that workers started later consume only the current count. It
+// runs in the worker's shard watch; several workers may run it at once.
+type shardRetirer struct {
+	rdb    redis.UniversalClient
+	shards int           // the worker's own count: shards from it on retire
+	after  time.Duration // how long a shard is seen empty before it retires
+	log    *slog.Logger
+	// empty: since when each shard beyond the count has been seen empty,
+	// by queue name.
+	empty map[string]time.Time
+}
+
+// check looks at the shards beyond the count that Asynq's queue set
+// lists, and at those beyond it that the worker consumes (upto of each
+// kind). A listed shard that holds no task, and has held none at every
+// check for r.after, leaves the set; a consumed shard that holds a task
+// and is not listed (an enqueuer that listed it before it retired, which
+// Asynq does once per process, sent it another) is listed again.
+func (r *shardRetirer) check(ctx context.Context, upto int) error {
+	names, err := r.rdb.SMembers(ctx, allQueuesKey).Result()
+	if err != nil {
+		return fmt.Errorf("list queues: %w", err)
+	}
+	listed := map[string]bool{} // the shards to look at: whether the set lists them
+	for _, q := range names {
+		if _, i, ok := ParseShardQueue(q); ok && i >= r.shards {
+			listed[q] = true
+		}
+	}
+	for _, kind := range queueKinds {
+		for i := r.shards; i < upto; i++ {
+			if q := ShardQueue(kind, i); !listed[q] {
+				listed[q] = false // consumed, not listed
+			}
+		}
+	}
+	now := time.Now()
+	for _, q := range slices.Sorted(maps.Keys(listed)) {
+		n, err := r.rdb.Exists(ctx, taskKeys(q)...).Result()
+		if err != nil {
+			return fmt.Errorf("look at queue %s: %w", q, err)
+		}
+		if n > 0 {
+			delete(r.empty, q)
+			if !listed[q] {
+				if err := r.rdb.SAdd(ctx, allQueuesKey, q).Err(); err != nil {
+					return fmt.Errorf("list queue %s again: %w", q, err)
+				}
+				r.log.Info("worker: a retired queue shard has tasks again (an enqueuer with a larger shard count); listed it again", "queue", q)
+			}
+			continue
+		}
+		if !listed[q] {
+			continue
+		}
+		since, seen := r.empty[q]
+		if !seen {
+			r.empty[q] = now
+			continue
+		}
+		if now.Sub(since) < r.after {
+			continue
+		}
+		if err := r.retire(ctx, q); err != nil {
+			return err
+		}
+		delete(r.empty, q)
+	}
+	return nil
+}
+
+// retire takes q out of Asynq's queue set, and puts it back when it holds
+// a task by then: on a cluster the set and the queue are in two slots, so
+// no script could do both at once, and a task enqueued between the look
+// and the removal must keep its shard listed.
+func (r *shardRetirer) retire(ctx context.Context, q string) error {
+	if err := r.rdb.SRem(ctx, allQueuesKey, q).Err(); err != nil {
+		return fmt.Errorf("retire queue %s: %w", q, err)
+	}
+	n, err := r.rdb.Exists(ctx, taskKeys(q)...).Result()
+	if err == nil && n == 0 {
+		r.log.Info("worker: retired an empty queue shard beyond the shard count", "queue", q, "shards", r.shards)
+		return nil
+	}
+	// A task arrived meanwhile, or we cannot tell: list it again.
+	if err := r.rdb.SAdd(ctx, allQueuesKey, q).Err(); err != nil {
+		return fmt.Errorf("list queue %s again: %w", q, err)
+	}
+	return nil
 }

@@ -64,6 +64,12 @@ type WorkerConfig struct {
 	// queue set for shards of a larger count (an API rolled out with a
 	// larger --queue-shards) and starts consuming them. Defaults to 30s.
 	ShardCheckInterval time.Duration
+	// RetireShardsAfter is how long a shard beyond Shards must have held
+	// no task (in any state, archived and completed included), seen so at
+	// every ShardCheckInterval, before the worker takes it out of Asynq's
+	// queue set, so that workers started later no longer consume it
+	// (decision 96). Defaults to 10m; negative: never.
+	RetireShardsAfter time.Duration
 	// ScriptPerQueue sends every script of the Asynq servers' per-queue
 	// loops, even on queues known to be empty, as before decision 73: the
 	// baseline of the shard benchmarks, not for production.
@@ -93,6 +99,9 @@ func (c WorkerConfig) withDefaults() WorkerConfig {
 	c.Shards = shardsOrDefault(c.Shards)
 	if c.ShardCheckInterval == 0 {
 		c.ShardCheckInterval = 30 * time.Second
+	}
+	if c.RetireShardsAfter == 0 {
+		c.RetireShardsAfter = 10 * time.Minute
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -265,11 +274,17 @@ func (w *Worker) serversFor(lo, hi int) (orders, hooks *asynq.Server) {
 // watchShards looks at Asynq's queue set every ShardCheckInterval and,
 // when it shows more shards than the worker consumes, starts a pair of
 // servers for the new ones (with slots of their own: until the worker
-// restarts, it runs up to twice its concurrency).
+// restarts, it runs up to twice its concurrency). When the set shows no
+// more, it retires the empty shards beyond its own count (shardRetirer).
 func (w *Worker) watchShards() {
 	defer close(w.watched)
 	t := time.NewTicker(w.cfg.ShardCheckInterval)
 	defer t.Stop()
+	var retirer *shardRetirer
+	if w.cfg.RetireShardsAfter > 0 {
+		retirer = &shardRetirer{rdb: w.rdb, shards: w.cfg.Shards, after: w.cfg.RetireShardsAfter,
+			log: w.cfg.Logger, empty: make(map[string]time.Time)}
+	}
 	for {
 		select {
 		case <-w.watching:
@@ -282,6 +297,13 @@ func (w *Worker) watchShards() {
 		w.mu.Lock()
 		have := w.shards
 		w.mu.Unlock()
+		if retirer != nil && err == nil && seen <= have {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := retirer.check(ctx, have); err != nil {
+				w.cfg.Logger.Warn("worker: could not look at the shards beyond the shard count", "shards", w.cfg.Shards, "err", err)
+			}
+			cancel()
+		}
 		if err != nil || seen <= have {
 			continue
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/asyncgate/asyncgate/internal/app"
 	"github.com/asyncgate/asyncgate/internal/apptest"
@@ -304,4 +306,138 @@ func TestWorkerTakesUpNewShards(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // poll with a deadline: the worker looks every 100 ms
 	}
 	equal(t, "shards consumed", w.Worker().Shards(), seen)
+}
+
+// listedBeyond is the queues of Asynq's queue set that are shards at or
+// beyond n, sorted.
+func listedBeyond(t *testing.T, rdb redis.UniversalClient, n int) []string {
+	t.Helper()
+	names, err := rdb.SMembers(context.Background(), "asynq:queues").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, q := range names {
+		if _, i, ok := jobs.ParseShardQueue(q); ok && i >= n {
+			out = append(out, q)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestOldShardsRetire (decision 96): after a change from 16 shards to 4,
+// two workers at 4 drain the old shards and take them out of Asynq's
+// queue set once empty, but for one holding an archived task; an API
+// still at 16 (which listed its shards once, as Asynq does) sends more
+// orders to them meanwhile, and every order ends; a worker started then
+// consumes only what is still listed.
+func TestOldShardsRetire(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.NewClient(t)
+	simSrv := httptest.NewServer(sim.New(sim.Config{}))
+	t.Cleanup(simSrv.Close)
+	ctx := context.Background()
+
+	old := fastConfig(rdb, simSrv.URL)
+	old.Worker, old.Logger, old.QueueShards = false, testLogger(t), 16
+	a1, url1 := apptest.Serve(t, old)
+	b1 := &bundle{app: a1, url: url1, rdb: rdb}
+	var ids []string
+	for range 40 {
+		ids = append(ids, b1.place(t, order()).ID)
+	}
+	if len(listedBeyond(t, rdb, 4)) == 0 {
+		t.Fatal("no shard beyond 4 listed: the test proves nothing")
+	}
+	// An archived task in a shard beyond 4 keeps that shard listed.
+	const archivedIn = "critical.7"
+	info, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("test:archived", nil),
+		asynq.Queue(archivedIn), asynq.ProcessIn(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.Inspector().ArchiveTask(archivedIn, info.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	seen, err := jobs.SeenShards(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := fastConfig(rdb, simSrv.URL)
+	now.Logger, now.QueueShards = testLogger(t), 4
+	now.WorkerPool.ShardCheckInterval = 50 * time.Millisecond
+	now.WorkerPool.RetireShardsAfter = 200 * time.Millisecond
+	a2, url2 := apptest.Serve(t, now)
+	b2 := &bundle{app: a2, url: url2, rdb: rdb}
+	second := now
+	second.API = false
+	w2, err := app.New(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Start(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w2.Shutdown(context.Background()) })
+	equal(t, "shards the workers consume", a2.Worker().Shards(), seen)
+
+	waitRetired := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			left := listedBeyond(t, rdb, 4)
+			if slices.Equal(left, []string{archivedIn}) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: shards beyond 4 still listed: %v, want only %s", what, left, archivedIn)
+			}
+			time.Sleep(20 * time.Millisecond) // poll with a deadline: the workers look every 50 ms
+		}
+	}
+	for _, id := range ids {
+		equal(t, "status of "+id, b2.waitTerminal(t, id, 30*time.Second).Status, orders.Executed)
+	}
+	waitRetired("after the first orders")
+
+	// The API still at 16 sends orders to retired shards without listing
+	// them again; the workers started before still consume them.
+	var more []string
+	beyond := 0
+	for range 40 {
+		o := b1.place(t, order())
+		more = append(more, o.ID)
+		if jobs.ShardOf(o.ID, 16) >= 4 {
+			beyond++
+		}
+	}
+	if beyond == 0 {
+		t.Fatal("no order in a shard beyond 4: the test proves nothing")
+	}
+	for range 10 {
+		more = append(more, b2.place(t, order()).ID)
+	}
+	for _, id := range more {
+		equal(t, "status of "+id, b2.waitTerminal(t, id, 30*time.Second).Status, orders.Executed)
+	}
+	waitRetired("after the orders of the API at 16")
+	if n, err := rdb.Exists(ctx, "asynq:{"+archivedIn+"}:archived").Result(); err != nil || n != 1 {
+		t.Fatalf("the archived task's set: %d, %v", n, err)
+	}
+
+	// A worker started now consumes the listed shards: up to the one
+	// holding the archived task.
+	third := now
+	third.API = false
+	w3, err := app.New(third)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w3.Start(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w3.Shutdown(context.Background()) })
+	equal(t, "shards a worker started after consumes", w3.Worker().Shards(), 8)
 }
