@@ -333,8 +333,24 @@ func listedBeyond(t *testing.T, rdb redis.UniversalClient, n int) []string {
 // orders to them meanwhile, and every order ends; a worker started then
 // consumes only what is still listed.
 func TestOldShardsRetire(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	rdb := srv.NewClient(t)
+	t.Run("one Redis", func(t *testing.T) {
+		testOldShardsRetire(t, redistest.Start(t, redistest.Options{}).NewClient(t))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("starts a cluster")
+		}
+		c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+		rdb, err := app.NewClusterRedis(c.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		testOldShardsRetire(t, rdb)
+	})
+}
+
+func testOldShardsRetire(t *testing.T, rdb redis.UniversalClient) {
 	simSrv := httptest.NewServer(sim.New(sim.Config{}))
 	t.Cleanup(simSrv.Close)
 	ctx := context.Background()
@@ -342,7 +358,7 @@ func TestOldShardsRetire(t *testing.T) {
 	old := fastConfig(rdb, simSrv.URL)
 	old.Worker, old.Logger, old.QueueShards = false, testLogger(t), 16
 	a1, url1 := apptest.Serve(t, old)
-	b1 := &bundle{app: a1, url: url1, rdb: rdb}
+	b1 := &bundle{app: a1, url: url1}
 	var ids []string
 	for range 40 {
 		ids = append(ids, b1.place(t, order()).ID)
@@ -370,7 +386,7 @@ func TestOldShardsRetire(t *testing.T) {
 	now.WorkerPool.ShardCheckInterval = 50 * time.Millisecond
 	now.WorkerPool.RetireShardsAfter = 200 * time.Millisecond
 	a2, url2 := apptest.Serve(t, now)
-	b2 := &bundle{app: a2, url: url2, rdb: rdb}
+	b2 := &bundle{app: a2, url: url2}
 	second := now
 	second.API = false
 	w2, err := app.New(second)
