@@ -105,9 +105,6 @@ func taskMessage(typ string, body []byte, headers map[string]string, id, queue s
 	return b
 }
 
-// errTaskNotSent: the create failed before the pipeline went out.
-var errTaskNotSent = errors.New("order task not sent")
-
 // orderTask is an order's process task written in the create's pipeline
 // (an orders.Rider).
 type orderTask struct {
@@ -153,20 +150,22 @@ func (t *orderTask) Queue(ctx context.Context, p redis.Pipeliner, eval bool) {
 	}
 }
 
-// Settle reads the writes' answers and ends the span. When the order was
-// not stored (a duplicate client_order_id, an error) a task that was
+// Settle reads the writes' answers and ends the span. With undo (the
+// create stored nothing: a duplicate client_order_id) a task that was
 // written is deleted if still pending; one a worker already took finds no
-// order and is dropped (Saga.ProcessTask).
-// It returns the write's error, or when the order was not stored the
-// deletion's.
-func (t *orderTask) Settle(ctx context.Context, stored bool) error {
+// order and is dropped (Saga.ProcessTask). It returns the write's error,
+// or with undo the deletion's; nil when nothing was sent (the create
+// failed first).
+func (t *orderTask) Settle(ctx context.Context, undo bool) error {
 	defer t.span.End()
-	err := t.result()
-	if !stored {
-		err = nil
-		if t.cmd != nil {
-			err = t.withdraw()
-		}
+	if t.cmd == nil {
+		return nil
+	}
+	var err error
+	if undo {
+		err = t.withdraw()
+	} else {
+		err = t.result()
 	}
 	endSpan(t.span, err)
 	return err
@@ -182,9 +181,6 @@ func (t *orderTask) withdraw() error {
 }
 
 func (t *orderTask) result() error {
-	if t.cmd == nil {
-		return errTaskNotSent
-	}
 	if t.sadd != nil {
 		if err := t.sadd.Err(); err != nil {
 			return fmt.Errorf("enqueue %s: publish queue: %w", TypeProcessOrder, err)

@@ -45,7 +45,7 @@ func TestAsynqLayoutVersion(t *testing.T) {
 
 // writeOrderTask writes the order's task as the API does, in a pipeline
 // of its own, and settles it.
-func writeOrderTask(t *testing.T, ctx context.Context, rdb redis.UniversalClient, e *Enqueuer, tenant, id string, stored bool) error {
+func writeOrderTask(t *testing.T, ctx context.Context, rdb redis.UniversalClient, e *Enqueuer, tenant, id string, undo bool) error {
 	t.Helper()
 	task := e.OrderTask(ctx, tenant, id)
 	if task == nil {
@@ -59,7 +59,7 @@ func writeOrderTask(t *testing.T, ctx context.Context, rdb redis.UniversalClient
 			break
 		}
 	}
-	return task.Settle(ctx, stored)
+	return task.Settle(ctx, undo)
 }
 
 // TestOrderTaskAsAsynqWrites: an order task written by OrderTask is, to
@@ -85,7 +85,7 @@ func TestOrderTaskAsAsynqWrites(t *testing.T) {
 	if err := e.EnqueueOrder(pctx, "acme", byClient, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeOrderTask(t, pctx, rdb, e, "acme", byUs, true); err != nil {
+	if err := writeOrderTask(t, pctx, rdb, e, "acme", byUs, false); err != nil {
 		t.Fatal(err)
 	}
 	parent.End()
@@ -133,7 +133,7 @@ func TestOrderTaskAsAsynqWrites(t *testing.T) {
 
 	// Written again: left as it was, no error (EnqueueOrder's id conflict).
 	before := rdb.HGet(ctx, asynqTaskKey(e.Queue(QueueOrders, byUs), byUs), "msg").Val()
-	if err := writeOrderTask(t, ctx, rdb, e, "acme", byUs, true); err != nil {
+	if err := writeOrderTask(t, ctx, rdb, e, "acme", byUs, false); err != nil {
 		t.Errorf("written again: %v", err)
 	}
 	if n := rdb.LLen(ctx, pendingKey(e.Queue(QueueOrders, byUs))).Val(); n != 1 {
@@ -145,7 +145,7 @@ func TestOrderTaskAsAsynqWrites(t *testing.T) {
 
 	// The order was not stored: the task is withdrawn.
 	const orphan = "0190a000-0000-7000-8000-00000000000c"
-	if err := writeOrderTask(t, ctx, rdb, e, "acme", orphan, false); err != nil {
+	if err := writeOrderTask(t, ctx, rdb, e, "acme", orphan, true); err != nil {
 		t.Errorf("withdraw: %v", err)
 	}
 	if _, err := insp.GetTaskInfo(e.Queue(QueueOrders, orphan), orphan); !errors.Is(err, asynq.ErrTaskNotFound) {

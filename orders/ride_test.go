@@ -20,7 +20,7 @@ type probeRider struct {
 	queued   []bool // eval of each Queue
 	exists   *redis.IntCmd
 	write    *redis.Cmd
-	settled  []bool // stored of each Settle
+	settled  []bool // undo of each Settle
 }
 
 var riderScript = redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1])`)
@@ -35,8 +35,8 @@ func (r *probeRider) Queue(ctx context.Context, p redis.Pipeliner, eval bool) {
 	}
 }
 
-func (r *probeRider) Settle(_ context.Context, stored bool) error {
-	r.settled = append(r.settled, stored)
+func (r *probeRider) Settle(_ context.Context, undo bool) error {
+	r.settled = append(r.settled, undo)
 	if r.write == nil {
 		return errors.New("not sent")
 	}
@@ -45,7 +45,7 @@ func (r *probeRider) Settle(_ context.Context, stored bool) error {
 
 // TestCreateRiding: the rider's commands go in the create's pipeline, after
 // the script (the order exists when they run), in one round trip; a
-// duplicate client_order_id settles the rider as not stored; after a
+// duplicate client_order_id settles the rider with undo; after a
 // SCRIPT FLUSH the pipeline goes again with the scripts' text, once.
 func TestCreateRiding(t *testing.T) {
 	t.Parallel()
@@ -79,8 +79,8 @@ func TestCreateRiding(t *testing.T) {
 	if r.exists.Val() != 1 {
 		t.Errorf("the rider ran before the create: the order did not exist (key %s)", r.orderKey)
 	}
-	if len(r.settled) != 1 || !r.settled[0] {
-		t.Errorf("settled %v, want once as stored", r.settled)
+	if len(r.settled) != 1 || r.settled[0] {
+		t.Errorf("settled %v, want once, kept", r.settled)
 	}
 
 	dup := bindOrder("acme")
@@ -89,8 +89,8 @@ func TestCreateRiding(t *testing.T) {
 	if existing, _, _, err := s.CreateRiding(ctx, dup, orders.Binding{}, r); !errors.Is(err, orders.ErrDuplicateClientOrderID) || existing.ID != o.ID {
 		t.Fatalf("duplicate: %v, %+v", err, existing)
 	}
-	if len(r.settled) != 1 || r.settled[0] {
-		t.Errorf("duplicate settled %v, want once as not stored", r.settled)
+	if len(r.settled) != 1 || !r.settled[0] {
+		t.Errorf("duplicate settled %v, want once, undone", r.settled)
 	}
 
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {

@@ -161,23 +161,26 @@ type Rider interface {
 	// the whole pipeline is sent again.
 	Queue(ctx context.Context, p redis.Pipeliner, eval bool)
 	// Settle is called once, last, also when the commands were never
-	// sent; stored tells whether the create stored the order. It reads
-	// the commands' answers, undoes the write if it must (the order was
-	// not stored), and returns the write's error.
-	Settle(ctx context.Context, stored bool) error
+	// sent. undo is true when the create answered that it stored nothing
+	// for a new order (a duplicate client_order_id): the rider undoes its
+	// write. On an error the create's outcome is unknown (the order may
+	// be stored) and undo is false. Settle returns the write's error, or
+	// with undo the undoing's.
+	Settle(ctx context.Context, undo bool) error
 }
 
 // CreateRiding is CreateBound with r's commands sent in the create
 // script's pipeline, after the script; rideErr is r.Settle's. On one Redis
 // (a client, failover or not) the pipeline runs on one connection, in
 // order, so r's writes happen after the create, whatever its outcome (a
-// duplicate client_order_id included: r.Settle is told). On a Redis
-// Cluster, where a pipeline runs the nodes' parts concurrently, r is sent
-// after the create answered, and only when it stored the order (two round
-// trips, as without a rider). A nil r is CreateBound.
+// duplicate client_order_id included: r.Settle is told to undo). On a
+// Redis Cluster, where a pipeline runs the nodes' parts concurrently, r is
+// sent after the create answered, and only when it stored the order (two
+// round trips, as without a rider). A nil r is CreateBound.
 func (s *Store) CreateRiding(ctx context.Context, o *Order, b Binding, r Rider) (created *Order, bound bool, rideErr, err error) {
+	dup := false
 	if r != nil {
-		defer func() { rideErr = r.Settle(ctx, err == nil) }()
+		defer func() { rideErr = r.Settle(ctx, dup) }()
 	}
 	o.Status = Pending
 	o.UpdatedAt = o.CreatedAt
@@ -218,6 +221,7 @@ func (s *Store) CreateRiding(ctx context.Context, o *Order, b Binding, r Rider) 
 	case "ok":
 		return o, res[2] == "1", nil, nil
 	case "dup":
+		dup = true
 		existing, err := s.Get(ctx, t, res[1])
 		if err != nil {
 			return nil, false, nil, fmt.Errorf("create order: read duplicate: %w", err)

@@ -285,7 +285,10 @@ func (s *Server) createAndEnqueue(ctx context.Context, o *orders.Order, b orders
 			if task := q.OrderTask(ctx, o.Tenant, o.ID); task != nil {
 				created, bound, enqueueErr, err = rs.CreateRiding(ctx, o, b, task)
 				if err != nil && enqueueErr != nil {
-					s.log.WarnContext(ctx, "the task of an order not stored was not withdrawn; the worker will drop it", "order_id", o.ID, "tenant", o.Tenant, "err", enqueueErr)
+					// A duplicate's task not withdrawn, or a create whose
+					// outcome is unknown: a task without its order is
+					// dropped by the worker.
+					s.log.WarnContext(ctx, "the order's task may be left without its order", "order_id", o.ID, "tenant", o.Tenant, "err", enqueueErr)
 				}
 				return created, bound, enqueueErr, err
 			}
