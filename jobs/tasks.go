@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // Task types and the kinds of queue (each kind is sharded: see
@@ -55,6 +57,10 @@ type EnqueuerConfig struct {
 	// Shards is the number of shards of each kind of queue (--queue-shards).
 	// Defaults to DefaultQueueShards.
 	Shards int
+	// Redis is the Redis of the Asynq client. Set, OrderTask writes an
+	// order's process task in the pipeline of the order's create (the
+	// order store must be on the same Redis); nil, OrderTask returns nil.
+	Redis redis.UniversalClient
 }
 
 func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
@@ -75,11 +81,20 @@ func (c EnqueuerConfig) withDefaults() EnqueuerConfig {
 type Enqueuer struct {
 	c   *asynq.Client
 	cfg EnqueuerConfig
+	// With cfg.Redis, for OrderTask: the inspector withdraws a task whose
+	// order was not stored; published holds the queues named in
+	// asynq:queues by this process, as asynq.Client keeps them.
+	insp      *asynq.Inspector
+	published sync.Map
 }
 
 // NewEnqueuer returns an enqueuer on c.
 func NewEnqueuer(c *asynq.Client, cfg EnqueuerConfig) *Enqueuer {
-	return &Enqueuer{c: c, cfg: cfg.withDefaults()}
+	e := &Enqueuer{c: c, cfg: cfg.withDefaults()}
+	if cfg.Redis != nil {
+		e.insp = asynq.NewInspectorFromRedisClient(cfg.Redis)
+	}
+	return e
 }
 
 // Shards is the number of shards of each kind of queue the enqueuer uses.

@@ -73,6 +73,16 @@ type message struct {
 // context goes into the task's headers (over those given): the consumer
 // span continues from it.
 func send(ctx context.Context, c *asynq.Client, m message, body []byte, headers map[string]string, opts ...asynq.Option) error {
+	ctx, span := startSend(ctx, m)
+	defer span.End()
+	t := asynq.NewTaskWithHeaders(m.typ, body, traceHeaders(ctx, headers), append(opts, asynq.TaskID(m.id), asynq.Queue(m.queue))...)
+	err := enqueue(ctx, c, t)
+	endSpan(span, err)
+	return err
+}
+
+// startSend starts the producer span of m.
+func startSend(ctx context.Context, m message) (context.Context, trace.Span) {
 	// Named by the kind of queue, not the shard: a span name stays one of
 	// a few whatever --queue-shards; the attribute names the shard.
 	kind := m.queue
@@ -80,7 +90,6 @@ func send(ctx context.Context, c *asynq.Client, m message, body []byte, headers 
 		kind = k
 	}
 	ctx, span := tracer().Start(ctx, "send "+kind, trace.WithSpanKind(trace.SpanKindProducer))
-	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(append(orderAttrs(m.tenant, m.orderID),
 			attribute.String("messaging.system", messagingSystem),
@@ -91,10 +100,7 @@ func send(ctx context.Context, c *asynq.Client, m message, body []byte, headers 
 			attribute.String("asynq.task.type", m.typ),
 		)...)
 	}
-	t := asynq.NewTaskWithHeaders(m.typ, body, traceHeaders(ctx, headers), append(opts, asynq.TaskID(m.id), asynq.Queue(m.queue))...)
-	err := enqueue(ctx, c, t)
-	endSpan(span, err)
-	return err
+	return ctx, span
 }
 
 // taskOrder reads the order a task is about from its payload: every task

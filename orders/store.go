@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +147,41 @@ func (s *Store) Create(ctx context.Context, o *Order) (*Order, error) {
 // order in the same script (see Binding). bound reports whether b.Key now
 // holds b.Value; it is false for a duplicate client_order_id.
 func (s *Store) CreateBound(ctx context.Context, o *Order, b Binding) (created *Order, bound bool, err error) {
+	created, bound, _, err = s.CreateRiding(ctx, o, b, nil)
+	return created, bound, err
+}
+
+// Rider is another package's write that goes with an order's create
+// (the API's Asynq task of the order, decision 88): CreateRiding sends its
+// commands in the pipeline of the create script, after it, so that both
+// cost one round trip (and, under appendfsync always, one fsync).
+type Rider interface {
+	// Queue adds the rider's commands to p. With eval its scripts go as
+	// EVAL (their text): Redis lost them (NOSCRIPT) on the first try, and
+	// the whole pipeline is sent again.
+	Queue(ctx context.Context, p redis.Pipeliner, eval bool)
+	// Settle is called once, last, also when the commands were never
+	// sent. undo is true when the create answered that it stored nothing
+	// for a new order (a duplicate client_order_id): the rider undoes its
+	// write. On an error the create's outcome is unknown (the order may
+	// be stored) and undo is false. Settle returns the write's error, or
+	// with undo the undoing's.
+	Settle(ctx context.Context, undo bool) error
+}
+
+// CreateRiding is CreateBound with r's commands sent in the create
+// script's pipeline, after the script; rideErr is r.Settle's. On one Redis
+// (a client, failover or not) the pipeline runs on one connection, in
+// order, so r's writes happen after the create, whatever its outcome (a
+// duplicate client_order_id included: r.Settle is told to undo). On a
+// Redis Cluster, where a pipeline runs the nodes' parts concurrently, r is
+// sent after the create answered, and only when it stored the order (two
+// round trips, as without a rider). A nil r is CreateBound.
+func (s *Store) CreateRiding(ctx context.Context, o *Order, b Binding, r Rider) (created *Order, bound bool, rideErr, err error) {
+	dup := false
+	if r != nil {
+		defer func() { rideErr = r.Settle(ctx, dup) }()
+	}
 	o.Status = Pending
 	o.UpdatedAt = o.CreatedAt
 	o.Version = 1
@@ -164,26 +201,78 @@ func (s *Store) CreateBound(ctx context.Context, o *Order, b Binding) (created *
 		// First order of this tenant seen by this process: register the
 		// tenant for the reconciler (idempotent, once per process).
 		if err := s.rdb.SAdd(ctx, s.k.tenants(), t).Err(); err != nil {
-			return nil, false, fmt.Errorf("create order: register tenant: %w", err)
+			return nil, false, nil, fmt.Errorf("create order: register tenant: %w", err)
 		}
 		s.seen.add(t)
 	}
-	res, err := createScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	var res []string
+	if _, cluster := s.rdb.(*redis.ClusterClient); r == nil || cluster {
+		res, err = createScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+		if err == nil && res[0] == "ok" && r != nil {
+			s.ride(ctx, r)
+		}
+	} else {
+		res, err = s.createPiped(ctx, keys, args, r)
+	}
 	if err != nil {
-		return nil, false, fmt.Errorf("create order: %w", err)
+		return nil, false, nil, fmt.Errorf("create order: %w", err)
 	}
 	switch res[0] {
 	case "ok":
-		return o, res[2] == "1", nil
+		return o, res[2] == "1", nil, nil
 	case "dup":
+		dup = true
 		existing, err := s.Get(ctx, t, res[1])
 		if err != nil {
-			return nil, false, fmt.Errorf("create order: read duplicate: %w", err)
+			return nil, false, nil, fmt.Errorf("create order: read duplicate: %w", err)
 		}
-		return existing, false, ErrDuplicateClientOrderID
+		return existing, false, nil, ErrDuplicateClientOrderID
 	default:
-		return nil, false, fmt.Errorf("create order: id %s exists", o.ID)
+		return nil, false, nil, fmt.Errorf("create order: id %s exists", o.ID)
 	}
+}
+
+// createPiped runs the create script and then r's commands in one
+// pipeline. Scripts go as EVALSHA; when Redis has lost one (NOSCRIPT:
+// restarted, failed over, SCRIPT FLUSH) the pipeline is sent again with
+// their text. The create script is idempotent for the same order (its
+// "same call again" case), and r must be for its own write, so sending
+// both again is safe.
+func (s *Store) createPiped(ctx context.Context, keys []string, args []any, r Rider) ([]string, error) {
+	for _, eval := range []bool{false, true} {
+		pipe := s.rdb.Pipeline()
+		var c *redis.Cmd
+		if eval {
+			c = createScript.Eval(ctx, pipe, keys, args...)
+		} else {
+			c = createScript.EvalSha(ctx, pipe, keys, args...)
+		}
+		r.Queue(ctx, pipe, eval)
+		cmds, _ := pipe.Exec(ctx) // each command's answer is read on its own
+		if !eval && slices.ContainsFunc(cmds, noScript) {
+			continue
+		}
+		return c.StringSlice()
+	}
+	panic("unreachable")
+}
+
+// ride sends r's commands alone (r.Settle reads their answers), again as
+// EVAL after a NOSCRIPT.
+func (s *Store) ride(ctx context.Context, r Rider) {
+	for _, eval := range []bool{false, true} {
+		pipe := s.rdb.Pipeline()
+		r.Queue(ctx, pipe, eval)
+		if cmds, _ := pipe.Exec(ctx); eval || !slices.ContainsFunc(cmds, noScript) {
+			return
+		}
+	}
+}
+
+func noScript(c redis.Cmder) bool { return isNoScript(c.Err()) }
+
+func isNoScript(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "NOSCRIPT")
 }
 
 // Get returns the tenant's order id, or ErrNotFound.

@@ -235,7 +235,7 @@ func (s *Server) placeOrder(c *gin.Context) {
 	// write as the order (see idempotency.go): a retry after a crash finds
 	// the order rather than placing it again.
 	idem := s.idemRequestOf(c)
-	created, bound, err := s.deps.Orders.CreateBound(ctx, o, idem.binding(o.ID))
+	created, bound, enqueued, err := s.createAndEnqueue(ctx, o, idem.binding(o.ID))
 	idem.setBound(bound)
 	if errors.Is(err, orders.ErrDuplicateClientOrderID) && created != nil {
 		// The order found may be another request's whose answer was a 503
@@ -254,14 +254,51 @@ func (s *Server) placeOrder(c *gin.Context) {
 	// The order is stored: from here on it cannot be lost. Should the
 	// enqueue fail, the reconciler enqueues it later, so the client still
 	// gets its 202.
-	if err := s.deps.Queue.EnqueueOrder(ctx, tenant, o.ID, nil); err != nil {
-		s.log.WarnContext(ctx, "enqueue failed; the reconciler will enqueue the order", "order_id", o.ID, "tenant", tenant, "err", err)
+	if enqueued != nil {
+		s.log.WarnContext(ctx, "enqueue failed; the reconciler will enqueue the order", "order_id", o.ID, "tenant", tenant, "err", enqueued)
 	}
 	// The durability barrier: after the last write the 202 stands on (the
 	// enqueue), before the answer.
 	if s.answerDurably(c, "/v1/orders/"+created.ID, func() { s.accepted(c, created) }) {
 		s.cfg.Metrics.OrderAccepted()
 	}
+}
+
+// ridingStore and orderTasks are what the order store and the queue offer
+// when the order's task can be written in the pipeline of the order's
+// create (orders.Store and jobs.Enqueuer on one Redis, decision 88).
+type ridingStore interface {
+	CreateRiding(ctx context.Context, o *orders.Order, b orders.Binding, r orders.Rider) (*orders.Order, bool, error, error)
+}
+
+type orderTasks interface {
+	OrderTask(ctx context.Context, tenant, id string) orders.Rider
+}
+
+// createAndEnqueue stores the order and enqueues its process task: in one
+// round trip when the store and the queue allow it, else the create and
+// then the enqueue. enqueueErr is the enqueue's error, meaningful when the
+// order was stored (err nil).
+func (s *Server) createAndEnqueue(ctx context.Context, o *orders.Order, b orders.Binding) (created *orders.Order, bound bool, enqueueErr, err error) {
+	if rs, ok := s.deps.Orders.(ridingStore); ok {
+		if q, ok := s.deps.Queue.(orderTasks); ok {
+			if task := q.OrderTask(ctx, o.Tenant, o.ID); task != nil {
+				created, bound, enqueueErr, err = rs.CreateRiding(ctx, o, b, task)
+				if err != nil && enqueueErr != nil {
+					// A duplicate's task not withdrawn, or a create whose
+					// outcome is unknown: a task without its order is
+					// dropped by the worker.
+					s.log.WarnContext(ctx, "the order's task may be left without its order", "order_id", o.ID, "tenant", o.Tenant, "err", enqueueErr)
+				}
+				return created, bound, enqueueErr, err
+			}
+		}
+	}
+	created, bound, err = s.deps.Orders.CreateBound(ctx, o, b)
+	if err != nil {
+		return created, bound, nil, err
+	}
+	return created, bound, s.deps.Queue.EnqueueOrder(ctx, o.Tenant, o.ID, nil), nil
 }
 
 func (s *Server) accepted(c *gin.Context, o *orders.Order) {

@@ -172,7 +172,9 @@ func New(cfg Config) (*App, error) {
 	a := &App{cfg: cfg, metrics: cfg.Metrics}
 	a.Store = orders.NewStore(cfg.Redis, cfg.Store)
 	a.client = asynq.NewClientFromRedisClient(cfg.Redis)
-	a.Enq = jobs.NewEnqueuer(a.client, cfg.Enqueuer)
+	ecfg := cfg.Enqueuer
+	ecfg.Redis = cfg.Redis // the order store's: the API writes an order's task in its create's pipeline
+	a.Enq = jobs.NewEnqueuer(a.client, ecfg)
 	if err := a.newWebhooks(); err != nil {
 		return nil, err
 	}
