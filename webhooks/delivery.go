@@ -550,9 +550,12 @@ else
 end
 local cap = tonumber(ARGV[6])
 if cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if not redis.call('ZSCORE', KEYS[5], ARGV[5]) and redis.call('ZCARD', KEYS[5]) >= cap then
-    return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+  -- Expired slots are dropped only when they would count: the set is full.
+  if redis.call('ZCARD', KEYS[5]) >= cap then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+    if not redis.call('ZSCORE', KEYS[5], ARGV[5]) and redis.call('ZCARD', KEYS[5]) >= cap then
+      return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+    end
   end
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
   redis.call('PEXPIREAT', KEYS[5], redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2])
@@ -637,17 +640,18 @@ type outcome struct {
 var finishScript = redis.NewScript(luaSetSub + `
 local now = tonumber(ARGV[1])
 local outcome = ARGV[2]
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local status = redis.call('HGET', KEYS[1], 'status')
+if redis.call('RPUSH', KEYS[2], ARGV[3]) > tonumber(ARGV[12]) then
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
+end
+local d = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+local status, attempts = d[1], (tonumber(d[2] or '0') or 0) + 1
 local disabled = false
 if ARGV[5] == '1' then
-  local e = redis.call('HMGET', KEYS[3], 'id', 'disabled', 'fail_since')
+  local e = redis.call('HMGET', KEYS[3], 'id', 'disabled', 'fail_since', 'streak', 'open_until')
   if not e[1] then
     if outcome ~= 'delivered' then outcome = 'failed' end
   elseif outcome == 'delivered' then
-    redis.call('HDEL', KEYS[3], 'streak', 'fail_since', 'open_until')
+    if e[3] or e[4] or e[5] then redis.call('HDEL', KEYS[3], 'streak', 'fail_since', 'open_until') end
   else
     local streak = redis.call('HINCRBY', KEYS[3], 'streak', 1)
     local since = tonumber(e[3] or '0')
@@ -679,8 +683,12 @@ if status == 'delivered' or outcome == 'delivered' then new = 'delivered'
 elseif outcome == 'failed' then new = 'failed'
 elseif disabled then new = 'held'
 else new = 'pending' end
-redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1])
-if new == 'pending' then redis.call('HSET', KEYS[1], 'next', ARGV[4]) else redis.call('HDEL', KEYS[1], 'next') end
+if new == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1], 'attempts', attempts, 'next', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1], 'attempts', attempts)
+  redis.call('HDEL', KEYS[1], 'next')
+end
 if new == 'held' then redis.call('ZADD', KEYS[4], ARGV[1], ARGV[13]) elseif ARGV[5] == '1' then redis.call('ZREM', KEYS[4], ARGV[13]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
