@@ -96,7 +96,7 @@ local now, ret, n = ARGV[3], ARGV[4], tonumber(ARGV[8])
 local subs = redis.call('HGETALL', KEYS[#KEYS])
 local want, cur, typ = 0, {}, ',' .. ARGV[2] .. ','
 for j = 1, #subs, 2 do
-  local events = string.match(subs[j+1], '^[^|]*|([^|]*)|')
+  local events = string.match(subs[j+1], '^[^|]*|([^|]*)')
   if events and string.find(events, typ, 1, true) then
     cur[subs[j]] = subs[j+1]
     want = want + 1
