@@ -24,16 +24,20 @@ import (
 // waits for work are left out): the event and its delivery published, the
 // delivery task enqueued, dequeued, its attempt begun and recorded, the
 // task done. A round of n deliveries to one fast receiver is counted after
-// a round that warms up scripts and connections; the periodic work of
-// those seconds (heartbeats, forwarder) is spread over the deliveries.
-// Issue 16's webhook row compares the deliveries with a raw Asynq task
-// that POSTs the same body: three round trips (enqueue, dequeue, done).
+// a round that warms up scripts and connections. The worker's periodic
+// work of those seconds (heartbeats, the forwarder's looks at the
+// scheduled and retry sets), whose share grows with the round's length on
+// a slow machine, is logged but not held to the ceilings; a delivery's
+// returns to the queue are (each costs its task's dequeue and done), and
+// the local slot wait is long enough that none is postponed. Issue 16's
+// webhook row compares the deliveries with a raw Asynq task that POSTs
+// the same body: three round trips (enqueue, dequeue, done).
 func TestRedisRoundTripsPerDelivery(t *testing.T) {
 	const n = 100
-	// What it is, plus headroom for periodic work: it may go down, not up.
+	// What it is, plus a little headroom: it may go down, not up.
 	const (
 		maxPublish = 2.05 // the publish script and the task's enqueue
-		maxWorker  = 4.3  // dequeue, begin, finish, done; and the worker's periodic work
+		maxWorker  = 4.1  // dequeue, begin, finish, done
 	)
 	srv := redistest.Start(t, redistest.Options{})
 	// The fan-out's side and the worker's, each on a client of its own.
@@ -57,7 +61,7 @@ func TestRedisRoundTripsPerDelivery(t *testing.T) {
 	notifier := jobs.NewNotifier(nil, store, nil, client, nil, jobs.NotifierConfig{Logger: quiet})
 
 	wstore := webhooks.NewStore(work, webhooks.StoreConfig{Guard: devGuard()})
-	d, err := webhooks.NewDeliverer(wstore, webhooks.DelivererConfig{Logger: quiet})
+	d, err := webhooks.NewDeliverer(wstore, webhooks.DelivererConfig{Logger: quiet, SlotLocalWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +117,10 @@ func TestRedisRoundTripsPerDelivery(t *testing.T) {
 	round(1)
 	p0, w0 := pubCount.Snapshot(), workCount.Snapshot()
 	round(2)
-	p, wk := pubCount.Snapshot().Since(p0), workCount.Snapshot().Since(w0)
-	perPub, perWorker := float64(p.All)/n, float64(wk.All)/n
-	t.Logf("Redis round trips per delivery: %.2f; fan-out side %.2f (%s); worker %.2f (%s)",
-		perPub+perWorker, perPub, byKind(p).Breakdown(n), perWorker, byKind(wk).Breakdown(n))
+	p, wk := byKind(pubCount.Snapshot().Since(p0)), byKind(workCount.Snapshot().Since(w0))
+	perPub, perWorker := float64(p.All-p.By[periodic])/n, float64(wk.All-wk.By[periodic])/n
+	t.Logf("Redis round trips per delivery: %.2f; fan-out side %.2f (%s); worker %.2f (%s; periodic work apart)",
+		perPub+perWorker, perPub, p.Breakdown(n), perWorker, wk.Breakdown(n))
 	if perPub > maxPublish {
 		t.Errorf("%.2f round trips per delivery to publish and enqueue, want at most %.2f", perPub, maxPublish)
 	}
@@ -124,6 +128,9 @@ func TestRedisRoundTripsPerDelivery(t *testing.T) {
 		t.Errorf("%.2f round trips per delivery in the worker, want at most %.1f", perWorker, maxWorker)
 	}
 }
+
+// periodic names the worker's periodic work in a byKind count.
+const periodic = "periodic"
 
 // byKind sums the counts of the queues' shards and names Asynq's scripts by
 // what they do (their first key: a task's hash when enqueuing, the pending
@@ -134,6 +141,9 @@ func byKind(c redistest.RoundTripCount) redistest.RoundTripCount {
 	for k, v := range c.By {
 		k = shard.ReplaceAllString(k, "{webhooks}")
 		switch {
+		case strings.HasSuffix(k, "scheduled"), strings.HasSuffix(k, "retry"), strings.Contains(k, "asynq:servers"),
+			strings.Contains(k, "asynq:workers"), strings.HasSuffix(k, "lease"), strings.HasSuffix(k, "queues"):
+			k = periodic
 		case strings.HasSuffix(k, "{webhooks}t"):
 			k = "asynq enqueue"
 		case strings.HasSuffix(k, "{webhooks}pending"):
