@@ -276,21 +276,28 @@ func (n *Notifier) DeliverTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return n.archived(ctx, r, err)
 	}
-	log := n.log.With("delivery_id", r.DeliveryID, "event_id", r.EventID, "tenant", r.Tenant, "task_type", t.Type())
-	if r.OrderID != "" {
-		log = log.With("order_id", r.OrderID)
+	// The delivery's logger is made only for a line that is written: most
+	// deliveries succeed at once and log nothing.
+	log := func() *slog.Logger {
+		l := n.log.With("delivery_id", r.DeliveryID, "event_id", r.EventID, "tenant", r.Tenant, "task_type", t.Type())
+		if r.OrderID != "" {
+			l = l.With("order_id", r.OrderID)
+		}
+		return l
 	}
 	switch res.Outcome {
 	case webhooks.Retry:
-		log.InfoContext(ctx, "webhook attempt failed; will retry", "delay", res.Delay, "err", res.Err)
+		log().InfoContext(ctx, "webhook attempt failed; will retry", "delay", res.Delay, "err", res.Err)
 		return n.archived(ctx, r, &retryIn{Delay: res.Delay, Err: res.Err})
 	case webhooks.Postpone:
 		return n.archived(ctx, r, &Postponed{Delay: res.Delay, Err: res.Err})
 	case webhooks.Exhausted:
-		log.WarnContext(ctx, "webhook delivery failed: last attempt spent; archived", "err", res.Err)
+		log().WarnContext(ctx, "webhook delivery failed: last attempt spent; archived", "err", res.Err)
 		return fmt.Errorf("webhook delivery %s: last attempt failed: %w: %w", r.DeliveryID, res.Err, asynq.SkipRetry)
 	}
-	log.DebugContext(ctx, "webhook delivery done", "status", res.Status)
+	if n.log.Enabled(ctx, slog.LevelDebug) {
+		log().DebugContext(ctx, "webhook delivery done", "status", res.Status)
+	}
 	return nil
 }
 

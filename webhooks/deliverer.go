@@ -175,6 +175,9 @@ type Deliverer struct {
 	// local orders this process's attempts to each endpoint; nil without
 	// an endpoint cap or with no local wait.
 	local *localSlots
+	// disableMsg is the reason given when a long run of failures disables
+	// an endpoint.
+	disableMsg string
 }
 
 // NewDeliverer returns a deliverer recording into store.
@@ -183,7 +186,7 @@ func NewDeliverer(store *Store, cfg DelivererConfig) (*Deliverer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	d := &Deliverer{store: store, cfg: cfg}
+	d := &Deliverer{store: store, cfg: cfg, disableMsg: fmt.Sprintf("every attempt failed for %s", cfg.DisableAfter)}
 	d.senders = senders{http: newHTTPSender(cfg), amqp: cfg.AMQP, nats: cfg.NATS}
 	if d.senders.amqp == nil {
 		d.senders.amqp = newAMQPSender(cfg)
@@ -326,7 +329,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Ref) (Result, error) {
 		return Result{}, fmt.Errorf("delivery interrupted: %w", context.Cause(ctx))
 	}
 	made := a.attempts + 1
-	o := outcome{attempt: att, disableMsg: fmt.Sprintf("every attempt failed for %s", d.cfg.DisableAfter)}
+	o := outcome{attempt: att, disableMsg: d.disableMsg}
 	var delay time.Duration
 	switch {
 	case att.Error == "":

@@ -80,13 +80,43 @@ func (d *Delivery) Ref(tenant string) Ref {
 	return Ref{Tenant: tenant, DeliveryID: d.ID, EventID: d.EventID, EndpointID: d.EndpointID}
 }
 
+// publishScript stores an event and its deliveries (see Publish). KEYS[1]
+// is the event; four keys per delivery (the delivery, its index, its
+// endpoint or the callback secrets, the endpoint's held set); then the feed
+// and, last, the subscriptions hash. ARGV[8] is the number of deliveries;
+// each has four arguments from ARGV[10]: its id, its endpoint (empty for the
+// callback_url), its URL as recorded, and the subscription the caller read
+// for the endpoint. The caller's subscriptions must be the endpoints
+// subscribed to the event's type now, each as stored: otherwise nothing is
+// written and the answer is 'stale' with the stored subscriptions, to
+// publish again from.
 var publishScript = redis.NewScript(luaFeedAdd + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local now, ret, n = ARGV[3], ARGV[4], tonumber(ARGV[8])
+local subs = redis.call('HGETALL', KEYS[#KEYS])
+local want, cur, typ = 0, {}, ',' .. ARGV[2] .. ','
+for j = 1, #subs, 2 do
+  local events = string.match(subs[j+1], '^[^|]*|([^|]*)')
+  if events and string.find(events, typ, 1, true) then
+    cur[subs[j]] = subs[j+1]
+    want = want + 1
+  end
+end
+for i = 1, n do
+  local a = 9 + 4*(i-1)
+  if ARGV[a+2] ~= '' then
+    if cur[ARGV[a+2]] ~= ARGV[a+4] then want = -1 break end
+    want = want - 1
+  end
+end
+if want ~= 0 then
+  table.insert(subs, 1, 'stale')
+  return subs
+end
 local ids, out = {}, {'ok'}
 for i = 1, n do
   local kd, ki, ke, kh = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i], KEYS[4*i+1]
-  local a = 9 + 3*(i-1)
+  local a = 9 + 4*(i-1)
   local id, ep, url = ARGV[a+1], ARGV[a+2], ARGV[a+3]
   local status, ok = 'pending', true
   if ep ~= '' then
@@ -110,9 +140,9 @@ for i = 1, n do
   end
 end
 redis.call('HSET', KEYS[1], 'body', ARGV[1], 'type', ARGV[2], 'deliveries', table.concat(ids, ','), 'created', now)
-local f = 10 + 3*n
+local f = 10 + 4*n
 redis.call('PEXPIRE', KEYS[1], ARGV[f+3])
-feedAdd(KEYS[#KEYS], ARGV[9], ARGV[f], ARGV[f+1], ARGV[f+2])
+feedAdd(KEYS[#KEYS-1], ARGV[9], ARGV[f], ARGV[f+1], ARGV[f+2])
 return out
 `)
 
@@ -127,6 +157,11 @@ return out
 // returns those of the event's deliveries still pending, so that a retried
 // fan-out schedules what a crashed one may have missed, and nothing twice.
 // It returns ErrEventTooLarge for a body over StoreConfig.MaxEventBytes.
+//
+// The tenant's subscriptions are read from the store's copy of them: the
+// script checks that copy against the stored ones and, when they differ,
+// answers with the stored ones, from which Publish runs again. A tenant's
+// events cost one round trip while its endpoints do not change.
 func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackURL string) ([]Ref, error) {
 	body, err := ev.Body()
 	if err != nil {
@@ -135,59 +170,91 @@ func (s *Store) Publish(ctx context.Context, tenant string, ev *Event, callbackU
 	if len(body) > s.cfg.MaxEventBytes {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEventTooLarge, len(body), s.cfg.MaxEventBytes)
 	}
-	subs, err := s.rdb.HGetAll(ctx, s.k.subscriptions(tenant)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("publish event: read subscriptions: %w", err)
+	subs, ok := s.subs.get(tenant)
+	if !ok {
+		if subs, err = s.rdb.HGetAll(ctx, s.k.subscriptions(tenant)).Result(); err != nil {
+			return nil, fmt.Errorf("publish event: read subscriptions: %w", err)
+		}
+		s.subs.put(tenant, subs)
 	}
-	cbSecret, err := NewSecret()
-	if err != nil {
-		return nil, err
+	var cbSecret string
+	if callbackURL != "" {
+		sec, err := NewSecret()
+		if err != nil {
+			return nil, err
+		}
+		cbSecret = sec.String()
 	}
+	for range maxStale {
+		res, err := s.publish(ctx, tenant, ev, body, callbackURL, cbSecret, subs)
+		if err != nil {
+			return nil, fmt.Errorf("publish event: %w", err)
+		}
+		switch res[0] {
+		case "exists": // another fan-out of the same change won the race
+			refs, _, err := s.pendingOfEvent(ctx, tenant, ev.ID)
+			return refs, err
+		case "stale": // the tenant's endpoints changed: again, with them
+			subs = make(map[string]string, len(res)/2)
+			for i := 1; i+1 < len(res); i += 2 {
+				subs[res[i]] = res[i+1]
+			}
+			s.subs.put(tenant, subs)
+			continue
+		}
+		var refs []Ref
+		for i := 1; i+2 < len(res); i += 3 {
+			if res[i+2] == DeliveryPending {
+				refs = append(refs, Ref{Tenant: tenant, DeliveryID: res[i], EventID: ev.ID, EndpointID: res[i+1]})
+			}
+		}
+		return refs, nil
+	}
+	return nil, fmt.Errorf("publish event: the tenant's endpoints changed %d times during the publication", maxStale)
+}
+
+// maxStale bounds the runs of Publish's script that find the tenant's
+// subscriptions changed since they were read.
+const maxStale = 5
+
+// publish runs the publish script once, for the subscriptions subs.
+func (s *Store) publish(ctx context.Context, tenant string, ev *Event, body []byte, callbackURL, cbSecret string, subs map[string]string) ([]string, error) {
 	now := s.cfg.Now()
-	keys := []string{s.k.event(tenant, ev.ID)}
-	args := []any{body, ev.Type, now.UnixMilli(), s.cfg.Retention.Milliseconds(), s.cfg.MaxAttempts,
-		idCutoff("dlv_", now.Add(-s.cfg.Retention)), cbSecret.String(), 0, ev.ID}
-	add := func(ep, url string) {
+	keys := make([]string, 1, 7)
+	keys[0] = s.k.event(tenant, ev.ID)
+	args := make([]any, 9, 9+4+4)
+	args[0], args[1], args[2], args[3], args[4] = body, ev.Type, now.UnixMilli(), s.cfg.Retention.Milliseconds(), s.cfg.MaxAttempts
+	args[5], args[6], args[7], args[8] = idCutoff("dlv_", now.Add(-s.cfg.Retention)), cbSecret, 0, ev.ID
+	n := 0
+	add := func(ep, url, sub string) {
 		id := "dlv_" + uuid.Must(uuid.NewV7()).String()
 		if ep == "" {
 			keys = append(keys, s.k.delivery(tenant, id), s.k.callbackDeliveries(tenant), s.k.callback(tenant), s.k.callback(tenant))
 		} else {
 			keys = append(keys, s.k.delivery(tenant, id), s.k.endpointDeliveries(tenant, ep), s.k.endpoint(tenant, ep), s.k.held(tenant, ep))
 		}
-		args = append(args, id, ep, url)
-		args[7] = args[7].(int) + 1
+		args = append(args, id, ep, url, sub)
+		n++
 	}
-	// Candidates, in id order (creation order); the script checks each
-	// endpoint still exists and whether it is disabled.
-	ids := slices.Sorted(maps.Keys(subs))
-	for _, id := range ids {
+	// Candidates, in id order (creation order); the script checks that
+	// they are the subscribed endpoints, each still exists and whether it
+	// is disabled.
+	for _, id := range slices.Sorted(maps.Keys(subs)) {
 		_, rest, _ := strings.Cut(subs[id], "|")
 		events, url, _ := strings.Cut(rest, "|")
 		if strings.Contains(events, ","+ev.Type+",") {
-			add(id, MaskURL(url)) // the delivery's record shows where it went; its attempts read the endpoint's URL
+			add(id, MaskURL(url), subs[id]) // the delivery's record shows where it went; its attempts read the endpoint's URL
 		}
 	}
 	if callbackURL != "" {
-		add("", callbackURL)
+		add("", callbackURL, "")
 	}
-	// The feed: its key last, its arguments after the deliveries'.
-	keys = append(keys, s.k.feed(tenant))
+	args[7] = n
+	// The feed and the subscriptions: their keys last, the feed's
+	// arguments after the deliveries'.
+	keys = append(keys, s.k.feed(tenant), s.k.subscriptions(tenant))
 	args = append(append(args, s.feedArgs(tenant, now)...), s.eventTTL())
-	res, err := publishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("publish event: %w", err)
-	}
-	if res[0] == "exists" { // another fan-out of the same change won the race
-		refs, _, err := s.pendingOfEvent(ctx, tenant, ev.ID)
-		return refs, err
-	}
-	var refs []Ref
-	for i := 1; i+2 < len(res); i += 3 {
-		if res[i+2] == DeliveryPending {
-			refs = append(refs, Ref{Tenant: tenant, DeliveryID: res[i], EventID: ev.ID, EndpointID: res[i+1]})
-		}
-	}
-	return refs, nil
+	return publishScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 }
 
 // idCutoff is the smallest id, of the form prefix + UUIDv7, made at t or
@@ -483,9 +550,12 @@ else
 end
 local cap = tonumber(ARGV[6])
 if cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if not redis.call('ZSCORE', KEYS[5], ARGV[5]) and redis.call('ZCARD', KEYS[5]) >= cap then
-    return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+  -- Expired slots are dropped only when they would count: the set is full.
+  if redis.call('ZCARD', KEYS[5]) >= cap then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+    if not redis.call('ZSCORE', KEYS[5], ARGV[5]) and redis.call('ZCARD', KEYS[5]) >= cap then
+      return {'busy', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+    end
   end
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
   redis.call('PEXPIREAT', KEYS[5], redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2])
@@ -570,17 +640,18 @@ type outcome struct {
 var finishScript = redis.NewScript(luaSetSub + `
 local now = tonumber(ARGV[1])
 local outcome = ARGV[2]
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local status = redis.call('HGET', KEYS[1], 'status')
+if redis.call('RPUSH', KEYS[2], ARGV[3]) > tonumber(ARGV[12]) then
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
+end
+local d = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+local status, attempts = d[1], (tonumber(d[2] or '0') or 0) + 1
 local disabled = false
 if ARGV[5] == '1' then
-  local e = redis.call('HMGET', KEYS[3], 'id', 'disabled', 'fail_since')
+  local e = redis.call('HMGET', KEYS[3], 'id', 'disabled', 'fail_since', 'streak', 'open_until')
   if not e[1] then
     if outcome ~= 'delivered' then outcome = 'failed' end
   elseif outcome == 'delivered' then
-    redis.call('HDEL', KEYS[3], 'streak', 'fail_since', 'open_until')
+    if e[3] or e[4] or e[5] then redis.call('HDEL', KEYS[3], 'streak', 'fail_since', 'open_until') end
   else
     local streak = redis.call('HINCRBY', KEYS[3], 'streak', 1)
     local since = tonumber(e[3] or '0')
@@ -612,8 +683,12 @@ if status == 'delivered' or outcome == 'delivered' then new = 'delivered'
 elseif outcome == 'failed' then new = 'failed'
 elseif disabled then new = 'held'
 else new = 'pending' end
-redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1])
-if new == 'pending' then redis.call('HSET', KEYS[1], 'next', ARGV[4]) else redis.call('HDEL', KEYS[1], 'next') end
+if new == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1], 'attempts', attempts, 'next', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'status', new, 'updated', ARGV[1], 'attempts', attempts)
+  redis.call('HDEL', KEYS[1], 'next')
+end
 if new == 'held' then redis.call('ZADD', KEYS[4], ARGV[1], ARGV[13]) elseif ARGV[5] == '1' then redis.call('ZREM', KEYS[4], ARGV[13]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,38 @@ type Store struct {
 	cfg StoreConfig
 
 	feedWatcher atomic.Pointer[FeedWatcher]
+	// subs is the subscriptions Publish last found for each tenant.
+	subs subsCache
+}
+
+// subsCache keeps each tenant's subscriptions hash (endpoint id → the
+// subscription as stored) as Publish last found it. Publish's script checks
+// the copy it is given against the stored hash, so a copy out of date costs
+// a second run, never a wrong delivery. The maps are never changed once
+// stored, only replaced.
+type subsCache struct {
+	mu sync.Mutex
+	m  map[string]map[string]string
+}
+
+// maxSubsCached bounds the tenants whose subscriptions are kept; past it
+// the cache starts again empty.
+const maxSubsCached = 10000
+
+func (c *subsCache) get(tenant string) (map[string]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	subs, ok := c.m[tenant]
+	return subs, ok
+}
+
+func (c *subsCache) put(tenant string, subs map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxSubsCached {
+		c.m = map[string]map[string]string{}
+	}
+	c.m[tenant] = subs
 }
 
 // NewStore returns a store on rdb.

@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,88 @@ func TestEventIDIsStable(t *testing.T) {
 		if other == a {
 			t.Errorf("EventID collides: %s", a)
 		}
+	}
+}
+
+// TestPublishSeesEndpointChangesOfOtherProcesses: Publish works from its
+// own copy of the tenant's subscriptions, which its script checks against
+// the stored ones. Endpoints created, changed, disabled and deleted
+// through another store (another process: this one's copy is out of date)
+// are each found at the next publish.
+func TestPublishSeesEndpointChangesOfOtherProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	other := webhooks.NewStore(b.rdb, webhooks.StoreConfig{Guard: devGuard()})
+	targets := func(refs []webhooks.Ref) []string {
+		var out []string
+		for _, r := range refs {
+			out = append(out, r.EndpointID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	first, _ := b.endpoint(t, "acme", "http://127.0.0.1:9/first")
+	if _, refs := b.publish(t, "acme", ""); !slices.Equal(targets(refs), []string{first.ID}) {
+		t.Fatalf("deliveries to %v, want %s", targets(refs), first.ID)
+	}
+	check := func(step string, want ...string) {
+		t.Helper()
+		slices.Sort(want)
+		_, refs := b.publish(t, "acme", "")
+		if got := targets(refs); !slices.Equal(got, want) {
+			t.Fatalf("%s: deliveries to %v, want %v", step, got, want)
+		}
+	}
+
+	second, _, err := other.CreateEndpoint(ctx, "acme", webhooks.EndpointInput{URL: "http://127.0.0.1:9/second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a second endpoint created elsewhere", first.ID, second.ID)
+
+	failedOnly := []string{webhooks.EventOrderFailed}
+	if _, _, err := other.UpdateEndpoint(ctx, "acme", first.ID, webhooks.EndpointPatch{Events: &failedOnly}); err != nil {
+		t.Fatal(err)
+	}
+	check("the first endpoint no longer subscribed", second.ID)
+
+	moved := "http://127.0.0.1:9/moved"
+	if _, _, err := other.UpdateEndpoint(ctx, "acme", second.ID, webhooks.EndpointPatch{URL: &moved}); err != nil {
+		t.Fatal(err)
+	}
+	_, refs := b.publish(t, "acme", "")
+	if d := b.delivery(t, one(t, refs)); d.URL != moved {
+		t.Fatalf("the delivery records the URL %q, want the new one %q", d.URL, moved)
+	}
+
+	if _, err := other.DisableEndpoint(ctx, "acme", second.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	check("the second endpoint disabled (its delivery is held)")
+	held, _, err := b.store.Deliveries(ctx, "acme", second.ID, webhooks.DeliveryListParams{Status: webhooks.DeliveryHeld})
+	if err != nil || len(held) != 1 {
+		t.Fatalf("held deliveries of the disabled endpoint: %d, %v; want 1", len(held), err)
+	}
+	if _, _, err := other.EnableEndpoint(ctx, "acme", second.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("enabled again", second.ID)
+
+	if err := other.DeleteEndpoint(ctx, "acme", second.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("the second endpoint deleted")
+	third, _, err := other.CreateEndpoint(ctx, "acme", webhooks.EndpointInput{URL: "http://127.0.0.1:9/third", Events: failedOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &webhooks.Event{ID: webhooks.EventID("acme", "0190f1a2-7b3c-7d4e-8f90-000000000001", 3), Type: webhooks.EventOrderFailed, Data: []byte(`{}`)}
+	refs, err = b.store.Publish(ctx, "acme", ev, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := targets(refs); !slices.Equal(got, []string{first.ID, third.ID}) {
+		t.Fatalf("order.failed: deliveries to %v, want %s and %s", got, first.ID, third.ID)
 	}
 }
