@@ -28,14 +28,16 @@ import (
 // carries the HTTP server's. Issue 16's target is 6 from the 202 to the
 // terminal webhook enqueued. A round of n orders is placed at once and
 // counted until the last is terminal or delivered, after a first round
-// that warms up scripts and connections; the periodic work of those
-// seconds (heartbeats, forwarder) is spread over the orders.
+// that warms up scripts and connections. Asynq's periodic work of those
+// seconds (heartbeats, the forwarder, the recoverer, the janitor), whose
+// share grew with the round's length on a loaded machine (8.91 against a
+// ceiling of 8.5 once), is logged apart and not held to the ceilings.
 func TestRedisRoundTripsPerOrder(t *testing.T) {
 	const n = 100
 	// What it is (7.00 and 19.00 in all, 1.00 of the first before the
-	// 202 and 6.00 after it; decisions 80 and 88), plus headroom for
-	// periodic work and, on a loaded machine, the webhook path's repeated
-	// attempts: it may go down, not up.
+	// 202 and 6.00 after it; decisions 80 and 88), plus headroom for the
+	// saga's lease renewals and, on a loaded machine, the webhook path's
+	// repeated attempts: it may go down, not up.
 	const (
 		maxNoEndpoint   = 7.5  // POST → terminal, the tenant has no endpoint
 		maxServed       = 1.0  // the POST: create and enqueue in one pipeline
@@ -97,7 +99,7 @@ func TestRedisRoundTripsPerOrder(t *testing.T) {
 			d := count.Snapshot().Since(before)
 			per := float64(d.All) / n
 			inReq := float64(d.Served) / n
-			t.Logf("Redis round trips per order (%s): %.2f, %.2f before the 202 and %.2f after it (%s)", tc.name, per, inReq, per-inReq, d.Breakdown(n))
+			t.Logf("Redis round trips per order (%s): %.2f, %.2f before the 202 and %.2f after it (%s; Asynq's periodic work apart: %d)", tc.name, per, inReq, per-inReq, d.Breakdown(n), d.Periodic)
 			if per > tc.max {
 				t.Errorf("%.2f Redis round trips per order (%s), want at most %.1f", per, tc.name, tc.max)
 			}

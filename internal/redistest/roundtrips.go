@@ -17,8 +17,10 @@ import (
 // RoundTrips is a go-redis hook that counts Redis round trips: a command, a
 // script or a pipeline is one. The worker's looking for work is left out
 // (its blocking waits, dequeues that found nothing, the EXISTS probes of
-// its pending lists: decision 73), as their number follows the clock, not
-// the orders. Those made while serving an HTTP request (their context
+// its pending lists: decision 73) and so is Asynq's periodic work
+// (heartbeats, the forwarder's looks at the scheduled and retry sets, the
+// recoverer's at the leases, the janitor's, the queue set), counted in
+// Periodic, as their number follows the clock, not the orders. Those made while serving an HTTP request (their context
 // carries the server's; for a POST, before its 202) are counted apart.
 // The zero value counts; Pause stops it.
 type RoundTrips struct {
@@ -30,6 +32,8 @@ type RoundTrips struct {
 // RoundTripCount is what a RoundTrips counted.
 type RoundTripCount struct {
 	All, Served int64
+	// Periodic is Asynq's periodic work, not in All.
+	Periodic int64
 	// By is by command and first key, cut after its hash tag and one more
 	// segment (leaving out ids).
 	By map[string]int64
@@ -49,7 +53,7 @@ func (c *RoundTrips) Snapshot() RoundTripCount {
 
 // Since is what was counted between before and n.
 func (n RoundTripCount) Since(before RoundTripCount) RoundTripCount {
-	d := RoundTripCount{All: n.All - before.All, Served: n.Served - before.Served, By: map[string]int64{}}
+	d := RoundTripCount{All: n.All - before.All, Served: n.Served - before.Served, Periodic: n.Periodic - before.Periodic, By: map[string]int64{}}
 	for k, v := range n.By {
 		if v -= before.By[k]; v > 0 {
 			d.By[k] = v
@@ -80,6 +84,10 @@ func (c *RoundTrips) add(ctx context.Context, what string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if periodic(what) {
+		c.n.Periodic++
+		return
+	}
 	c.n.All++
 	if ctx.Value(http.ServerContextKey) != nil {
 		c.n.Served++
@@ -126,6 +134,21 @@ func roundTripKind(cmd redis.Cmder) string {
 		k = k[:j+1] + strings.SplitN(k[j+1:]+":", ":", 3)[1]
 	}
 	return cmd.Name() + " " + k
+}
+
+// periodic says whether a round trip of kind what (roundTripKind) is
+// Asynq's periodic work, by its first key: a server's heartbeat
+// (asynq:servers, asynq:workers), the forwarder (a queue's scheduled or
+// retry set), the recoverer (a queue's lease set), the janitor (its
+// completed set), a queue's registration (asynq:queues).
+func periodic(what string) bool {
+	_, k, _ := strings.Cut(what, " ")
+	for _, suffix := range []string{"scheduled", "retry", "lease", "completed", "asynq:queues"} {
+		if strings.HasSuffix(k, suffix) {
+			return true
+		}
+	}
+	return strings.HasPrefix(k, "asynq:servers") || strings.HasPrefix(k, "asynq:workers")
 }
 
 // queueProbe says whether cmd is the worker's EXISTS of a pending list.
