@@ -108,15 +108,8 @@ type gate struct {
 	probe []int // the indexes of the keys to probe (learn's, reused)
 }
 
-// gate kinds, by the suffix of the first key of the script they gate.
-const (
-	gPending   = ":pending"
-	gScheduled = ":scheduled"
-	gRetry     = ":retry"
-	gCompleted = ":completed"
-	gLease     = ":lease"
-	gAggSets   = ":aggregation_sets"
-)
+// gate kinds: the suffix of the first key of the script they gate
+// (asynqkeys.go).
 
 // idleServer is the state of one Asynq server's dequeue loop (one goroutine).
 type idleServer struct {
@@ -159,9 +152,6 @@ func newIdleWaiter(newBlock func(int) redis.UniversalClient, pipe func() redis.P
 	return w
 }
 
-// pendingKey is Asynq's pending list of queue q.
-func pendingKey(q string) string { return "asynq:{" + q + "}" + gPending }
-
 // addServer registers the queues of one Asynq server.
 func (w *idleWaiter) addServer(queues []string) {
 	s := &idleServer{wake: make(chan bool, 1), blocked: make([]atomic.Bool, len(queues))}
@@ -179,13 +169,13 @@ func (w *idleWaiter) addServer(queues []string) {
 	// of it reads both of every queue.
 	var delayed []string
 	for _, q := range queues {
-		delayed = append(delayed, "asynq:{"+q+"}"+gScheduled, "asynq:{"+q+"}"+gRetry)
+		delayed = append(delayed, asynqKey(q, gScheduled), asynqKey(q, gRetry))
 	}
 	w.addGate(delayed, periodicTTL)
 	for _, kind := range []string{gCompleted, gLease, gAggSets} {
 		var keys []string
 		for _, q := range queues {
-			keys = append(keys, "asynq:{"+q+"}"+kind)
+			keys = append(keys, asynqKey(q, kind))
 		}
 		w.addGate(keys, periodicTTL)
 	}

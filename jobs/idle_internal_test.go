@@ -125,7 +125,7 @@ func TestGateProbesOnlyKeysBelievedEmpty(t *testing.T) {
 			// The forwarder's gate: two keys per queue.
 			var keys []string
 			for _, q := range queues {
-				keys = append(keys, "asynq:{"+q+"}"+gScheduled, "asynq:{"+q+"}"+gRetry)
+				keys = append(keys, asynqKey(q, gScheduled), asynqKey(q, gRetry))
 			}
 			g := &gate{keys: keys, ttl: time.Hour, exist: make([]bool, len(keys)), pipe: pipe}
 			fill := func(i int) {

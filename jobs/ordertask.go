@@ -36,10 +36,7 @@ import (
 // writes.
 const AsynqLayoutVersion = "v0.26.0"
 
-const asynqAllQueues = "asynq:queues"
-
-// The task's hash is asynqTaskKey (reconciler.go), the pending list
-// pendingKey (idle.go).
+// The keys are those of asynqkeys.go.
 
 // writeTaskScript makes a pending task: the task hash KEYS[1] gets the
 // encoded message ARGV[1], state pending and pending_since ARGV[3], and the
@@ -140,7 +137,7 @@ func (e *Enqueuer) OrderTask(ctx context.Context, tenant, id string) orders.Ride
 func (t *orderTask) Queue(ctx context.Context, p redis.Pipeliner, eval bool) {
 	t.sadd = nil
 	if _, ok := t.e.published.Load(t.queue); !ok {
-		t.sadd = p.SAdd(ctx, asynqAllQueues, t.queue)
+		t.sadd = p.SAdd(ctx, allQueuesKey, t.queue)
 	}
 	args := []any{t.msg, t.id, time.Now().UnixNano()}
 	if eval {

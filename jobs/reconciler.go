@@ -288,7 +288,8 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, tenant := range tenants {
-		stale, err := r.store.ExpiredLeases(ctx, tenant, r.cfg.Now(), r.cfg.Batch)
+		now := r.cfg.Now()
+		stale, unleased, err := r.store.LeaseScan(ctx, tenant, now, now.Add(-r.cfg.ResumeAfter), r.cfg.Batch)
 		if err != nil {
 			return n, fmt.Errorf("resume stale %s: %w", tenant, err)
 		}
@@ -310,7 +311,7 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 				n++
 			}
 		}
-		m, err := r.resumeUnleased(ctx, tenant)
+		m, err := r.resumeUnleased(ctx, tenant, unleased)
 		n += m
 		if err != nil {
 			return n, err
@@ -320,22 +321,21 @@ func (r *Reconciler) ResumeStale(ctx context.Context) (int, error) {
 }
 
 // resumeUnleased enqueues a resume task (Enqueuer.EnqueueResumePending)
-// for each of the tenant's orders still pending with no lease ResumeAfter
-// after its creation whose process task is active in Asynq: a worker
+// for each of the tenant's orders ids (still pending with no lease
+// ResumeAfter after its creation: Store.LeaseScan) whose process task is
+// active in Asynq: a worker
 // dequeued it and died (or its master did) before the lease script ran.
 // A task still pending, scheduled or retrying is left alone: a deep
-// backlog is not worked twice. The pass costs one pipeline of the old
-// pending orders' status and lease and, when there are any, one of their
-// tasks' states, read from the order's shard under the current count (a
+// backlog is not worked twice. The pass costs, when there are any, one
+// pipeline of their tasks' states, read from the order's shard under the current count (a
 // task of another layout, during a change of --queue-shards, is left to
 // Asynq's recoverer).
-func (r *Reconciler) resumeUnleased(ctx context.Context, tenant string) (int, error) {
-	ids, err := r.store.PendingUnleased(ctx, tenant, r.cfg.Now().Add(-r.cfg.ResumeAfter), r.cfg.Batch)
-	if err != nil || len(ids) == 0 {
-		return 0, err
+func (r *Reconciler) resumeUnleased(ctx context.Context, tenant string, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
 	}
 	states := make([]*redis.StringCmd, len(ids))
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			states[i] = p.HGet(ctx, asynqTaskKey(r.enq.Queue(QueueOrders, id), id), "state")
 		}
@@ -356,10 +356,6 @@ func (r *Reconciler) resumeUnleased(ctx context.Context, tenant string) (int, er
 	}
 	return n, nil
 }
-
-// asynqTaskKey is Asynq's (v0.26) hash of task id in queue q, whose
-// "state" field is the task's state ("active" once dequeued).
-func asynqTaskKey(q, id string) string { return "asynq:{" + q + "}:t:" + id }
 
 // findTask looks the order's task of kind up in the order's shard and,
 // when it is not there, in the order's shard under the other shard counts

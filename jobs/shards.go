@@ -100,9 +100,6 @@ func ShardQueues(kind string, n int) []string {
 	return out
 }
 
-// allQueuesKey is Asynq's set of every queue that ever had a task.
-const allQueuesKey = "asynq:queues"
-
 // SeenShards is the largest number of shards of any kind that Asynq's
 // queue set shows (one more than the highest shard index seen), or 0: a
 // worker consumes at least that many, so that the shards of an enqueuer
@@ -120,16 +117,6 @@ func SeenShards(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// taskKeys are the keys of Asynq's queue q that hold its tasks in some
-// state (pending, active, scheduled, retry, archived, completed, leased,
-// grouped) or mark it paused: when none exists, q holds no task and no
-// one paused it. They share q's hash tag (one slot).
-func taskKeys(q string) []string {
-	p := "asynq:{" + q + "}:"
-	return []string{p + "pending", p + "active", p + "scheduled", p + "retry", p + "archived",
-		p + "completed", p + "lease", p + "groups", p + "paused"}
 }
 
 // shardRetirer takes the shards beyond a worker's own count out of

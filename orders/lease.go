@@ -3,7 +3,6 @@ package orders
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -379,33 +378,4 @@ func (s *Store) PendingReleases(ctx context.Context, tenant string, before time.
 // ReleaseDone records that the order's funds were released.
 func (s *Store) ReleaseDone(ctx context.Context, tenant, id string) error {
 	return s.rdb.ZRem(ctx, s.k.releases(tenant), id).Err()
-}
-
-// ExpiredLeases returns the tenant's in-flight orders (at most limit of
-// them) whose lease ended before now, each with the end of its lease in
-// Unix milliseconds: a worker took them and neither finished nor released
-// them, most likely because it died. An order whose lease was released
-// (its handler ended, its task waits to retry) is not among them.
-func (s *Store) ExpiredLeases(ctx context.Context, tenant string, now time.Time, limit int) (map[string]int64, error) {
-	ids, err := s.InFlight(ctx, tenant, now, limit)
-	if err != nil || len(ids) == 0 {
-		return nil, err
-	}
-	cmds := make([]*redis.StringCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HGet(ctx, s.k.order(tenant, id), "lease")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read leases: %w", err)
-	}
-	out := make(map[string]int64)
-	for i, c := range cmds {
-		if ms, err := c.Int64(); err == nil && ms < now.UnixMilli() {
-			out[ids[i]] = ms
-		}
-	}
-	return out, nil
 }

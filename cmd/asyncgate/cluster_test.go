@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -60,23 +58,7 @@ func TestClusterProcesses(t *testing.T) {
 		t.Errorf("the master of acme's slot %s holds none of its keys", home.Addr())
 	}
 
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"asyncgate", "keys", "create", "--tenant", "beta"}, &out,
-		env(map[string]string{"ASYNCGATE_REDIS_CLUSTER": c.URL()})); err != nil {
-		t.Fatalf("keys create: %v", err)
-	}
-	secret := regexp.MustCompile(`ag_live_\S+`).FindString(out.String())
-	req, _ := http.NewRequest("POST", apiURL+"/v1/orders", strings.NewReader(`{"account_id":"acc-2","symbol":"AAPL","side":"buy","quantity":1,"type":"market"}`))
-	req.Header.Set("Authorization", "Bearer "+secret)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if secret == "" || res.StatusCode != http.StatusAccepted {
-		t.Errorf("an order with the key from 'keys create' on ASYNCGATE_REDIS_CLUSTER (%q): %d, want 202", out.String(), res.StatusCode)
-	}
+	placeWithNewKey(t, apiURL, "on ASYNCGATE_REDIS_CLUSTER", nil, env(map[string]string{"ASYNCGATE_REDIS_CLUSTER": c.URL()}))
 
 	home.Kill()
 	if err := c.WaitHealthy(60 * time.Second); err != nil {

@@ -57,6 +57,29 @@ var startedAddr = regexp.MustCompile(`"msg":"asyncgate started".*"addr":"(http:/
 // startAPIAndWorker starts an `asyncgate api` (tenant acme with key) and an
 // `asyncgate worker` calling simURL, both with redisFlags, and waits for
 // the API's address in its log.
+// placeWithNewKey creates a key of tenant beta with 'asyncgate keys
+// create' (its Redis given by flags or getenv) and places an order with
+// it: the API must answer 202.
+func placeWithNewKey(t *testing.T, apiURL, how string, flags []string, getenv func(string) string) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), append([]string{"asyncgate", "keys", "create", "--tenant", "beta"}, flags...), &out, getenv); err != nil {
+		t.Fatalf("keys create: %v", err)
+	}
+	secret := regexp.MustCompile(`ag_live_\S+`).FindString(out.String())
+	req, _ := http.NewRequest("POST", apiURL+"/v1/orders", strings.NewReader(`{"account_id":"acc-2","symbol":"AAPL","side":"buy","quantity":1,"type":"market"}`))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if secret == "" || res.StatusCode != http.StatusAccepted {
+		t.Errorf("an order with the key from 'keys create' %s (%q): %d, want 202", how, out.String(), res.StatusCode)
+	}
+}
+
 func startAPIAndWorker(t *testing.T, key, simURL string, redisFlags []string) (api, worker *proctest.Proc, apiURL string) {
 	t.Helper()
 	api = proctest.Start(t, binary, append([]string{"api", "--addr", "127.0.0.1:0", "--api-keys", key + "=acme",
@@ -134,22 +157,7 @@ func TestSentinelEndToEnd(t *testing.T) {
 
 	// 'asyncgate keys' reaches the same master: a key it creates there is
 	// one the API takes.
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"asyncgate", "keys", "create", "--tenant", "beta", "--redis-sentinel", sentinelURL}, &out, env(nil)); err != nil {
-		t.Fatalf("keys create: %v", err)
-	}
-	secret := regexp.MustCompile(`ag_live_\S+`).FindString(out.String())
-	req, _ := http.NewRequest("POST", apiURL+"/v1/orders", strings.NewReader(`{"account_id":"acc-2","symbol":"AAPL","side":"buy","quantity":1,"type":"market"}`))
-	req.Header.Set("Authorization", "Bearer "+secret)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if secret == "" || res.StatusCode != http.StatusAccepted {
-		t.Errorf("an order with the key from 'keys create --redis-sentinel' (%q): %d, want 202", out.String(), res.StatusCode)
-	}
+	placeWithNewKey(t, apiURL, "--redis-sentinel", []string{"--redis-sentinel", sentinelURL}, env(nil))
 
 	// kill -9 the master: the sentinel promotes a replica, both processes
 	// follow it with no restart, the acknowledged order is still there and
